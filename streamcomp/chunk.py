@@ -1,0 +1,121 @@
+"""One chunk in, framed bytes out, and back: everything a method should not have to care about.
+
+- normalization of the chunk's finite values to [-1, 1] (the range goes in the frame header);
+- constant chunks (header only), NaN/inf (a zlib-compressed class map, values refilled on decode);
+- edge chunks: only the valid region is encoded; decode pads to the full chunk shape;
+- integer dtypes: round and clip to the chunk's own range.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+
+from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.frame import DTYPE_CODES, FLAG_CONSTANT, FLAG_NONFINITE, Frame, header_size, pack, unpack
+from streamcomp.methods.base import Method, Target
+
+SUPPORTED_DTYPES = tuple(DTYPE_CODES)
+_NONFINITE_VALUES = np.array([0.0, np.nan, np.inf, -np.inf])
+
+
+def check_dtype(dtype: np.dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype.name not in SUPPORTED_DTYPES:
+        raise InputError(f"dtype {dtype} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
+    return dtype
+
+
+def _nonfinite_section(block: np.ndarray) -> bytes:
+    classes = np.zeros(block.shape, np.uint8)
+    classes[np.isnan(block)] = 1
+    classes[np.isposinf(block)] = 2
+    classes[np.isneginf(block)] = 3
+    return zlib.compress(classes.tobytes(), 9)
+
+
+def normalized_mse(max_mse: float, vmin: float, vmax: float) -> float:
+    """An MSE in data units expressed in the [-1, 1] units a method sees."""
+    return max_mse * (2.0 / (vmax - vmin)) ** 2
+
+
+def encode_chunk(
+    method: Method,
+    block: np.ndarray,
+    chunk_shape: tuple[int, ...] | None = None,
+    budget_bytes: int | None = None,
+    max_mse: float | None = None,
+) -> bytes:
+    """Encode ``block`` (the valid region of a chunk of ``chunk_shape``) into framed bytes.
+
+    ``budget_bytes`` counts the whole framed chunk; ``max_mse`` is in the data's own units.
+    """
+    dtype = check_dtype(block.dtype)
+    chunk_shape = tuple(block.shape) if chunk_shape is None else tuple(chunk_shape)
+    if len(chunk_shape) != block.ndim or any(v > c for v, c in zip(block.shape, chunk_shape, strict=True)):
+        raise InputError(f"block of shape {block.shape} does not fit in chunk shape {chunk_shape}")
+    values = block.astype(np.float64)
+    flags = 0
+    sections: list[bytes] = []
+    finite = np.isfinite(values)
+    if not finite.all():
+        flags |= FLAG_NONFINITE
+        sections.append(_nonfinite_section(values))
+    fin = values[finite]
+    vmin = float(fin.min()) if fin.size else 0.0
+    vmax = float(fin.max()) if fin.size else 0.0
+    frame = Frame(method.method_id, dtype, chunk_shape, tuple(block.shape), vmin, vmax, flags, sections)
+    if vmax == vmin:
+        frame.flags |= FLAG_CONSTANT
+        return pack(frame)
+    norm = np.where(finite, 2.0 * (values - vmin) / (vmax - vmin) - 1.0, 0.0).astype(np.float32)
+    if budget_bytes is not None:
+        overhead = header_size(len(chunk_shape), len(sections) + 2) + sum(map(len, sections))
+        target = Target(budget_bytes=max(budget_bytes - overhead, 1))
+    else:
+        target = Target(max_mse=normalized_mse(max_mse, vmin, vmax))
+    frame.sections = sections + method.encode(norm, target)
+    return pack(frame)
+
+
+def restore(frame: Frame, norm: np.ndarray | None) -> np.ndarray:
+    """Undo normalization, refill non-finite values, pad to the chunk shape, cast to the dtype."""
+    valid = frame.valid
+    if norm is None:
+        values = np.full(valid, frame.vmin, dtype=np.float64)
+    else:
+        values = (norm.astype(np.float64) + 1.0) * 0.5 * (frame.vmax - frame.vmin) + frame.vmin
+        values = np.clip(values, frame.vmin, frame.vmax)
+    if frame.has_nonfinite:
+        try:
+            classes = np.frombuffer(zlib.decompress(frame.sections[0]), np.uint8)
+        except zlib.error as exc:
+            raise ChunkFormatError(f"non-finite map of the chunk cannot be decompressed: {exc}") from exc
+        if classes.size != math.prod(valid) or classes.max(initial=0) > 3:
+            raise ChunkFormatError("non-finite map of the chunk does not match its shape")
+        classes = classes.reshape(valid)
+        values = np.where(classes > 0, _NONFINITE_VALUES[classes], values)
+    if frame.dtype.kind in "iu":
+        values = np.rint(values)
+    out = np.zeros(frame.shape, dtype=frame.dtype)
+    out[tuple(slice(0, n) for n in valid)] = values.astype(frame.dtype)
+    return out
+
+
+def decode_frame(method: Method, frame: Frame) -> np.ndarray:
+    if frame.method_id != method.method_id:
+        raise ChunkFormatError(
+            f"chunk was written by method id {frame.method_id}, but the array's codec uses "
+            f"{method.name!r} (id {method.method_id})"
+        )
+    if frame.constant:
+        return restore(frame, None)
+    sections = frame.sections[1:] if frame.has_nonfinite else frame.sections
+    return restore(frame, method.decode(sections, frame.valid))
+
+
+def decode_chunk(method: Method, data: bytes | memoryview) -> np.ndarray:
+    """Framed bytes back to the full chunk array; any defect raises :class:`ChunkFormatError`."""
+    return decode_frame(method, unpack(data))

@@ -1,0 +1,171 @@
+"""``streamcomp`` command line: compress, info, decompress, evaluate.
+
+Every failure the user can fix is a one-line ``streamcomp: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from streamcomp.codec import codec_config_of
+from streamcomp.compress import compress
+from streamcomp.errors import InputError, StreamcompError
+from streamcomp.io import is_url, local_path
+from streamcomp.methods import METHODS
+from streamcomp.plan import chunk_grid
+from streamcomp.store import array_stored_bytes
+from streamcomp.verify import evaluate, open_output
+
+
+def _params(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--params must be a JSON object like '{{\"steps\": 300}}': {exc}") from exc
+    if not isinstance(params, dict):
+        raise InputError("--params must be a JSON object")
+    return params
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    ratio = args.ratio if args.ratio is not None or args.psnr is not None else 8.0
+    result = compress(
+        args.src,
+        args.dst,
+        method=args.method,
+        ratio=ratio,
+        psnr=args.psnr,
+        chunks=args.chunks,
+        zarr_format=args.zarr_format,
+        method_params=_params(args.params),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"{result.dst}: {result.method}, ratio {result.ratio:.2f}x ({result.bits_per_voxel:.3f} bits/voxel), "
+        f"{result.stored_bytes} bytes stored, {result.chunks_written} chunks, {result.seconds:.1f} s"
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    array = open_output(args.dst)
+    config = codec_config_of(array)
+    stored = array_stored_bytes(array)
+    raw = int(np.prod(array.shape)) * array.dtype.itemsize
+    info = {
+        "path": args.dst,
+        "zarr_format": array.metadata.zarr_format,
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        "chunks": list(array.chunks),
+        "method": config["method"],
+        "params": config["params"],
+        "codec_format_version": config["format_version"],
+        "shared_state_bytes": len(config["shared"]) * 3 // 4,
+        "stored_bytes": stored,
+        "raw_bytes": raw,
+        "ratio": round(raw / max(stored, 1), 3),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        print(f"{key:>22}: {value}")
+
+
+def cmd_decompress(args: argparse.Namespace) -> None:
+    array = open_output(args.dst)
+    out = args.out
+    if os.path.exists(local_path(out)) and not args.overwrite:
+        raise InputError(f"{out} already exists; pass --overwrite to replace it")
+    items = list(chunk_grid(tuple(array.shape), tuple(array.chunks)))
+    if out.endswith(".npy"):
+        target = np.lib.format.open_memmap(out, mode="w+", dtype=array.dtype, shape=tuple(array.shape))
+    else:
+        import zarr
+
+        if is_url(out):
+            raise InputError("decompress writes a local .npy file or a local zarr directory")
+        target = zarr.create_array(
+            out, shape=array.shape, chunks=array.chunks, dtype=array.dtype, overwrite=args.overwrite
+        )
+    for item in tqdm(items, desc="decode", unit="chunk", disable=args.quiet):
+        target[item.slices] = array[item.slices]
+    if isinstance(target, np.memmap):
+        target.flush()
+    print(f"wrote {out} ({'x'.join(map(str, array.shape))} {array.dtype})")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    q = evaluate(args.original, args.dst, sample=args.sample, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(q.as_dict(), indent=2))
+        return
+    print(
+        f"ratio {q.ratio:.2f}x  PSNR {q.psnr:.2f} dB  SSIM {q.ssim:.4f}  "
+        f"{q.bits_per_voxel:.3f} bits/voxel  max |error| {q.max_abs_error:g}  "
+        f"({q.chunks_checked} chunks, decode {q.decode_seconds:.2f} s)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamcomp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="compress a volume into a zarr array")
+    p.add_argument("src", help=".npy, .tif, .h5[#dataset] or a zarr path/URL")
+    p.add_argument("dst", help="output zarr path or URL")
+    p.add_argument("--method", default="siren", help=f"one of: {', '.join(sorted(METHODS))}")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--ratio", type=float, help="target compression ratio (default 8)")
+    target.add_argument("--psnr", type=float, help="target PSNR in dB (peak = max - min)")
+    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64")
+    p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
+    p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("info", help="describe a compressed array")
+    p.add_argument("dst")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("decompress", help="decode a compressed array to .npy or plain zarr")
+    p.add_argument("dst")
+    p.add_argument("out", help="output .npy file or zarr directory")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("evaluate", help="ratio, PSNR, SSIM and bits/voxel against the original")
+    p.add_argument("original")
+    p.add_argument("dst")
+    p.add_argument("--sample", type=int, help="check only this many random chunks")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except StreamcompError as exc:
+        print(f"streamcomp: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

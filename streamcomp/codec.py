@@ -1,0 +1,173 @@
+"""The registered codec: how plain ``zarr`` / ``dask`` decode a streamcomp array without help.
+
+One configuration, two registrations (package entry points, so a fresh process finds them):
+``StreamcompCodec`` is a zarr format 3 ``ArrayBytesCodec`` (group ``zarr.codecs``), and
+``StreamcompNumcodec`` a numcodecs ``Codec`` used as a zarr format 2 compressor (group
+``numcodecs.codecs``). The configuration holds all array-level state: format version, method and
+its parameters, the shared model state (zlib-compressed, base64, SHA-256 checked) and the rate
+target used when a chunk is written through zarr itself (``arr[...] = x``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import zlib
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_ndarray, ndarray_copy
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.array_spec import ArraySpec
+from zarr.core.buffer import Buffer, NDBuffer
+
+from streamcomp.chunk import decode_chunk, encode_chunk
+from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.frame import FORMAT_VERSION
+from streamcomp.methods import Method, method_class
+
+CODEC_NAME = "streamcomp"
+_KEYS = ("format_version", "method", "params", "shared", "shared_sha256", "bytes_per_voxel", "max_mse")
+
+
+def make_config(
+    method: Method, bytes_per_voxel: float | None = None, max_mse: float | None = None
+) -> dict[str, Any]:
+    """Codec configuration for an array encoded by ``method``; shared state is packed and hashed."""
+    blob = method.shared_state()
+    packed = base64.b64encode(zlib.compress(blob, 9)).decode("ascii") if blob else ""
+    return {
+        "format_version": FORMAT_VERSION,
+        "method": method.name,
+        "params": dict(method.params),
+        "shared": packed,
+        "shared_sha256": hashlib.sha256(blob).hexdigest() if blob else "",
+        "bytes_per_voxel": bytes_per_voxel,
+        "max_mse": max_mse,
+    }
+
+
+def _check_config(config: dict[str, Any]) -> dict[str, Any]:
+    missing = [k for k in _KEYS if k not in config]
+    if missing:
+        raise ChunkFormatError(f"streamcomp codec configuration lacks {missing}")
+    if int(config["format_version"]) > FORMAT_VERSION:
+        raise ChunkFormatError(
+            f"array was written with streamcomp format {config['format_version']}, newer than "
+            f"this build reads (up to {FORMAT_VERSION}): upgrade streamcomp"
+        )
+    return {k: config[k] for k in _KEYS}
+
+
+@lru_cache(maxsize=16)
+def _method_from_json(config_json: str) -> Method:
+    config = json.loads(config_json)
+    try:
+        method = method_class(config["method"])(**config["params"])
+    except InputError as exc:
+        raise ChunkFormatError(f"array's codec configuration cannot be used by this build: {exc}") from exc
+    if config["shared"]:
+        try:
+            blob = zlib.decompress(base64.b64decode(config["shared"]))
+        except (ValueError, zlib.error) as exc:
+            raise ChunkFormatError(f"shared model state in the codec configuration is unreadable: {exc}") from exc
+        if hashlib.sha256(blob).hexdigest() != config["shared_sha256"]:
+            raise ChunkFormatError("shared model state does not match its SHA-256: the array metadata is corrupted")
+        method.load_shared_state(blob)
+    return method
+
+
+def method_from_config(config: dict[str, Any]) -> Method:
+    """The (cached) method instance, shared state loaded, that a configuration describes."""
+    return _method_from_json(json.dumps(_check_config(config), sort_keys=True))
+
+
+def _encode_with_config(config: dict[str, Any], arr: np.ndarray) -> bytes:
+    method = method_from_config(config)
+    if config["max_mse"] is not None:
+        return encode_chunk(method, arr, max_mse=config["max_mse"])
+    bpv = config["bytes_per_voxel"]
+    if bpv is None:
+        raise InputError("the codec configuration has no rate target (bytes_per_voxel or max_mse)")
+    return encode_chunk(method, arr, budget_bytes=int(bpv * arr.size))
+
+
+class StreamcompCodec(ArrayBytesCodec):
+    """zarr format 3 array-to-bytes codec."""
+
+    is_fixed_size = False
+
+    def __init__(self, **config: Any) -> None:
+        object.__setattr__(self, "config", _check_config(config))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StreamcompCodec) and other.config == self.config
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.config, sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"StreamcompCodec(method={self.config['method']!r}, format_version={self.config['format_version']})"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamcompCodec:
+        if data.get("name") != CODEC_NAME:
+            raise ChunkFormatError(f"expected codec {CODEC_NAME!r}, got {data.get('name')!r}")
+        return cls(**data.get("configuration", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": CODEC_NAME, "configuration": dict(self.config)}
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        arr = decode_chunk(method_from_config(self.config), chunk_bytes.to_bytes())
+        if arr.shape != chunk_spec.shape:
+            raise ChunkFormatError(f"chunk decodes to shape {arr.shape}, the array expects {chunk_spec.shape}")
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(arr.astype(chunk_spec.dtype.to_native_dtype()))
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        data = _encode_with_config(self.config, np.asarray(chunk_array.as_ndarray_like()))
+        return chunk_spec.prototype.buffer.from_bytes(data)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, _input_byte_length: int, _chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError("streamcomp chunks have data-dependent sizes")
+
+
+class StreamcompNumcodec(Codec):
+    """numcodecs codec (zarr format 2 compressor); decode needs no shape: the frame carries it."""
+
+    codec_id = CODEC_NAME
+
+    def __init__(self, **config: Any) -> None:
+        self.config = _check_config(config)
+
+    def encode(self, buf: Any) -> bytes:
+        return _encode_with_config(self.config, ensure_ndarray(buf))
+
+    def decode(self, buf: Any, out: Any = None) -> np.ndarray:
+        arr = decode_chunk(method_from_config(self.config), bytes(ensure_ndarray(buf).view("B").reshape(-1)))
+        return ndarray_copy(arr, out) if out is not None else arr
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, **self.config}
+
+    def __repr__(self) -> str:
+        return f"StreamcompNumcodec(method={self.config['method']!r})"
+
+
+def codec_config_of(array: Any) -> dict[str, Any]:
+    """The streamcomp configuration of an opened zarr array (format 2 or 3)."""
+    candidates = [*list(getattr(array, "compressors", ()) or ()), getattr(array, "serializer", None)]
+    for codec in candidates:
+        if isinstance(codec, StreamcompCodec | StreamcompNumcodec):
+            return dict(codec.config)
+    raise InputError(f"{array.store_path} is not a streamcomp array (its codecs: {candidates})")

@@ -1,0 +1,154 @@
+"""Per-chunk INR compression: fit one small network to each chunk, store its quantized weights.
+
+The network's size comes from the chunk's byte budget (``bits_per_param`` is the expected coded
+cost of one weight); after fitting, the quantization step is searched so the payload fills the
+budget. Under a quality target the network grows until the chunk's MSE is met.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from abc import abstractmethod
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamcomp.device import default_device
+from streamcomp.errors import ChunkFormatError
+from streamcomp.methods.base import Method, Target
+from streamcomp.models.coords import grid
+from streamcomp.models.siren import mlp_params
+from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
+
+_ARCH = struct.Struct("<H")
+MAX_HIDDEN = 1024
+QUALITY_REL_STEP = 2.0**-7
+
+
+def linear_tensors(model: nn.Module) -> list[np.ndarray]:
+    """Weights and biases of every linear layer, in order, as separate arrays.
+
+    Kept apart because their scales differ by an order of magnitude in a SIREN: one shared
+    quantization step would erase the weights.
+    """
+    out = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            out += [m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy()]
+    return [t.astype(np.float32) for t in out]
+
+
+def load_linear_tensors(model: nn.Module, tensors: list[np.ndarray]) -> None:
+    params = [p for m in model.modules() if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
+    with torch.no_grad():
+        for p, t in zip(params, tensors, strict=True):
+            p.copy_(torch.from_numpy(t))
+
+
+def fit_model(
+    model: nn.Module, block: np.ndarray, steps: int, lr: float, batch: int, seed: int
+) -> nn.Module:
+    """Fit ``model`` to ``block`` (normalized) by Adam on random coordinate batches, cosine LR."""
+    device = default_device()
+    model = model.to(device)
+    coords = grid(block.shape, device)
+    values = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).reshape(-1, 1).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.05)
+    n = coords.shape[0]
+    for _ in range(steps):
+        if n > batch:
+            idx = torch.randint(0, n, (batch,), device=device, generator=gen)
+            x, y = coords[idx], values[idx]
+        else:
+            x, y = coords, values
+        loss = torch.mean((model(x) - y) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.cpu()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, coords: torch.Tensor, batch: int = 1 << 18) -> np.ndarray:
+    """Model output at ``coords`` in batches, as a flat float32 array."""
+    model.eval()
+    parts = [model(coords[i : i + batch]).reshape(-1) for i in range(0, coords.shape[0], batch)]
+    return torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
+
+
+class PerChunkINR(Method):
+    """Shared machinery of the per-chunk INR methods; subclasses define the network."""
+
+    defaults = {"layers": 7, "steps": 500, "lr": 1e-3, "batch": 8192, "seed": 0, "bits_per_param": 6.0}
+
+    @abstractmethod
+    def widths(self, hidden: int) -> list[int]:
+        """Hidden layer widths for a base width ``hidden``."""
+
+    @abstractmethod
+    def build(self, ndim: int, hidden: int) -> nn.Module:
+        """A fresh network for ``ndim``-dimensional coordinates."""
+
+    def input_dim(self, ndim: int) -> int:
+        return ndim
+
+    def param_count(self, ndim: int, hidden: int) -> int:
+        return mlp_params(self.input_dim(ndim), self.widths(hidden))
+
+    def hidden_for_budget(self, ndim: int, budget_bytes: int) -> int:
+        """Largest base width whose weights fit the budget at the expected bits per weight."""
+        target = budget_bytes * 8 / self.params["bits_per_param"]
+        hidden = 1
+        while hidden < MAX_HIDDEN and self.param_count(ndim, hidden + 1) <= target:
+            hidden += 1
+        return hidden
+
+    def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
+        """Architecture, side information (4 + 2 bytes per tensor + model), ~1.5 bits per weight."""
+        side = 4 + 2 * 2 * self.params["layers"] + 17
+        return _ARCH.size + side + math.ceil(self.param_count(len(shape), 2) * 1.5 / 8)
+
+    def _fit(self, block: np.ndarray, hidden: int) -> nn.Module:
+        p = self.params
+        torch.manual_seed(p["seed"])
+        model = self.build(block.ndim, hidden)
+        return fit_model(model, block, p["steps"], p["lr"], p["batch"], p["seed"])
+
+    def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
+        ndim = block.ndim
+        if target.budget_bytes is not None:
+            weight_budget = max(target.budget_bytes - _ARCH.size, 1)
+            hidden = self.hidden_for_budget(ndim, weight_budget)
+            model = self._fit(block, hidden)
+            return [_ARCH.pack(hidden), pack_to_budget(linear_tensors(model), weight_budget)]
+        return self._encode_quality(block, target.max_mse)
+
+    def _encode_quality(self, block: np.ndarray, max_mse: float) -> list[bytes]:
+        """Grow the network until the decoded chunk's MSE meets ``max_mse`` (or params ~ voxels)."""
+        ndim = block.ndim
+        hidden = 4
+        sections: list[bytes] = []
+        while True:
+            model = self._fit(block, hidden)
+            sections = [_ARCH.pack(hidden), pack_tensors(linear_tensors(model), QUALITY_REL_STEP)]
+            decoded = self.decode(sections, block.shape)
+            too_big = self.param_count(ndim, hidden) * 2 > block.size or hidden >= MAX_HIDDEN
+            if float(np.mean((decoded - block) ** 2)) <= max_mse or too_big:
+                return sections
+            hidden = min(MAX_HIDDEN, math.ceil(hidden * 1.4))
+
+    def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
+        if len(sections) != 2 or len(sections[0]) != _ARCH.size:
+            raise ChunkFormatError(f"{self.name} chunk must have an architecture and a weight section")
+        (hidden,) = _ARCH.unpack(sections[0])
+        if not 1 <= hidden <= MAX_HIDDEN:
+            raise ChunkFormatError(f"{self.name} chunk names an impossible width {hidden}")
+        model = self.build(len(shape), hidden)
+        shapes = [tuple(t.shape) for t in linear_tensors(model)]
+        load_linear_tensors(model, unpack_tensors(sections[1], shapes))
+        return evaluate(model, coords.float())

@@ -1,0 +1,1 @@
+"""Neural networks: coordinate grids and the INR architectures the methods fit."""

@@ -1,0 +1,89 @@
+"""Output arrays: create them with the codec, write chunk bytes straight to their keys, count bytes.
+
+Chunk bytes go to the store key zarr itself would use, in one ``set`` call: zarr's LocalStore
+writes a temporary file and renames it, and an object store's PUT is atomic, so a killed writer
+never leaves a half-written chunk that a reader could take for valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+
+from streamcomp.codec import StreamcompCodec, StreamcompNumcodec
+from streamcomp.errors import InputError
+from streamcomp.io import is_url, local_path
+
+
+def store_for(url: str, storage_options: dict | None = None, read_only: bool = False) -> Any:
+    """A zarr store for a local path, ``file://`` or fsspec URL."""
+    if is_url(url):
+        return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
+    return zarr.storage.LocalStore(local_path(url), read_only=read_only)
+
+
+def create_array(
+    store: Any,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: np.dtype,
+    codec_config: dict[str, Any],
+    zarr_format: int = 3,
+    overwrite: bool = False,
+    attributes: dict | None = None,
+) -> zarr.Array:
+    """An empty array whose chunks decode through the streamcomp codec."""
+    common = {
+        "store": store,
+        "shape": shape,
+        "chunks": chunks,
+        "dtype": dtype,
+        "fill_value": 0,
+        "zarr_format": zarr_format,
+        "overwrite": overwrite,
+        "attributes": attributes,
+        "filters": None,
+    }
+    if zarr_format == 3:
+        return zarr.create_array(serializer=StreamcompCodec(**codec_config), compressors=None, **common)
+    if zarr_format == 2:
+        return zarr.create_array(compressors=StreamcompNumcodec(**codec_config), **common)
+    raise InputError(f"zarr format must be 2 or 3, not {zarr_format}")
+
+
+def metadata_bytes(*args: Any, **kwargs: Any) -> int:
+    """Size of the metadata documents an array with these arguments would have."""
+    store = zarr.storage.MemoryStore()
+    create_array(store, *args, **kwargs)
+    return stored_bytes(store, "")
+
+
+def chunk_key(array: zarr.Array, coords: tuple[int, ...]) -> str:
+    key = array.metadata.encode_chunk_key(coords)
+    prefix = array.store_path.path
+    return f"{prefix}/{key}" if prefix else key
+
+
+def write_chunk(array: zarr.Array, coords: tuple[int, ...], data: bytes) -> None:
+    """Put one chunk's bytes at its key in a single atomic store write."""
+    array.store_path.store.set_sync(chunk_key(array, coords), default_buffer_prototype().buffer.from_bytes(data))
+
+
+def chunk_exists(array: zarr.Array, coords: tuple[int, ...]) -> bool:
+    from zarr.core.sync import sync
+
+    return sync(array.store_path.store.exists(chunk_key(array, coords)))
+
+
+def stored_bytes(store: Any, prefix: str) -> int:
+    """Every byte under ``prefix``: chunks and metadata documents alike."""
+    from zarr.core.sync import sync
+
+    return int(sync(store.getsize_prefix(prefix)))
+
+
+def array_stored_bytes(array: zarr.Array) -> int:
+    return stored_bytes(array.store_path.store, array.store_path.path)
