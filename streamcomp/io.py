@@ -1,8 +1,11 @@
 """Sources: open an input volume lazily, whatever it is stored in, and read blocks of it.
 
-``.npy`` is memory-mapped, ``.tif`` read through tifffile, HDF5 (CREMI's ``volumes/raw``) through
-h5py, and zarr arrays (a local path or any fsspec URL: ``file://``, ``s3://``, ``gs://``) through
-zarr-python. Nothing is loaded whole: callers read the blocks they need.
+Small inputs: ``.npy`` is memory-mapped, ``.tif`` read through tifffile, HDF5 (CREMI's
+``volumes/raw``) through h5py. Chunked arrays (zarr v2/v3, N5, neuroglancer precomputed) at a
+local path or a ``file://``, ``s3://``, ``gs://``, ``https://`` URL are read through tensorstore,
+with zarr-python (fsspec) as the fallback. Nothing is loaded whole: callers read the blocks they
+need, and a source can be reopened anywhere from its URL and storage options alone (the Ray
+workers do exactly that).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Source:
     dtype: np.dtype
     read: Callable[[tuple[slice, ...]], np.ndarray] = field(repr=False)
     native_chunks: tuple[int, ...] | None = None
+    reader: str = ""  # what reads it: "numpy mmap", "h5py", "tensorstore zarr3", "zarr-python", ...
 
     @property
     def nbytes(self) -> int:
@@ -43,8 +47,8 @@ def local_path(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
 
 
-def _from_array_like(url: str, arr: Any, chunks: tuple[int, ...] | None = None) -> Source:
-    return Source(url, tuple(arr.shape), np.dtype(arr.dtype), lambda sel: np.asarray(arr[sel]), chunks)
+def _from_array_like(url: str, arr: Any, chunks: tuple[int, ...] | None = None, reader: str = "") -> Source:
+    return Source(url, tuple(arr.shape), np.dtype(arr.dtype), lambda sel: np.asarray(arr[sel]), chunks, reader)
 
 
 def _open_npy(path: str) -> Source:
@@ -52,7 +56,7 @@ def _open_npy(path: str) -> Source:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise InputError(f"cannot read {path} as a NumPy .npy file: {exc}") from exc
-    return _from_array_like(path, arr)
+    return _from_array_like(path, arr, None, "numpy mmap")
 
 
 def _open_tiff(path: str) -> Source:
@@ -65,7 +69,7 @@ def _open_tiff(path: str) -> Source:
             arr = tifffile.imread(path)
         except Exception as exc:  # tifffile raises many types for bad files
             raise InputError(f"cannot read {path} as a TIFF stack: {exc}") from exc
-    return _from_array_like(path, arr)
+    return _from_array_like(path, arr, None, "tifffile")
 
 
 def _open_hdf5(path: str, dataset: str) -> Source:
@@ -78,36 +82,261 @@ def _open_hdf5(path: str, dataset: str) -> Source:
     if dataset not in f:
         raise InputError(f"{path} has no dataset {dataset!r}; name one as {path}#/path/to/dataset")
     ds = f[dataset]
-    return _from_array_like(f"{path}#{dataset}", ds, ds.chunks)
+    return _from_array_like(f"{path}#{dataset}", ds, ds.chunks, "h5py")
 
 
 def _open_zarr(url: str, storage_options: dict | None) -> Source:
     import zarr
 
+    so = s3_options(url, storage_options) if is_url(url) else None
     try:
-        arr = zarr.open_array(url, mode="r", storage_options=storage_options if is_url(url) else None)
+        arr = zarr.open_array(url, mode="r", storage_options=so)
     except FileNotFoundError as exc:
-        raise InputError(f"no zarr array at {url}: check the path (a group needs the array's path)") from exc
+        raise InputError(f"no zarr array at {url}: {_missing_hint(url)}") from exc
     except Exception as exc:  # zarr and fsspec raise many types for unreadable stores
-        raise InputError(f"cannot open {url} as a zarr array: {type(exc).__name__}: {exc}") from exc
-    return _from_array_like(url, arr, tuple(arr.chunks))
+        raise InputError(f"cannot open {url} as a zarr array: {_explain(exc)}") from exc
+    return _from_array_like(url, arr, tuple(arr.chunks), "zarr-python")
 
 
-def open_source(src: str, storage_options: dict | None = None) -> Source:
-    """Open ``src`` for lazy block reads and validate that it is a volume streamcomp can take."""
-    path, _, dataset = src.partition("#")
+# --- chunked array stores through tensorstore -------------------------------------------------
+
+# Format prefixes a URL may carry (neuroglancer's convention: ``precomputed://gs://bucket/path``).
+FORMAT_PREFIXES = {
+    "zarr2": "zarr",
+    "zarr3": "zarr3",
+    "zarr": None,
+    "n5": "n5",
+    "precomputed": "neuroglancer_precomputed",
+}
+# The metadata document that tells each format apart, probed in this order.
+FORMAT_KEYS = (
+    ("zarr.json", "zarr3"),
+    (".zarray", "zarr"),
+    ("attributes.json", "n5"),
+    ("info", "neuroglancer_precomputed"),
+)
+_EXPLICIT_KEYS = ("key", "secret", "token", "access_key_id", "secret_access_key")
+
+
+def split_format(src: str) -> tuple[str | None, str]:
+    """``n5://s3://b/p`` -> (``"n5"``, ``"s3://b/p"``); a plain URL or path -> (None, src)."""
+    head, sep, rest = src.partition("://")
+    if sep and head.lower() in FORMAT_PREFIXES:
+        return FORMAT_PREFIXES[head.lower()] or "auto", rest  # n5:///abs/path -> /abs/path
+    return None, src
+
+
+def _endpoint(storage_options: dict | None) -> str | None:
+    so = storage_options or {}
+    return (
+        so.get("endpoint_url")
+        or (so.get("client_kwargs") or {}).get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+
+
+def s3_options(url: str, storage_options: dict | None) -> dict | None:
+    """fsspec storage options for ``url``, with the S3 endpoint taken from the environment if unset.
+
+    (s3fs reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` itself; the endpoint it does not.)
+    """
+    so = dict(storage_options or {})
+    if url.startswith(("s3://", "s3a://")):
+        endpoint = _endpoint(so)
+        if endpoint and "endpoint_url" not in so and "endpoint_url" not in (so.get("client_kwargs") or {}):
+            so["endpoint_url"] = endpoint
+    return so or None
+
+
+def _explicit_credentials(storage_options: dict | None) -> bool:
+    so = storage_options or {}
+    return any(k in so for k in _EXPLICIT_KEYS) or bool(so.get("profile"))
+
+
+def tensorstore_kvstore(url: str, storage_options: dict | None = None) -> dict:
+    """tensorstore kvstore spec for a local path, ``file://``, ``s3://``, ``gs://`` or ``http(s)://`` URL.
+
+    S3: the endpoint is ``storage_options["endpoint_url"]`` (or ``client_kwargs.endpoint_url``, or
+    ``AWS_ENDPOINT_URL[_S3]``), the region ``client_kwargs.region_name`` / ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION`` (``us-east-1`` for a custom endpoint), credentials the default AWS chain
+    (environment, profile, instance metadata) or none with ``{"anon": true}``.
+    """
+    so = storage_options or {}
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme == "file":
+        return {"driver": "file", "path": os.path.abspath(local_path(url)).rstrip("/") + "/"}
+    bucket, _, path = rest.partition("/")
+    path = path.strip("/") + "/" if path.strip("/") else ""
+    if scheme in ("s3", "s3a"):
+        spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, "path": path}
+        endpoint = _endpoint(so)
+        region = (
+            (so.get("client_kwargs") or {}).get("region_name")
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+        )
+        if endpoint:
+            spec["endpoint"] = endpoint
+            region = region or "us-east-1"
+        if region:
+            spec["aws_region"] = region
+        if so.get("anon"):
+            spec["aws_credentials"] = {"type": "anonymous"}
+        return spec
+    if scheme in ("gs", "gcs"):
+        return {"driver": "gcs", "bucket": bucket, "path": path}
+    if scheme in ("http", "https"):
+        return {"driver": "http", "base_url": url.rstrip("/") + "/"}
+    raise InputError(f"unsupported URL scheme {scheme!r} in {url}; use a path, file://, s3://, gs:// or https://")
+
+
+def _ts_context() -> Any:
+    import tensorstore as ts
+
+    # No chunk cache (each block is read once), bounded copy threads: memory stays at the blocks read.
+    # Retries bounded so an unreachable endpoint fails in seconds, not minutes.
+    return ts.Context(
+        {
+            "cache_pool": {"total_bytes_limit": 0},
+            "data_copy_concurrency": {"limit": 2},
+            "s3_request_retries": {"max_retries": 4, "initial_delay": "0.2s", "max_delay": "2s"},
+            "gcs_request_retries": {"max_retries": 4, "initial_delay": "0.2s", "max_delay": "2s"},
+        }
+    )
+
+
+def _explain(exc: BaseException) -> str:
+    """A one-line reason from a tensorstore / botocore / fsspec error, with what to check."""
+    text = str(exc).split(" [tensorstore_spec=")[0].splitlines()[0] if str(exc) else type(exc).__name__
+    low = str(exc).lower()
+    if "permission_denied" in low or "403" in low or "accessdenied" in low or "forbidden" in low:
+        hint = "access denied: check credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, "
+        hint += "storage_options, or anon for public buckets)"
+    elif "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "unauthenticated" in low:
+        hint = "the credentials were rejected"
+    elif "could not connect" in low or "curl error" in low or ("connect" in low and "error" in low):
+        hint = "the storage endpoint cannot be reached (check --endpoint-url / the network)"
+    elif "nosuchbucket" in low or ("bucket" in low and "not exist" in low):
+        hint = "the bucket does not exist"
+    else:
+        return f"{type(exc).__name__}: {text}"
+    return f"{hint} ({text})"
+
+
+def _missing_hint(url: str) -> str:
+    if url.startswith(("s3://", "gs://", "gcs://")):
+        return "the bucket or the path does not exist (a group needs the array's path)"
+    return "check the path (a group needs the array's path)"
+
+
+def _probe_format(kvstore: dict, url: str) -> str | None:
+    import tensorstore as ts
+
+    try:
+        kv = ts.KvStore.open(kvstore, context=_ts_context()).result()
+        for key, driver in FORMAT_KEYS:
+            if kv.read(key).result().state == "value":
+                return driver
+    except ValueError as exc:
+        raise InputError(f"cannot read {url}: {_explain(exc)}") from exc
+    return None
+
+
+def _bucket_exists(url: str, storage_options: dict | None) -> bool | None:
+    """Whether the URL's bucket exists (None when that cannot be told), for a clearer error."""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **(s3_options(url, storage_options) or {}))
+        return bool(fs.exists(path.split("/")[0]))
+    except Exception:
+        return None
+
+
+def _ts_source(url: str, ts_store: Any, driver: str) -> Source:
+    import tensorstore as ts
+
+    arr = ts_store
+    if driver == "neuroglancer_precomputed":  # x, y, z, channel -> (channel,) z, y, x
+        if arr.shape[-1] == 1:
+            arr = arr[ts.d["channel"][0]]
+            arr = arr[ts.d["z", "y", "x"].transpose[:]]
+        else:
+            arr = arr[ts.d["channel", "z", "y", "x"].transpose[:]]
+    arr = arr.translate_to[0]
+    chunks = None
+    try:
+        chunks = tuple(int(c) for c in arr.chunk_layout.read_chunk.shape)
+    except Exception:  # not every driver reports a chunk layout
+        chunks = None
+
+    def read(sel: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(arr[sel].read().result())
+
+    return Source(url, tuple(int(n) for n in arr.shape), np.dtype(arr.dtype.numpy_dtype), read, chunks,
+                  f"tensorstore {driver}")
+
+
+def _open_chunked(src: str, storage_options: dict | None, engine: str) -> Source:
+    """A zarr v2/v3, N5 or neuroglancer precomputed array, through tensorstore (or zarr-python)."""
+    fmt, url = split_format(src)
+    url = url.rstrip("/") or url
+    use_ts = engine == "tensorstore" or (engine == "auto" and not _explicit_credentials(storage_options))
+    if not use_ts:
+        if fmt not in (None, "auto", "zarr", "zarr3"):
+            raise InputError(f"{fmt} sources are read through tensorstore; drop engine={engine!r}")
+        return _open_zarr(url if is_url(url) else local_path(url), storage_options)
+    import tensorstore as ts
+
+    kvstore = tensorstore_kvstore(url, storage_options)
+    driver = fmt if fmt not in (None, "auto") else _probe_format(kvstore, url)
+    if driver is None:
+        if is_url(url) and _bucket_exists(url, storage_options) is False:
+            raise InputError(f"cannot read {url}: the bucket does not exist")
+        raise InputError(
+            f"no zarr, N5 or neuroglancer precomputed array at {url}: {_missing_hint(url)}"
+        )
+    try:
+        store = ts.open({"driver": driver, "kvstore": kvstore}, read=True, context=_ts_context()).result()
+    except ValueError as exc:
+        if driver in ("zarr", "zarr3") and engine == "auto":  # e.g. a codec tensorstore lacks
+            try:
+                return _open_zarr(url if is_url(url) else local_path(url), storage_options)
+            except InputError:
+                pass
+        raise InputError(f"cannot open {url} as {driver}: {_explain(exc)}") from exc
+    return _ts_source(url, store, driver)
+
+
+def open_source(src: str, storage_options: dict | None = None, engine: str = "auto") -> Source:
+    """Open ``src`` for lazy block reads and validate that it is a volume streamcomp can take.
+
+    ``src``: ``.npy`` / ``.tif`` / HDF5 (``file.h5#dataset``, CREMI's ``volumes/raw`` by default)
+    for small inputs, or a chunked array (zarr v2/v3, N5, neuroglancer precomputed; the format is
+    detected from its metadata document or given as a ``n5://`` / ``precomputed://`` / ``zarr2://``
+    / ``zarr3://`` prefix) at a path or a ``file://``, ``s3://``, ``gs://``, ``https://`` URL.
+    Chunked arrays are read through tensorstore (``engine="auto"``), or zarr-python when the
+    storage options carry explicit keys (tensorstore takes credentials from the AWS chain only) or
+    tensorstore cannot decode the array; ``engine="zarr"`` / ``"tensorstore"`` force one.
+    Failures (missing path or bucket, denied access, unreachable endpoint) raise ``InputError``.
+    """
+    if engine not in ("auto", "tensorstore", "zarr"):
+        raise InputError(f"engine must be auto, tensorstore or zarr, not {engine!r}")
+    fmt, inner = split_format(src)
+    path, _, dataset = inner.partition("#")
     lpath = local_path(path)
     lower = lpath.lower()
     if not is_url(path) and not os.path.exists(lpath):
         raise InputError(f"source {src} does not exist")
-    if lower.endswith(".npy"):
+    if fmt is None and lower.endswith(".npy"):
         source = _open_npy(lpath)
-    elif lower.endswith((".tif", ".tiff")):
+    elif fmt is None and lower.endswith((".tif", ".tiff")):
         source = _open_tiff(lpath)
-    elif lower.endswith((".h5", ".hdf5", ".hdf")):
+    elif fmt is None and lower.endswith((".h5", ".hdf5", ".hdf")):
         source = _open_hdf5(lpath, dataset or HDF5_DEFAULT_DATASET)
     else:
-        source = _open_zarr(path if is_url(path) else lpath, storage_options)
+        source = _open_chunked(src, storage_options, engine)
     check_volume(source.shape, source.dtype)
     return source
 
