@@ -28,6 +28,11 @@ class ChunkPlan:
     slices: tuple[slice, ...]
     kind: str = "data"  # "data", "constant" or "fill"
     budget: int | None = None
+    weight: float | None = None  # share of the byte budget; None = voxel count
+
+    @property
+    def budget_weight(self) -> float:
+        return float(self.voxels) if self.weight is None else float(self.weight)
 
     @property
     def valid_shape(self) -> tuple[int, ...]:
@@ -84,23 +89,46 @@ def chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[Chun
         yield ChunkPlan(coords, slices)
 
 
+def block_stats(block: np.ndarray) -> tuple[float, float, str]:
+    """(min, max, kind) of one chunk's finite values; kind is "fill" (all zero, not stored),
+    "constant" (one value, header only) or "data". No finite value: (inf, -inf, "data")."""
+    finite = block[np.isfinite(block)] if block.dtype.kind == "f" else block
+    if not finite.size:
+        return math.inf, -math.inf, "data"
+    lo, hi = float(finite.min()), float(finite.max())
+    kind = "data"
+    if lo == hi and finite.size == block.size:
+        kind = "fill" if lo == 0 else "constant"
+    return lo, hi, kind
+
+
+def plan_from_stats(
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: np.dtype,
+    items: list[ChunkPlan],
+    stats: list[tuple[float, float, str]],
+) -> Plan:
+    """The plan from every chunk's :func:`block_stats` (in ``items`` order), however they were computed."""
+    vmin, vmax = math.inf, -math.inf
+    for item, (lo, hi, kind) in zip(items, stats, strict=True):
+        vmin, vmax = min(vmin, lo), max(vmax, hi)
+        item.kind = kind
+    if vmin > vmax:
+        vmin = vmax = 0.0
+    return Plan(tuple(shape), tuple(chunks), np.dtype(dtype), items, vmin, vmax)
+
+
 def scan(source: Source, chunks: tuple[int, ...], progress: bool = False) -> Plan:
-    """One streaming pass over the source: chunk kinds and the global value range."""
+    """One streaming pass over the source in this process: chunk kinds and the global value range.
+
+    (The Ray pipeline computes the same :func:`block_stats` on its workers instead.)
+    """
     from tqdm import tqdm
 
     items = list(chunk_grid(source.shape, chunks))
-    vmin, vmax = math.inf, -math.inf
-    for item in tqdm(items, desc="scan", unit="chunk", disable=not progress):
-        block = source.read(item.slices)
-        finite = block[np.isfinite(block)] if block.dtype.kind == "f" else block
-        if finite.size:
-            lo, hi = float(finite.min()), float(finite.max())
-            vmin, vmax = min(vmin, lo), max(vmax, hi)
-            if lo == hi and finite.size == block.size:
-                item.kind = "fill" if lo == 0 else "constant"
-    if vmin > vmax:
-        vmin = vmax = 0.0
-    return Plan(tuple(source.shape), chunks, np.dtype(source.dtype), items, vmin, vmax)
+    stats = [block_stats(source.read(it.slices)) for it in tqdm(items, desc="scan", unit="chunk", disable=not progress)]
+    return plan_from_stats(source.shape, chunks, source.dtype, items, stats)
 
 
 def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) -> None:
@@ -112,8 +140,8 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
     data = [it for it in plan.items if it.kind == "data"]
     n_const = sum(it.kind == "constant" for it in plan.items)
     available = plan.raw_bytes / ratio - meta_bytes - n_const * const_cost
-    weight = sum(it.voxels for it in data)
-    need = len(data) * (min_payload + header_size(ndim, 3))
+    floor = min_payload + header_size(ndim, 3)
+    need = len(data) * floor
     if available < need:
         best = plan.raw_bytes / (meta_bytes + n_const * const_cost + need)
         raise InputError(
@@ -121,5 +149,25 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
             f"about {need + meta_bytes} bytes, so at most {best:.1f}x is reachable; "
             "ask for a lower ratio or use larger chunks"
         )
-    for it in data:
-        it.budget = int(available * it.voxels / weight)
+    for it, budget in zip(data, _share(available, [it.budget_weight for it in data], floor), strict=True):
+        it.budget = budget
+
+
+def _share(total: float, weights: list[float], floor: float) -> list[int]:
+    """``total`` split in proportion to ``weights``, every share at least ``floor`` (water filling:
+    shares that fall below the floor are pinned to it and the rest re-split among the others)."""
+    n = len(weights)
+    w = np.array(weights, np.float64)
+    if n == 0:
+        return []
+    if not np.isfinite(w).all() or w.sum() <= 0:
+        w = np.ones(n)
+    pinned = np.zeros(n, bool)
+    while True:
+        free = total - floor * pinned.sum()
+        wsum = w[~pinned].sum()
+        shares = np.where(pinned, floor, free * w / wsum if wsum > 0 else floor)
+        low = ~pinned & (shares < floor)
+        if not low.any():
+            return [int(v) for v in shares]
+        pinned |= low

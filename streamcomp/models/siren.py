@@ -55,3 +55,53 @@ class FunnelSiren(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+
+class BatchedFunnelSiren(nn.Module):
+    """Several independent funnel SIRENs trained at once with batched matmuls (SCI's leaf blocks).
+
+    Network ``i`` has hidden widths ``widths_list[i]``; all are padded to the widest and masked,
+    so padded units stay exactly zero and each network is initialised and trained exactly like
+    its own :class:`FunnelSiren` (the loss is a sum over networks, Adam is per element).
+    Inputs are (networks, points, in_dim); outputs (networks, points, out_dim).
+    """
+
+    def __init__(self, in_dim: int, widths_list: list[list[int]], w0: float = 20.0, out_dim: int = 1) -> None:
+        super().__init__()
+        n, depth = len(widths_list), len(widths_list[0])
+        real = torch.tensor([[in_dim, *w, out_dim] for w in widths_list])  # (n, depth + 2)
+        dims = [in_dim, *(int(v) for v in real[:, 1:-1].max(0).values), out_dim]
+        self.w0s = [w0] + [30.0] * (depth - 1)
+        self.real = real
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for j in range(depth + 1):
+            fan_in, fan_out = dims[j], dims[j + 1]
+            in_mask = (torch.arange(fan_in)[None, :] < real[:, j, None]).float()
+            out_mask = (torch.arange(fan_out)[None, :] < real[:, j + 1, None]).float()
+            self.register_buffer(f"wmask{j}", in_mask[:, :, None] * out_mask[:, None, :])
+            self.register_buffer(f"bmask{j}", out_mask)
+            fi = real[:, j].float()[:, None, None]
+            bound = torch.full_like(fi, 1.0) / fi if j == 0 else torch.sqrt(6.0 / fi) / 30.0
+            w = (torch.rand(n, fan_in, fan_out) * 2 - 1) * bound
+            b = (torch.rand(n, fan_out) * 2 - 1) / torch.sqrt(fi[:, :, 0])
+            self.weights.append(nn.Parameter(w * in_mask[:, :, None] * out_mask[:, None, :]))
+            self.biases.append(nn.Parameter(b * out_mask))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        last = len(self.weights) - 1
+        for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm((b * getattr(self, f"bmask{j}"))[:, None, :], h, w * getattr(self, f"wmask{j}"))
+            if j < last:
+                h = torch.sin(self.w0s[j] * h)
+        return h
+
+    def network_tensors(self, i: int) -> list:
+        """Network ``i``'s weights and biases in :func:`FunnelSiren` ``nn.Linear`` order (numpy)."""
+        out = []
+        r = [int(v) for v in self.real[i]]
+        for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out.append(w[i, : r[j], : r[j + 1]].detach().T.contiguous().numpy())
+            out.append(b[i, : r[j + 1]].detach().contiguous().numpy())
+        return out

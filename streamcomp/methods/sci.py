@@ -1,0 +1,344 @@
+"""``sci``: SCI (Yang et al., AAAI 2023) inside a chunk: adaptive octree partitioning by spectrum
+concentration, one funnel SIREN per leaf block, parameters allocated by |x| / D(x), deblocking.
+
+Per chunk:
+
+1. octree over the normalized block, D(x) (eq. 9) per node, flat nodes pruned;
+2. leaves chosen by the integer program of eq. 8, 10-12 (HiGHS via ``scipy.optimize.milp``), at
+   most ``a_max`` network leaves, and no more than the budget can give ``min_leaf_params`` each
+   (``partition``: ``adaptive``, or the ablations ``equal`` = EP and ``none`` = NP);
+3. the chunk's parameter budget (bytes * 8 / ``bits_per_param``) split over the leaves in
+   proportion to |x|/D(x) (``allocation``: ``sci``; ablations ``by_size`` |x|, ``by_d`` 1/D,
+   ``equal``); each leaf's funnel SIREN gets the widest width that fits its share;
+4. all leaves fitted at once (:class:`~streamcomp.models.siren.BatchedFunnelSiren`, batched
+   matmuls; leaves of similar width share a batch), then quantized *jointly*: one step scale per
+   layer role across leaves, one entropy-coded stream, the step bisected to fill the budget;
+5. deblocking strength chosen against the real chunk and stored (``deblock``: ``auto``, ``off``).
+
+Payload: a layout section (deblock code, split bits, entropy-coded leaf widths with 0 for a flat
+leaf, a float16 value per flat leaf) and the weight section.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamcomp import deblock as dbk
+from streamcomp import partition as part
+from streamcomp.device import default_device
+from streamcomp.entropy import decode_ints, encode_ints
+from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.methods.base import Method, Target, register
+from streamcomp.methods.inr import MAX_HIDDEN, QUALITY_REL_STEP, evaluate, load_linear_tensors
+from streamcomp.models.coords import grid
+from streamcomp.models.siren import BatchedFunnelSiren, FunnelSiren, funnel_widths, mlp_params
+from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
+
+_LEN = struct.Struct("<H")
+ALLOCATIONS = ("sci", "by_size", "by_d", "equal")
+GROUP_SPREAD = 1.5  # leaves whose widths differ by less than this share one batched network
+
+
+def allocation_weights(sizes: np.ndarray, ds: np.ndarray, mode: str) -> np.ndarray:
+    """Relative parameter shares of blocks of ``sizes`` voxels and concentrations ``ds``."""
+    ds = np.maximum(ds, 1e-6)
+    if mode == "sci":
+        return sizes / ds
+    if mode == "by_size":
+        return sizes.astype(np.float64)
+    if mode == "by_d":
+        return 1.0 / ds
+    if mode == "equal":
+        return np.ones(len(sizes))
+    raise InputError(f"allocation must be one of {ALLOCATIONS}, got {mode!r}")
+
+
+def _normalize(block: np.ndarray) -> np.ndarray:
+    x = np.asarray(block, np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        return np.zeros(x.shape, np.float32)
+    lo, hi = float(x[finite].min()), float(x[finite].max())
+    if hi == lo:
+        return np.zeros(x.shape, np.float32)
+    return np.where(finite, 2 * (x - lo) / (hi - lo) - 1, 0).astype(np.float32)
+
+
+@register
+class SciMethod(Method):
+    name = "sci"
+    method_id = 3
+    ndims = (3,)
+    defaults = {
+        "layers": 7, "fr": 2.2, "w0": 20.0, "steps": 500, "lr": 1e-3, "batch": 8192, "seed": 0,
+        "bits_per_param": 6.0, "levels": 3, "min_side": 4, "a_max": 50, "m": 1, "min_leaf_params": 1000,
+        "flat_tol": 1e-3, "partition": "adaptive", "allocation": "sci", "deblock": "auto",
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        if p["partition"] not in part.PARTITIONERS:
+            raise InputError(f"partition must be one of {sorted(part.PARTITIONERS)}, got {p['partition']!r}")
+        if p["allocation"] not in ALLOCATIONS:
+            raise InputError(f"allocation must be one of {ALLOCATIONS}, got {p['allocation']!r}")
+        if p["deblock"] not in ("auto", "off"):
+            raise InputError(f"deblock must be 'auto' or 'off', got {p['deblock']!r}")
+        if int(p["layers"]) < 3 or not 1 <= int(p["levels"]) <= 6 or int(p["min_side"]) < 1:
+            raise InputError("sci needs layers >= 3, 1 <= levels <= 6 and min_side >= 1")
+
+    # ---- sizes -------------------------------------------------------------------------------
+    def widths(self, hidden: int) -> list[int]:
+        return funnel_widths(hidden, int(self.params["layers"]), float(self.params["fr"]))
+
+    def leaf_params(self, hidden: int, ndim: int = 3) -> int:
+        return mlp_params(ndim, self.widths(hidden))
+
+    def hidden_for(self, n_params: float, ndim: int = 3) -> int:
+        hidden = 2
+        while hidden < MAX_HIDDEN and self.leaf_params(hidden + 1, ndim) <= n_params:
+            hidden += 1
+        return hidden
+
+    def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
+        """One leaf of width 2: layout, side information, ~1.5 bits per weight."""
+        side = 4 + 2 * 2 * int(self.params["layers"]) + 13
+        return 1 + 8 + 16 + side + math.ceil(self.leaf_params(2, len(shape)) * 1.5 / 8)
+
+    def chunk_weight(self, block: np.ndarray) -> float:
+        """Cross-chunk budget weight for :func:`streamcomp.plan.assign_budgets`: |x| / D(x) under
+        the ``sci`` allocation (the chunk normalized as the chunk layer will), else |x|."""
+        if self.params["allocation"] != "sci":
+            return float(block.size)
+        d = part.spectrum_concentration(_normalize(block), int(self.params["m"]))
+        return float(block.size) / max(d, 1e-6)
+
+    # ---- partition + allocation --------------------------------------------------------------
+    def partition(self, block: np.ndarray, total_params: float) -> tuple[list[part.Node], list[int]]:
+        p = self.params
+        nodes = part.build_tree(block, int(p["levels"]), int(p["min_side"]), int(p["m"]), float(p["flat_tol"]))
+        a_max = max(1, min(int(p["a_max"]), int(total_params // max(int(p["min_leaf_params"]), 1))))
+        leaves = part.PARTITIONERS[p["partition"]](nodes, a_max)
+        return nodes, leaves
+
+    def allocate(self, nodes: list[part.Node], leaves: list[int], total_params: float, ndim: int) -> list[int]:
+        """Width per leaf (0 for flat leaves) filling ``total_params`` in the chosen proportions."""
+        net = [i for i in leaves if not nodes[i].flat]
+        hidden = dict.fromkeys(leaves, 0)
+        if not net:
+            return [0] * len(leaves)
+        sizes = np.array([nodes[i].size for i in net], np.float64)
+        ds = np.array([nodes[i].d for i in net])
+        w = allocation_weights(sizes, ds, self.params["allocation"])
+        targets = total_params * w / w.sum()
+        hs = [self.hidden_for(t, ndim) for t in targets]
+        used = sum(self.leaf_params(h, ndim) for h in hs)
+        while True:  # hand what rounding left over to the leaves furthest below their share
+            order = np.argsort([(self.leaf_params(h, ndim) - t) / t for h, t in zip(hs, targets, strict=True)])
+            for k in order:
+                extra = self.leaf_params(hs[k] + 1, ndim) - self.leaf_params(hs[k], ndim)
+                if hs[k] < MAX_HIDDEN and used + extra <= total_params:
+                    hs[k] += 1
+                    used += extra
+                    break
+            else:
+                break
+        for i, h in zip(net, hs, strict=True):
+            hidden[i] = h
+        return [hidden[i] for i in leaves]
+
+    # ---- fitting -----------------------------------------------------------------------------
+    def fit_leaves(self, block: np.ndarray, boxes: list[part.Box], hiddens: list[int]) -> list[list[np.ndarray]]:
+        """Fit one funnel SIREN per box (batched); each as FunnelSiren-ordered numpy tensors."""
+        p = self.params
+        device = default_device()
+        torch.manual_seed(int(p["seed"]))
+        order = sorted(range(len(boxes)), key=lambda i: hiddens[i])
+        groups: list[list[int]] = []
+        for i in order:
+            if groups and hiddens[i] <= GROUP_SPREAD * hiddens[groups[-1][0]]:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        out: list[list[np.ndarray]] = [[] for _ in boxes]
+        leaf_batch = max(256, int(p["batch"]) // max(len(boxes), 1))
+        for g, members in enumerate(groups):
+            model = BatchedFunnelSiren(block.ndim, [self.widths(hiddens[i]) for i in members], float(p["w0"]))
+            model = model.to(device)
+            sizes = [math.prod(hi - lo for lo, hi in boxes[i]) for i in members]
+            nmax = max(sizes)
+            coords = torch.zeros(len(members), nmax, block.ndim)
+            values = torch.zeros(len(members), nmax, 1)
+            for r, i in enumerate(members):
+                sub = block[tuple(slice(lo, hi) for lo, hi in boxes[i])]
+                coords[r, : sizes[r]] = grid(sub.shape)
+                values[r, : sizes[r], 0] = torch.from_numpy(np.ascontiguousarray(sub, np.float32)).reshape(-1)
+            coords, values = coords.to(device), values.to(device)
+            counts = torch.tensor(sizes, device=device, dtype=torch.float32)[:, None]
+            b = min(leaf_batch, nmax)
+            full = all(s <= b for s in sizes) and len(set(sizes)) == 1
+            gen = torch.Generator(device=device).manual_seed(int(p["seed"]) + g)
+            opt = torch.optim.Adam(model.parameters(), lr=float(p["lr"]))
+            steps = int(p["steps"])
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=float(p["lr"]) * 0.05)
+            rows = torch.arange(len(members), device=device)[:, None]
+            for _ in range(steps):
+                if full:
+                    x, y = coords, values
+                else:
+                    idx = (torch.rand(len(members), b, device=device, generator=gen) * counts).long()
+                    x, y = coords[rows, idx], values[rows, idx]
+                loss = ((model(x) - y) ** 2).mean(dim=(1, 2)).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            model = model.cpu()
+            for r, i in enumerate(members):
+                out[i] = model.network_tensors(r)
+        return out
+
+    # ---- payload -----------------------------------------------------------------------------
+    @staticmethod
+    def _roles(leaf_tensors: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """Tensor ``k`` of every network leaf, flattened and concatenated: one scale per role."""
+        nets = [t for t in leaf_tensors if t]
+        if not nets:
+            return []
+        return [np.concatenate([t[k].reshape(-1) for t in nets]) for k in range(len(nets[0]))]
+
+    def _layout(self, shape, boxes_split: bytes, hiddens: list[int], flat_values: list[float], code: int) -> bytes:
+        hs = encode_ints(np.array(hiddens, np.int32))
+        flats = np.array(flat_values, np.float16).tobytes()
+        return bytes([code]) + boxes_split + _LEN.pack(len(hs)) + hs + flats
+
+    def _encode_with(self, block: np.ndarray, total_params: float, budget: int | None) -> tuple[list[bytes], float]:
+        """Partition, allocate, fit, quantize (to ``budget`` bytes, or finely when None), deblock."""
+        p = self.params
+        ndim = block.ndim
+        nodes, leaves = self.partition(block, total_params)
+        hiddens = self.allocate(nodes, leaves, total_params, ndim)
+        boxes = [nodes[i].box for i in leaves]
+        splits = part.encode_splits(block.shape, int(p["levels"]), int(p["min_side"]), boxes)
+        flat_values = [float(block[nodes[i].slices].mean()) for i, h in zip(leaves, hiddens, strict=True) if h == 0]
+        net_idx = [k for k, h in enumerate(hiddens) if h > 0]
+        fitted = self.fit_leaves(block, [boxes[k] for k in net_idx], [hiddens[k] for k in net_idx]) if net_idx else []
+        roles = self._roles(fitted)
+        layout = self._layout(block.shape, splits, hiddens, flat_values, 0)
+        if not roles:
+            weights = b""
+        elif budget is not None:
+            weights = pack_to_budget(roles, max(budget - len(layout), 1))
+        else:
+            weights = pack_tensors(roles, QUALITY_REL_STEP)
+        raw = self._decode_raw(boxes, hiddens, flat_values, weights, block.shape)
+        code = 0
+        if p["deblock"] == "auto":
+            code = dbk.best_strength(raw, block, boxes)
+        out = dbk.deblock(raw, boxes, dbk.strength_of(code)) if code else raw
+        layout = self._layout(block.shape, splits, hiddens, flat_values, code)
+        return [layout, weights], float(np.mean((out - block) ** 2))
+
+    def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
+        bpp = float(self.params["bits_per_param"])
+        if target.budget_bytes is not None:
+            layout_guess = 24 + 2 * min(int(self.params["a_max"]), 64)
+            total = max(target.budget_bytes - layout_guess, 1) * 8 / bpp
+            sections, _ = self._encode_with(block, total, target.budget_bytes)
+            return sections
+        total = max(block.size / 64, self.leaf_params(4, block.ndim))
+        while True:
+            sections, err = self._encode_with(block, total, None)
+            if err <= target.max_mse or total * 2 > block.size:
+                return sections
+            total *= 1.5
+
+    def _parse(self, sections: list[bytes], shape: tuple[int, ...]):
+        if len(sections) != 2 or not sections[0]:
+            raise ChunkFormatError("sci chunk must have a layout and a weight section")
+        layout, weights = sections
+        p = self.params
+        code = layout[0]
+        boxes, used = part.decode_splits(layout[1:], shape, int(p["levels"]), int(p["min_side"]))
+        pos = 1 + used
+        if len(layout) < pos + _LEN.size:
+            raise ChunkFormatError("sci layout section is truncated")
+        (n_hs,) = _LEN.unpack_from(layout, pos)
+        pos += _LEN.size
+        hiddens = [int(h) for h in decode_ints(layout[pos : pos + n_hs], len(boxes))]
+        pos += n_hs
+        n_flat = sum(h == 0 for h in hiddens)
+        if len(layout) != pos + 2 * n_flat or any(not 0 <= h <= MAX_HIDDEN for h in hiddens):
+            raise ChunkFormatError("sci layout section does not match its leaf list")
+        flats = np.frombuffer(layout[pos:], np.float16).astype(np.float32).tolist()
+        return code, boxes, hiddens, flats, weights
+
+    def _leaf_models(self, boxes, hiddens, weights: bytes, ndim: int) -> list[FunnelSiren | None]:
+        nets = [FunnelSiren(ndim, self.widths(h), w0=float(self.params["w0"])) if h else None for h in hiddens]
+        live = [m for m in nets if m is not None]
+        if not live:
+            return nets
+        per_net = [[tuple(t.shape) for t in _linear_params(m)] for m in live]
+        sizes = [[math.prod(s) for s in shapes] for shapes in per_net]
+        role_sizes = [sum(s[k] for s in sizes) for k in range(len(sizes[0]))]
+        roles = unpack_tensors(weights, [(n,) for n in role_sizes])
+        offsets = [0] * len(roles)
+        for m, shapes, sz in zip(live, per_net, sizes, strict=True):
+            tensors = []
+            for k, (shape, n) in enumerate(zip(shapes, sz, strict=True)):
+                tensors.append(roles[k][offsets[k] : offsets[k] + n].reshape(shape))
+                offsets[k] += n
+            load_linear_tensors(m, tensors)
+        return nets
+
+    def _decode_raw(self, boxes, hiddens, flats, weights, shape) -> np.ndarray:
+        out = np.zeros(shape, np.float32)
+        nets = self._leaf_models(boxes, hiddens, weights, len(shape))
+        flat_iter = iter(flats)
+        for box, net in zip(boxes, nets, strict=True):
+            sl = tuple(slice(lo, hi) for lo, hi in box)
+            sub_shape = tuple(hi - lo for lo, hi in box)
+            if net is None:
+                out[sl] = next(flat_iter)
+            else:
+                out[sl] = evaluate(net, grid(sub_shape)).reshape(sub_shape)
+        return out
+
+    def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+        code, boxes, hiddens, flats, weights = self._parse(sections, shape)
+        raw = self._decode_raw(boxes, hiddens, flats, weights, shape)
+        return dbk.deblock(raw, boxes, dbk.strength_of(code)) if code else raw
+
+    def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
+        """Values at arbitrary coordinates (each from the leaf that holds it; no deblocking)."""
+        _, boxes, hiddens, flats, weights = self._parse(sections, shape)
+        nets = self._leaf_models(boxes, hiddens, weights, len(shape))
+        c = coords.float()
+        n = torch.tensor(shape, dtype=torch.float32)
+        vox = (c + 1) / 2 * (n - 1)  # voxel position along each axis
+        idx = torch.clamp(torch.round(vox), torch.zeros_like(n), n - 1).long()
+        out = torch.zeros(c.shape[0])
+        flat_iter = iter(flats)
+        for box, net in zip(boxes, nets, strict=True):
+            lo = torch.tensor([b[0] for b in box])
+            hi = torch.tensor([b[1] for b in box])
+            inside = ((idx >= lo) & (idx < hi)).all(dim=1)
+            value = next(flat_iter) if net is None else None
+            if not inside.any():
+                continue
+            if net is None:
+                out[inside] = value
+                continue
+            span = (hi - lo - 1).float()
+            local = torch.where(span > 0, -1 + 2 * (vox[inside] - lo) / span.clamp(min=1), torch.zeros(()))
+            out[inside] = torch.from_numpy(evaluate(net, local))
+        return out.numpy()
+
+
+def _linear_params(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in (m.weight, m.bias)]

@@ -1,0 +1,142 @@
+"""SCI: spectrum concentration, the octree integer program, allocation, deblocking, and the method
+end to end through compress + plain zarr in a fresh process (small real crops, few steps)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import zarr
+from conftest import run_fresh_python
+
+from streamcomp import deblock as dbk
+from streamcomp import partition as part
+from streamcomp.compress import compress
+from streamcomp.io import open_source
+from streamcomp.methods import Target, method_class
+from streamcomp.plan import assign_budgets, scan
+
+FAST_SCI = {"steps": 20, "batch": 2048, "min_leaf_params": 100}
+
+
+def norm(block: np.ndarray) -> np.ndarray:
+    b = block.astype(np.float32)
+    return (2 * (b - b.min()) / (b.max() - b.min()) - 1).astype(np.float32)
+
+
+def every_stored_byte(path) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def test_spectrum_concentration_sinusoid_noise_constant():
+    x = np.meshgrid(*(np.arange(16),) * 3, indexing="ij")[2]
+    sinusoid = np.sin(2 * np.pi * 3 * x / 16)
+    noise = np.random.default_rng(0).standard_normal((16, 16, 16))
+    d_sin, d_noise = part.spectrum_concentration(sinusoid), part.spectrum_concentration(noise)
+    assert d_sin > 0.45  # a real sinusoid: two conjugate peaks share all the energy
+    assert d_noise < 0.01
+    assert part.spectrum_concentration(np.full((8, 8, 8), 3.0)) == pytest.approx(1.0)
+    assert part.spectrum_concentration(sinusoid, m=2) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("a_max", [8, 20, 50])
+def test_milp_partition_is_feasible_and_at_least_equidistant(em, a_max):
+    block = norm(em[:, :64, :64])
+    nodes = part.build_tree(block, levels=3, min_side=4)
+    leaves = part.solve_partition(nodes, a_max)
+    part.check_partition(nodes, leaves)  # exactly one active node on every root-to-leaf path
+    assert sum(not nodes[i].flat for i in leaves) <= a_max
+    ep = part.equidistant_partition(nodes, a_max)
+    part.check_partition(nodes, ep)
+    assert part.objective(nodes, leaves) >= part.objective(nodes, ep) - 1e-9
+    if a_max == 20:  # 8 blocks + one split fits: the solver must find a better mixed-depth tree
+        assert part.objective(nodes, leaves) > part.objective(nodes, ep)
+        assert len({nodes[i].level for i in leaves}) == 2
+
+
+def test_flat_blocks_are_pruned_and_splits_round_trip(ct):
+    block = norm(ct[:8, :32, :32])
+    block[:, :16, :16] = -1.0  # a flat quarter: pruned, one constant leaf
+    nodes = part.build_tree(block, levels=3, min_side=2)
+    flat = [n for n in nodes if n.flat]
+    assert flat and all(not n.children for n in flat)
+    leaves = part.solve_partition(nodes, 20)
+    boxes = [nodes[i].box for i in leaves]
+    data = part.encode_splits(block.shape, 3, 2, boxes)
+    decoded, used = part.decode_splits(data, block.shape, 3, 2)
+    assert decoded == boxes and used == len(data)
+
+
+@pytest.mark.parametrize("allocation", ["sci", "by_size", "by_d", "equal"])
+def test_allocation_modes_encode_within_budget(ct, allocation):
+    block = norm(ct[:8, :32, :32])
+    m = method_class("sci")(allocation=allocation, partition="equal", **{**FAST_SCI, "min_leaf_params": 300})
+    sections = m.encode(block, Target(budget_bytes=3000))
+    assert sum(map(len, sections)) <= 3000
+    out = m.decode(sections, block.shape)
+    assert out.shape == block.shape and np.isfinite(out).all()
+    _, boxes, hiddens, _, _ = m._parse(sections, block.shape)
+    assert len(boxes) == 8  # EP: the deepest level that fits a_max = 4000 params / 300
+    if allocation == "equal":
+        assert max(hiddens) - min(hiddens) <= 1
+
+
+def test_deblocking_reduces_seam_discontinuity(ct):
+    block = norm(ct[:8, :32, :32])
+    m = method_class("sci")(partition="equal", deblock="off", **FAST_SCI)
+    sections = m.encode(block, Target(budget_bytes=2500))
+    _, boxes, hiddens, flats, weights = m._parse(sections, block.shape)
+    raw = m._decode_raw(boxes, hiddens, flats, weights, block.shape)
+    code = dbk.best_strength(raw, block, boxes)
+    assert code > 0
+    filtered = dbk.deblock(raw, boxes, dbk.strength_of(code))
+    before = dbk.seam_discontinuity(raw, boxes, block)
+    after = dbk.seam_discontinuity(filtered, boxes, block)
+    assert after < before
+    assert np.mean((filtered - block) ** 2) < np.mean((raw - block) ** 2)
+    untouched = np.ones(block.shape, bool)
+    for a in range(3):  # the filter only moves voxels within 2 of a seam
+        mask = dbk.seam_masks(block.shape, boxes)[a]
+        near = np.zeros(block.shape, bool)
+        for k in range(-1, 3):
+            near |= np.roll(np.pad(mask, [(0, 1) if i == a else (0, 0) for i in range(3)]), k, axis=a)
+        untouched &= ~near
+    assert np.array_equal(filtered[untouched], raw[untouched])
+
+
+def test_sci_round_trip_plain_zarr_fresh_process_and_ratio(save, tmp_path, em):
+    vol = np.ascontiguousarray(em[:, :64, :128])
+    dst = tmp_path / "sci.zarr"
+    result = compress(save(vol), str(dst), method="sci", ratio=8, chunks=(16, 64, 64),
+                      method_params={"steps": 60, "batch": 2048}, progress=False)
+    assert abs(vol.nbytes / every_stored_byte(dst) - 8) / 8 < 0.05
+    assert result.stored_bytes == every_stored_byte(dst)
+    here = zarr.open_array(str(dst), mode="r")[...]
+    np.save(tmp_path / "here.npy", here)
+    code = (f"import zarr, numpy as np; a = zarr.open_array({str(dst)!r}, mode='r')[...]; "
+            f"b = np.load({str(tmp_path / 'here.npy')!r}); "
+            "print(a.dtype, a.shape, bool(np.array_equal(a, b)))")
+    proc = run_fresh_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["uint8", "(16,", "64,", "128)", "True"]
+    mse = np.mean((here.astype(float) - vol) ** 2)
+    assert mse < np.mean((vol - vol.mean()) ** 2)
+    cfg = json.loads((dst / "zarr.json").read_text())
+    assert "sci" in json.dumps(cfg)
+
+
+def test_chunk_weights_steer_budgets_and_default_is_voxel_share(save, em):
+    vol = np.array(em[:, :64, :128])
+    vol[:, :, 64:] = (np.arange(64)[None, None, :] * 2 + 20).astype(np.uint8)  # a smooth ramp chunk
+    source = open_source(save(vol))
+    m = method_class("sci")()
+    weighted = scan(source, (16, 64, 64), weight=m.chunk_weight)
+    plain = scan(source, (16, 64, 64))
+    assign_budgets(weighted, 8, 1000, m.min_payload_bytes((16, 64, 64)))
+    assign_budgets(plain, 8, 1000, m.min_payload_bytes((16, 64, 64)))
+    wb = [it.budget for it in weighted.items]
+    pb = [it.budget for it in plain.items]
+    assert pb[0] == pb[1]  # no hook: shares by voxel count, as before
+    assert wb[0] > 3 * wb[1]  # the textured EM chunk gets far more than the smooth ramp
+    assert abs(sum(wb) - sum(pb)) <= 2
+    assert min(wb) >= m.min_payload_bytes((16, 64, 64))
