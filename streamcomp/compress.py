@@ -1,28 +1,23 @@
-"""Compress a volume into a streamcomp zarr array: validate, plan, fit shared state, encode, write.
+"""Compress a volume into a streamcomp zarr array: the public entry point and its checks.
 
 Everything the user could get wrong is checked before the output is created, so a bad call
-writes nothing. Chunks are encoded one at a time from lazy source reads: memory stays at a few
-chunks whatever the volume size.
+writes nothing. The work itself (plan, fit, encode, write) is :mod:`streamcomp.pipeline`: chunks
+stream through Ray workers that read their own blocks, so memory stays flat whatever the size.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from streamcomp.chunk import encode_chunk
-from streamcomp.codec import make_config
 from streamcomp.errors import InputError
 from streamcomp.frame import FLAG_CONSTANT, Frame, pack
-from streamcomp.io import Source, is_url, local_path, open_source
+from streamcomp.io import Source, is_url, local_path
 from streamcomp.methods import Method, method_class
-from streamcomp.plan import Plan, assign_budgets, parse_chunks, scan
-from streamcomp.store import array_stored_bytes, create_array, metadata_bytes, store_for, write_chunk
+from streamcomp.plan import Plan
 
 SAMPLE_BLOCKS = 64
 
@@ -39,6 +34,9 @@ class CompressResult:
     seconds: float
     chunks_written: int
     target: dict[str, float] = field(default_factory=dict)
+    chunks_skipped: int = 0  # already present and valid (resume)
+    manifest: str | None = None
+    run: dict[str, Any] = field(default_factory=dict)  # pipeline statistics (executor, workers, times)
 
     @property
     def ratio(self) -> float:
@@ -76,14 +74,9 @@ def output_exists(dst: str, storage_options: dict | None) -> bool:
 
 def sample_blocks(source: Source, plan: Plan, count: int = SAMPLE_BLOCKS, seed: int = 0) -> list[np.ndarray]:
     """Normalized data chunks drawn evenly at random, for methods that fit shared state."""
-    data = [it for it in plan.items if it.kind == "data"]
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(data), size=min(count, len(data)), replace=False) if data else []
-    out = []
-    for i in sorted(picks):
-        block = source.read(data[i].slices).astype(np.float32)
-        out.append(np.nan_to_num(2 * (block - plan.vmin) / plan.peak - 1).astype(np.float32))
-    return out
+    from streamcomp.pipeline import normalize_sample, sample_items
+
+    return [normalize_sample(source.read(it.slices), plan.vmin, plan.peak) for it in sample_items(plan, count, seed)]
 
 
 def constant_chunk(method: Method, block: np.ndarray, chunk_shape: tuple[int, ...]) -> bytes:
@@ -105,55 +98,57 @@ def compress(
     overwrite: bool = False,
     progress: bool = True,
     storage_options: dict | None = None,
+    resume: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    executor: str = "auto",
+    gpu: bool | None = None,
+    manifest: bool = True,
 ) -> CompressResult:
-    """Compress ``src`` (``.npy``, ``.tif``, HDF5, zarr path or URL) into a zarr array at ``dst``."""
-    t0 = time.perf_counter()
-    validate_target(ratio, psnr)
-    if zarr_format not in (2, 3):
-        raise InputError(f"zarr format must be 2 or 3, not {zarr_format}")
-    if os.path.abspath(local_path(src.partition("#")[0])) == os.path.abspath(local_path(dst)):
-        raise InputError("the output must not be the source: streamcomp never overwrites its input")
-    source = open_source(src, storage_options)
-    chunk_shape = parse_chunks(chunks, source.shape)
-    codec_method = make_method(method, method_params, len(source.shape))
-    if output_exists(dst, storage_options) and not overwrite:
-        raise InputError(f"output {dst} already exists; pass --overwrite to replace it")
+    """Compress ``src`` (``.npy``, ``.tif``, HDF5, zarr/N5/precomputed path or URL) into a zarr array at ``dst``.
 
-    plan = scan(source, chunk_shape, progress)
-    codec_method.fit_shared(sample_blocks(source, plan))
-    max_mse = None if psnr is None else plan.peak**2 / 10 ** (psnr / 10)
-    config = make_config(codec_method, max_mse=max_mse)
-    array_args = (source.shape, chunk_shape, source.dtype, config, zarr_format)
-    if ratio is not None:
-        meta = metadata_bytes(*array_args)
-        assign_budgets(plan, ratio, meta, codec_method.min_payload_bytes(chunk_shape))
-        data_voxels = sum(it.voxels for it in plan.items if it.kind == "data") or 1
-        config["bytes_per_voxel"] = sum(it.budget or 0 for it in plan.items) / data_voxels
-        array_args = (source.shape, chunk_shape, source.dtype, config, zarr_format)
+    Runs the Ray pipeline (:mod:`streamcomp.pipeline`): ``ray_address`` (or ``RAY_ADDRESS``) names
+    a running cluster, otherwise an embedded local Ray is started with ``workers`` CPUs (all by
+    default) and stopped afterwards. Tiny inputs (under 64 MiB) with no Ray running, no address
+    and no ``workers`` run the same per-chunk worker in-process (``executor="local"``; ``"ray"``
+    forces Ray). ``resume=True`` completes an existing output: finished chunks that pass the frame
+    and CRC check are kept, the rest encoded with the array's own codec configuration (never
+    refit). ``gpu`` (default: whether the cluster has GPUs) makes workers request one GPU each.
+    A manifest (counts, rates, times) is written beside the output as ``<dst>.manifest.json``.
+    """
+    from streamcomp.pipeline import run
 
-    store = store_for(dst, storage_options)
-    array = create_array(store, *array_args, overwrite=overwrite)
-    written = 0
-    for item in tqdm(plan.items, desc=f"encode {method}", unit="chunk", disable=not progress):
-        if item.kind == "fill":
-            continue
-        block = source.read(item.slices)
-        if item.kind == "constant":
-            data = constant_chunk(codec_method, block, chunk_shape)
-        else:
-            data = encode_chunk(codec_method, block, chunk_shape, budget_bytes=item.budget, max_mse=max_mse)
-        write_chunk(array, item.coords, data)
-        written += 1
-    target = {"ratio": ratio} if ratio is not None else {"psnr": psnr}
+    summary, stats = run(
+        src,
+        dst,
+        method=method,
+        ratio=ratio,
+        psnr=psnr,
+        chunks=chunks,
+        zarr_format=zarr_format,
+        method_params=method_params,
+        overwrite=overwrite,
+        resume=resume,
+        progress=progress,
+        storage_options=storage_options,
+        workers=workers,
+        ray_address=ray_address,
+        executor=executor,
+        gpu=gpu,
+        manifest=manifest,
+    )
     return CompressResult(
         dst=dst,
         method=method,
-        shape=tuple(source.shape),
-        dtype=source.dtype.name,
-        chunks=chunk_shape,
-        raw_bytes=plan.raw_bytes,
-        stored_bytes=array_stored_bytes(array),
-        seconds=time.perf_counter() - t0,
-        chunks_written=written,
-        target=target,
+        shape=summary["shape"],
+        dtype=summary["dtype"],
+        chunks=summary["chunks"],
+        raw_bytes=summary["raw_bytes"],
+        stored_bytes=summary["stored_bytes"],
+        seconds=stats.seconds.get("total", 0.0),
+        chunks_written=stats.chunks_encoded,
+        target=summary["target"],
+        chunks_skipped=stats.chunks_skipped,
+        manifest=summary["manifest"],
+        run=asdict(stats),
     )

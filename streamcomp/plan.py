@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,27 +107,45 @@ def plan_from_stats(
     chunks: tuple[int, ...],
     dtype: np.dtype,
     items: list[ChunkPlan],
-    stats: list[tuple[float, float, str]],
+    stats: list[tuple],
 ) -> Plan:
-    """The plan from every chunk's :func:`block_stats` (in ``items`` order), however they were computed."""
+    """The plan from every chunk's :func:`block_stats` (in ``items`` order), however they were computed.
+
+    A stats tuple may carry a fourth element, the chunk's budget weight (None: its voxel count).
+    """
     vmin, vmax = math.inf, -math.inf
-    for item, (lo, hi, kind) in zip(items, stats, strict=True):
+    for item, st in zip(items, stats, strict=True):
+        lo, hi, kind = st[:3]
         vmin, vmax = min(vmin, lo), max(vmax, hi)
         item.kind = kind
+        item.weight = st[3] if len(st) > 3 else None
     if vmin > vmax:
         vmin = vmax = 0.0
     return Plan(tuple(shape), tuple(chunks), np.dtype(dtype), items, vmin, vmax)
 
 
-def scan(source: Source, chunks: tuple[int, ...], progress: bool = False) -> Plan:
-    """One streaming pass over the source in this process: chunk kinds and the global value range.
+def chunk_stats(block: np.ndarray, weight: Callable[[np.ndarray], float] | None = None) -> tuple:
+    """:func:`block_stats` plus, for data chunks, ``weight(block)`` (a method's ``chunk_weight``)."""
+    lo, hi, kind = block_stats(block)
+    return lo, hi, kind, (float(weight(block)) if weight is not None and kind == "data" else None)
 
-    (The Ray pipeline computes the same :func:`block_stats` on its workers instead.)
+
+def scan(
+    source: Source,
+    chunks: tuple[int, ...],
+    progress: bool = False,
+    weight: Callable[[np.ndarray], float] | None = None,
+) -> Plan:
+    """One streaming pass over the source in this process: chunk kinds, the global value range and
+    (with ``weight``, e.g. a method's ``chunk_weight``) each data chunk's budget weight.
+
+    (The Ray pipeline computes the same :func:`chunk_stats` on its workers instead.)
     """
     from tqdm import tqdm
 
     items = list(chunk_grid(source.shape, chunks))
-    stats = [block_stats(source.read(it.slices)) for it in tqdm(items, desc="scan", unit="chunk", disable=not progress)]
+    bar = tqdm(items, desc="scan", unit="chunk", disable=not progress)
+    stats = [chunk_stats(source.read(it.slices), weight) for it in bar]
     return plan_from_stats(source.shape, chunks, source.dtype, items, stats)
 
 

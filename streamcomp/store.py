@@ -21,7 +21,10 @@ from streamcomp.io import is_url, local_path
 def store_for(url: str, storage_options: dict | None = None, read_only: bool = False) -> Any:
     """A zarr store for a local path, ``file://`` or fsspec URL."""
     if is_url(url):
-        return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
+        from streamcomp.io import s3_options
+
+        so = s3_options(url, storage_options)
+        return zarr.storage.FsspecStore.from_url(url, storage_options=so, read_only=read_only)
     return zarr.storage.LocalStore(local_path(url), read_only=read_only)
 
 
@@ -70,6 +73,29 @@ def chunk_key(array: zarr.Array, coords: tuple[int, ...]) -> str:
 def write_chunk(array: zarr.Array, coords: tuple[int, ...], data: bytes) -> None:
     """Put one chunk's bytes at its key in a single atomic store write."""
     array.store_path.store.set_sync(chunk_key(array, coords), default_buffer_prototype().buffer.from_bytes(data))
+
+
+def read_chunk(array: zarr.Array, coords: tuple[int, ...]) -> bytes | None:
+    """The stored bytes of one chunk, or None when its key is absent."""
+    from zarr.core.sync import sync
+
+    buf = sync(array.store_path.store.get(chunk_key(array, coords), default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def stored_chunk_keys(array: zarr.Array) -> set[str]:
+    """Every chunk key present under the array (one listing; metadata documents left out)."""
+    from zarr.core.sync import collect_aiterator, sync
+
+    prefix = array.store_path.path
+    keys = sync(collect_aiterator(array.store_path.store.list_prefix(f"{prefix}/" if prefix else "")))
+    skip = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+    return {k for k in keys if k.rsplit("/", 1)[-1] not in skip and not k.endswith(".partial")}
+
+
+def open_output_array(url: str, storage_options: dict | None = None) -> zarr.Array:
+    """An existing output array, opened for chunk writes."""
+    return zarr.open_array(store_for(url, storage_options), mode="r+")
 
 
 def chunk_exists(array: zarr.Array, coords: tuple[int, ...]) -> bool:
