@@ -1,9 +1,14 @@
-"""Compress an EM volume (CREMI-like) and report ratio, PSNR, SSIM, time and where it went.
+"""Compress an EM volume (CREMI-like) on Ray and report ratio, PSNR, SSIM, time and where it went.
 
-    python jobs/compress_cremi.py                       # the bundled real EM sample
+    python jobs/compress_cremi.py                       # the bundled real EM sample, embedded Ray
     python jobs/compress_cremi.py --input vol.zarr --output out.zarr --ratio 12
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python jobs/compress_cremi.py --input s3://bucket/vol.zarr --output s3://bucket/out.zarr --ratio 12
 
-With no ``--input`` it compresses the real ISBI 2012 EM crop shipped in ``examples/``.
+With no ``--input`` it compresses the real ISBI 2012 EM crop shipped in ``examples/``. Under
+``ray job submit`` it runs on that cluster (``RAY_ADDRESS``); otherwise it starts an embedded local
+Ray. Rerunning the same command after a crash completes the output: finished chunks are checked
+and kept (``--no-resume`` refuses an existing output instead, ``--overwrite`` starts again).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from streamcomp.compress import compress
@@ -23,7 +29,7 @@ SAMPLE = ROOT / "examples" / "em_isbi2012_crop_16x128x128_u8.npy"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--input", default=str(SAMPLE), help="volume: .npy, .tif, .h5[#volumes/raw], zarr path/URL")
+    p.add_argument("--input", default=str(SAMPLE), help="volume: .npy, .tif, .h5[#volumes/raw], zarr/N5/precomputed")
     p.add_argument("--output", default=str(ROOT / "out" / "em_sample.zarr"), help="output zarr path/URL")
     p.add_argument("--method", default="siren")
     target = p.add_mutually_exclusive_group()
@@ -32,15 +38,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
     p.add_argument("--params", default="{}", help="method parameters as JSON")
-    p.add_argument("--verify-chunks", type=int, default=None, help="verify a random sample of chunks")
-    p.add_argument("--overwrite", action="store_true", default=None)
+    p.add_argument("--verify-chunks", type=int, default=16, help="PSNR/SSIM on this many random chunks (0: all)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
+    p.add_argument("--no-resume", action="store_true", help="refuse an existing output instead of completing it")
+    p.add_argument("--workers", type=int, help="encoder actors (default: one per CPU, or per GPU)")
+    p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else an embedded Ray)")
+    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None, help="workers request a GPU each")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// URLs")
+    p.add_argument("--anon", action="store_true", help="anonymous access to public buckets")
+    p.add_argument("--storage-options", default="{}", help="fsspec storage options as JSON")
     return p.parse_args(argv)
+
+
+def storage_options(args: argparse.Namespace) -> dict | None:
+    so = json.loads(args.storage_options)
+    if args.endpoint_url:
+        so["endpoint_url"] = args.endpoint_url
+    if args.anon:
+        so["anon"] = True
+    return so or None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ratio = args.ratio if args.ratio is not None or args.psnr is not None else 8.0
     overwrite = args.overwrite if args.overwrite is not None else args.input == str(SAMPLE)
+    so = storage_options(args)
+    t0 = time.perf_counter()
     try:
         result = compress(
             args.input,
@@ -52,11 +76,20 @@ def main(argv: list[str] | None = None) -> int:
             zarr_format=args.zarr_format,
             method_params=json.loads(args.params),
             overwrite=overwrite,
+            resume=not args.no_resume,
+            storage_options=so,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            executor="ray",
+            gpu=args.gpu,
         )
-        quality = evaluate(args.input, args.output, sample=args.verify_chunks)
+        sample = args.verify_chunks or None
+        quality = evaluate(args.input, args.output, sample=sample, storage_options=so)
     except StreamcompError as exc:
         print(f"compress_cremi: error: {exc}", file=sys.stderr)
         return 2
+    run = result.run
+    checked = f"{quality.chunks_checked} of {run['chunks_total']} chunks"
     print(
         "\n".join(
             [
@@ -66,9 +99,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"method    {result.method}  chunks {'x'.join(map(str, result.chunks))}",
                 f"ratio     {quality.ratio:.2f}x  ({quality.stored_bytes} of {quality.raw_bytes} bytes, "
                 f"{quality.bits_per_voxel:.3f} bits/voxel, metadata included)",
-                f"PSNR      {quality.psnr:.2f} dB  (peak = max - min of the original)",
+                f"PSNR      {quality.psnr:.2f} dB  (peak = max - min of the original; {checked})",
                 f"SSIM      {quality.ssim:.4f}",
-                f"time      {result.seconds:.1f} s encode, {quality.decode_seconds:.2f} s decode",
+                f"chunks    {result.chunks_written} encoded, {result.chunks_skipped} already done, "
+                f"{run['chunks_fill']} fill (not stored); {run['workers']} {run['executor']} workers"
+                f"{' (GPU)' if run['gpu'] else ''}",
+                f"speed     {run['voxels_per_second'] / 1e6:.3f} Mvoxel/s encode",
+                f"time      {time.perf_counter() - t0:.1f} s wall ({result.seconds:.1f} s compress, "
+                f"{quality.decode_seconds:.2f} s decode)",
+                f"manifest  {result.manifest}",
             ]
         )
     )

@@ -36,6 +36,15 @@ def _params(text: str | None) -> dict:
     return params
 
 
+def _storage_options(args: argparse.Namespace) -> dict | None:
+    so = _params(args.storage_options)
+    if args.endpoint_url:
+        so["endpoint_url"] = args.endpoint_url
+    if args.anon:
+        so["anon"] = True
+    return so or None
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
     ratio = args.ratio if args.ratio is not None or args.psnr is not None else 8.0
     result = compress(
@@ -49,7 +58,14 @@ def cmd_compress(args: argparse.Namespace) -> None:
         method_params=_params(args.params),
         overwrite=args.overwrite,
         progress=not args.quiet,
+        resume=args.resume,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        executor=args.executor,
+        storage_options=_storage_options(args),
     )
+    if result.chunks_skipped:
+        print(f"resumed: {result.chunks_skipped} chunks already done, {result.chunks_written} encoded now")
     print(
         f"{result.dst}: {result.method}, ratio {result.ratio:.2f}x ({result.bits_per_voxel:.3f} bits/voxel), "
         f"{result.stored_bytes} bytes stored, {result.chunks_written} chunks, {result.seconds:.1f} s"
@@ -133,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true", help="complete an existing output (keeps valid chunks)")
+    p.add_argument("--workers", type=int, help="Ray encoder actors (default: one per CPU/GPU)")
+    p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
+    p.add_argument("--executor", default="auto", choices=("auto", "ray", "local"),
+                   help="auto: in-process for tiny inputs when no Ray is running, else Ray")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// URLs")
+    p.add_argument("--anon", action="store_true", help="anonymous access to public buckets")
+    p.add_argument("--storage-options", help="fsspec storage options as JSON")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("info", help="describe a compressed array")

@@ -85,10 +85,14 @@ def read_chunk(array: zarr.Array, coords: tuple[int, ...]) -> bytes | None:
 
 def stored_chunk_keys(array: zarr.Array) -> set[str]:
     """Every chunk key present under the array (one listing; metadata documents left out)."""
-    from zarr.core.sync import collect_aiterator, sync
+    from zarr.core.sync import sync
 
     prefix = array.store_path.path
-    keys = sync(collect_aiterator(array.store_path.store.list_prefix(f"{prefix}/" if prefix else "")))
+
+    async def collect() -> list[str]:
+        return [k async for k in array.store_path.store.list_prefix(f"{prefix}/" if prefix else "")]
+
+    keys = sync(collect())
     skip = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
     return {k for k in keys if k.rsplit("/", 1)[-1] not in skip and not k.endswith(".partial")}
 
