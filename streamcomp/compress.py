@@ -67,7 +67,9 @@ def output_exists(dst: str, storage_options: dict | None) -> bool:
     if is_url(dst):
         import fsspec
 
-        fs, path = fsspec.core.url_to_fs(dst, **(storage_options or {}))
+        from streamcomp.io import s3_options
+
+        fs, path = fsspec.core.url_to_fs(dst, **(s3_options(dst, storage_options) or {}))
         return bool(fs.exists(path))
     return os.path.exists(local_path(dst))
 

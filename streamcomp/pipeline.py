@@ -320,7 +320,7 @@ class RayPool:
 def start_ray(address: str | None, workers: int | None) -> bool:
     """Connect to ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray on loopback.
 
-    Returns whether this call started (and so should stop) Ray.
+    Returns whether this call initialized Ray here (and so should shut it down or disconnect).
     """
     import ray
 
@@ -333,7 +333,7 @@ def start_ray(address: str | None, workers: int | None) -> bool:
             ray.init(address=address, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise InputError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
-        return False
+        return True
     ray.init(
         address="local",
         num_cpus=workers or os.cpu_count() or 1,

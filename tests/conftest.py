@@ -56,3 +56,7 @@ def save(tmp_path):
 def run_fresh_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run code in a new interpreter (which never imports streamcomp unless the code does)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+# Real servers (a local Ray head, a moto S3 server), session-wide: see tests/servers.py.
+from servers import ray_head, s3_server  # noqa: E402, F401
