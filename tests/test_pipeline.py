@@ -94,7 +94,8 @@ def test_killed_encoder_actor_is_restarted_and_job_completes(ray_head, tmp_path,
     run = read_manifest(str(dst))["run"]
     assert run["chunks_encoded"] == 64
     assert victim not in ray_head.alive_actor_pids()
-    assert len(run["worker_pids"]) >= 3, run["worker_pids"]  # the restarted actor took over its work
+    # two live workers besides the victim finished work: Ray restarted the killed actor
+    assert len(set(run["worker_pids"]) - {victim}) >= 2, (victim, run["worker_pids"])
 
 
 def test_killed_driver_rerun_encodes_only_missing_chunks(ray_head, tmp_path, em_big):
