@@ -72,7 +72,10 @@ def chunk_key(array: zarr.Array, coords: tuple[int, ...]) -> str:
 
 def write_chunk(array: zarr.Array, coords: tuple[int, ...], data: bytes) -> None:
     """Put one chunk's bytes at its key in a single atomic store write."""
-    array.store_path.store.set_sync(chunk_key(array, coords), default_buffer_prototype().buffer.from_bytes(data))
+    from zarr.core.sync import sync
+
+    buf = default_buffer_prototype().buffer.from_bytes(data)
+    sync(array.store_path.store.set(chunk_key(array, coords), buf))  # set_sync exists on local stores only
 
 
 def read_chunk(array: zarr.Array, coords: tuple[int, ...]) -> bytes | None:
