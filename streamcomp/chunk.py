@@ -36,6 +36,23 @@ def _nonfinite_section(block: np.ndarray) -> bytes:
     return zlib.compress(classes.tobytes(), 9)
 
 
+def normalize(block: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The block as a method sees it: finite values mapped from [vmin, vmax] to [-1, 1], others 0.
+
+    Shared models are trained on samples normalized by this same function, so what they learn
+    matches what they are asked to encode.
+    """
+    values = block.astype(np.float64)
+    finite = np.isfinite(values)
+    fin = values[finite]
+    vmin = float(fin.min()) if fin.size else 0.0
+    vmax = float(fin.max()) if fin.size else 0.0
+    if vmax == vmin:
+        return np.zeros(block.shape, np.float32), vmin, vmax
+    norm = np.where(finite, 2.0 * (values - vmin) / (vmax - vmin) - 1.0, 0.0)
+    return norm.astype(np.float32), vmin, vmax
+
+
 def normalized_mse(max_mse: float, vmin: float, vmax: float) -> float:
     """An MSE in data units expressed in the [-1, 1] units a method sees."""
     return max_mse * (2.0 / (vmax - vmin)) ** 2
@@ -56,21 +73,16 @@ def encode_chunk(
     chunk_shape = tuple(block.shape) if chunk_shape is None else tuple(chunk_shape)
     if len(chunk_shape) != block.ndim or any(v > c for v, c in zip(block.shape, chunk_shape, strict=True)):
         raise InputError(f"block of shape {block.shape} does not fit in chunk shape {chunk_shape}")
-    values = block.astype(np.float64)
     flags = 0
     sections: list[bytes] = []
-    finite = np.isfinite(values)
-    if not finite.all():
+    if dtype.kind == "f" and not np.isfinite(block).all():
         flags |= FLAG_NONFINITE
-        sections.append(_nonfinite_section(values))
-    fin = values[finite]
-    vmin = float(fin.min()) if fin.size else 0.0
-    vmax = float(fin.max()) if fin.size else 0.0
+        sections.append(_nonfinite_section(block))
+    norm, vmin, vmax = normalize(block)
     frame = Frame(method.method_id, dtype, chunk_shape, tuple(block.shape), vmin, vmax, flags, sections)
     if vmax == vmin:
         frame.flags |= FLAG_CONSTANT
         return pack(frame)
-    norm = np.where(finite, 2.0 * (values - vmin) / (vmax - vmin) - 1.0, 0.0).astype(np.float32)
     if budget_bytes is not None:
         overhead = header_size(len(chunk_shape), len(sections) + 2) + sum(map(len, sections))
         target = Target(budget_bytes=max(budget_bytes - overhead, 1))
