@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean cluster-up cluster-down submit
 
 $(BIN)/streamcomp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+# A local Ray head on 127.0.0.1 and `ray job submit` to it (see cluster/local.sh).
+# make submit ARGS="--input vol.zarr --output out.zarr --ratio 12"
+cluster-up: setup
+	cluster/local.sh up
+
+cluster-down:
+	cluster/local.sh down
+
+submit: setup
+	cluster/local.sh submit $(ARGS)
 
 clean:
 	rm -rf out .pytest_cache
