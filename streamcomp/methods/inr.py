@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamcomp.device import default_device
+from streamcomp.device import default_device, single_thread
 from streamcomp.errors import ChunkFormatError
 from streamcomp.methods.base import Method, Target
 from streamcomp.models.coords import grid
@@ -117,7 +117,8 @@ class PerChunkINR(Method):
         p = self.params
         torch.manual_seed(p["seed"])
         model = self.build(block.ndim, hidden)
-        return fit_model(model, block, p["steps"], p["lr"], p["batch"], p["seed"])
+        with single_thread():
+            return fit_model(model, block, p["steps"], p["lr"], p["batch"], p["seed"])
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         ndim = block.ndim
