@@ -1,0 +1,238 @@
+"""UniCompress training: extractor pretraining, teacher, distillation to the student, refinement.
+
+1. ``pretrain_extractor``: 𝔽 learns with the negative-free Barlow Twins objective (two augmented
+   views, cross-correlation towards identity; paper App. E.3), then is frozen for the teacher.
+2. ``train_teacher``: fusion, codebook, amortized latent encoder and conditional INR learn
+   jointly on many tiles. Loss ``L_recon + γ L_quant`` (eq. 8), with uniform quantization noise
+   on the latent grid and an L2 price on it (a proxy for its coded size).
+3. ``distill_student``: raw-only trainable extractor, shared frozen codebook, half-size INR;
+   ``L_recon + L_code + L_KD + L_out`` (eq. 9-12), each term switchable for the ablation.
+4. ``finetune_teacher``: the paper's final teacher fine-tune.
+5. ``refine_latent``: encode time — a chunk's latent grid, starting from the amortized guess, is
+   optimized with the network frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from streamcomp.device import default_device
+from streamcomp.models.unicompress import (
+    TILE,
+    TOKEN_GRID,
+    LatentINR,
+    PatchExtractor,
+    UniCompressNet,
+    gather,
+    random_index,
+)
+from streamcomp.wavelet import wavelet_components
+
+MODALITIES = ("high", "low", "raw")
+
+
+@dataclass
+class TileSet:
+    """Training tiles and their wavelet components, on the training device."""
+
+    raw: torch.Tensor
+    components: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return self.raw.shape[0]
+
+    def select(self, names: list[str], idx: torch.Tensor) -> list[torch.Tensor]:
+        return [self.components[n][idx] for n in names]
+
+
+def cut_tiles(blocks: list[np.ndarray], max_tiles: int, seed: int = 0) -> np.ndarray:
+    """All whole ``TILE``-sized tiles of the sample blocks (a random subset if too many)."""
+    tiles = []
+    for b in blocks:
+        if any(n < t for n, t in zip(b.shape, TILE, strict=True)):
+            pad = [(0, max(0, t - n)) for n, t in zip(b.shape, TILE, strict=True)]
+            b = np.pad(b, pad, mode="edge")
+        for z in range(0, b.shape[0] - TILE[0] + 1, TILE[0]):
+            for y in range(0, b.shape[1] - TILE[1] + 1, TILE[1]):
+                for x in range(0, b.shape[2] - TILE[2] + 1, TILE[2]):
+                    tiles.append(b[z : z + TILE[0], y : y + TILE[1], x : x + TILE[2]])
+    out = np.stack(tiles).astype(np.float32)
+    if len(out) > max_tiles:
+        out = out[np.random.default_rng(seed).choice(len(out), max_tiles, replace=False)]
+    return out
+
+
+def make_tileset(tiles: np.ndarray) -> TileSet:
+    low, high, raw = wavelet_components(tiles)
+    dev = default_device()
+    comps = {n: torch.from_numpy(a).to(dev) for n, a in zip(MODALITIES, (high, low, raw), strict=True)}
+    return TileSet(comps["raw"], comps)
+
+
+def _batches(n: int, batch: int, steps: int, seed: int, desc: str, progress: bool):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False):
+        yield torch.randint(0, n, (min(batch, n),), generator=gen)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    b = x.shape[0]
+    scale = 1 + 0.1 * torch.randn(b, 1, 1, 1, generator=gen).to(x.device)
+    shift = 0.1 * torch.randn(b, 1, 1, 1, generator=gen).to(x.device)
+    noise = 0.05 * torch.randn(x.shape, generator=gen).to(x.device)
+    return x * scale + shift + noise
+
+
+def pretrain_extractor(
+    extractor: PatchExtractor, tiles: TileSet, steps: int, batch: int, lr: float, seed: int, progress: bool
+) -> PatchExtractor:
+    """Barlow Twins on token features of two augmented views of every modality; then frozen."""
+    dev = default_device()
+    feat = extractor.embed.out_channels
+    projector = torch.nn.Sequential(
+        torch.nn.Linear(feat, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 64)
+    ).to(dev)
+    extractor.to(dev).train()
+    opt = torch.optim.Adam([*extractor.parameters(), *projector.parameters()], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for idx in _batches(len(tiles), batch, steps, seed, "pretrain extractor (Barlow Twins)", progress):
+        x = torch.cat(tiles.select(list(MODALITIES), idx))
+        z1 = projector(extractor(_augment(x, gen)).reshape(-1, feat))
+        z2 = projector(extractor(_augment(x, gen)).reshape(-1, feat))
+        z1 = (z1 - z1.mean(0)) / (z1.std(0) + 1e-5)
+        z2 = (z2 - z2.mean(0)) / (z2.std(0) + 1e-5)
+        c = z1.T @ z2 / z1.shape[0]
+        on = (torch.diagonal(c) - 1).pow(2).sum()
+        off = (c - torch.diag(torch.diagonal(c))).pow(2).sum()
+        loss = on + 5e-3 * off
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for p in extractor.parameters():
+        p.requires_grad_(False)
+    return extractor.eval()
+
+
+def tile_grid(z: torch.Tensor) -> torch.Tensor:
+    """Tokens of single tiles (B, T, d) as token grids (B, d, *TOKEN_GRID)."""
+    return z.transpose(1, 2).reshape(z.shape[0], z.shape[2], *TOKEN_GRID)
+
+
+def _teacher_loss(net, tiles, names, idx, pos, p):
+    comps = tiles.select(names, idx)
+    zq, _, lq = net.codebook(net.encode_tokens(comps))
+    lat = net.encode_latent(comps)
+    lat_noisy = lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5)
+    pred = net.inr(tile_grid(zq), lat_noisy, pos, TILE)
+    recon = F.mse_loss(pred, gather(tiles.raw[idx], pos))
+    return recon + p["gamma"] * lq + p["latent_l2"] * lat.pow(2).mean(), recon
+
+
+def train_teacher(
+    net: UniCompressNet, tiles: TileSet, names: list[str], p: dict, steps: int, lr: float, progress: bool,
+    desc: str = "teacher",
+) -> float:
+    """Joint training of fusion, codebook, latent encoder and INR (extractor frozen)."""
+    opt = torch.optim.Adam([q for q in net.parameters() if q.requires_grad], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.05)
+    recon = torch.tensor(0.0)
+    net.train()
+    gen = torch.Generator(device=tiles.raw.device).manual_seed(p["seed"] + 3)
+    for idx in _batches(len(tiles), p["batch"], steps, p["seed"] + 1, desc, progress):
+        pos = random_index(len(idx), p["train_points"], TILE, gen, tiles.raw.device)
+        loss, recon = _teacher_loss(net, tiles, names, idx, pos, p)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return float(recon.detach())
+
+
+def distill_student(
+    student: UniCompressNet, teacher: UniCompressNet, tiles: TileSet, names: list[str], p: dict, progress: bool
+) -> None:
+    """Two-stage KD: codebook alignment (eq. 9), soft assignment KD (eq. 10), output match (eq. 11)."""
+    lr = p["lr"]
+    opt = torch.optim.Adam([q for q in student.parameters() if q.requires_grad], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(p["student_steps"], 1), eta_min=lr * 0.05)
+    tau = p["tau"]
+    teacher.eval()
+    student.train()
+    gen = torch.Generator(device=tiles.raw.device).manual_seed(p["seed"] + 4)
+    for idx in _batches(len(tiles), p["batch"], p["student_steps"], p["seed"] + 2, "distill student", progress):
+        pos = random_index(len(idx), p["train_points"], TILE, gen, tiles.raw.device)
+        with torch.no_grad():
+            comps = tiles.select(names, idx)
+            zt = teacher.encode_tokens(comps)
+            zq_t = teacher.codebook.lookup(teacher.codebook.indices(zt))
+            logits_t = teacher.codebook.logits(zt)
+            pred_t = teacher.inr(tile_grid(zq_t), teacher.encode_latent(comps), pos, TILE)
+        zs = student.encode_tokens([tiles.raw[idx]])
+        zq_s, _, _ = student.codebook(zs)
+        lat = student.encode_latent([tiles.raw[idx]])
+        pred_s = student.inr(tile_grid(zq_s), lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5), pos, TILE)
+        loss = F.mse_loss(pred_s, gather(tiles.raw[idx], pos)) + p["latent_l2"] * lat.pow(2).mean()
+        if p["kd_code"]:
+            loss = loss + p["kd_code"] * (F.mse_loss(zs, zq_s.detach()) + F.mse_loss(zq_s, zq_t))
+        if p["kd_logits"]:
+            log_s = F.log_softmax(student.codebook.logits(zs) / tau, -1)
+            log_t = F.log_softmax(logits_t / tau, -1)
+            loss = loss + p["kd_logits"] * tau**2 * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+        if p["kd_out"]:
+            loss = loss + p["kd_out"] * F.mse_loss(pred_s, pred_t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def build_teacher(p: dict) -> tuple[UniCompressNet, list[str]]:
+    names = [n for n in MODALITIES if n in p["prior"].split(",")]
+    from streamcomp.models.unicompress import Codebook
+
+    codebook = Codebook(p["codebook"], p["dim"])
+    net = UniCompressNet(
+        len(names), p["features"], p["dim"], codebook, p["latent_channels"], p["teacher_hidden"], p["layers"], p["w0"]
+    )
+    return net, names
+
+
+def build_student(p: dict, teacher: UniCompressNet | None) -> UniCompressNet:
+    from streamcomp.models.unicompress import Codebook
+
+    codebook = teacher.codebook if teacher is not None else Codebook(p["codebook"], p["dim"])
+    extractor = copy.deepcopy(teacher.extractor) if teacher is not None else PatchExtractor(p["features"])
+    for q in extractor.parameters():
+        q.requires_grad_(True)
+    for q in codebook.parameters():
+        q.requires_grad_(False)
+    return UniCompressNet(
+        1, p["features"], p["dim"], codebook, p["latent_channels"], p["student_hidden"], p["layers"], p["w0"],
+        extractor=extractor,
+    )
+
+
+def refine_latent(
+    inr: LatentINR, zq: torch.Tensor, block: torch.Tensor, valid: tuple[int, ...], start: torch.Tensor,
+    steps: int, points: int, lr: float, seed: int,
+) -> torch.Tensor:
+    """Optimize one chunk's latent grid from ``start`` (network frozen) on voxels of its valid region."""
+    shape = tuple(block.shape)
+    latent = start.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([latent], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.1)
+    gen = torch.Generator(device=block.device).manual_seed(seed)
+    for _ in range(steps):
+        pos = random_index(1, points, valid, gen, block.device)
+        loss = F.mse_loss(inr(zq, latent, pos, shape), gather(block[None], pos))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return latent.detach()

@@ -1,0 +1,119 @@
+"""UniCompress: wavelet prior, codebook, shared fit, distilled student, streaming per-chunk codes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from conftest import run_fresh_python
+
+from streamcomp.chunk import decode_chunk, encode_chunk, normalize
+from streamcomp.compress import compress
+from streamcomp.errors import InputError
+from streamcomp.methods import method_class
+from streamcomp.metrics import psnr
+from streamcomp.models.coords import grid
+from streamcomp.models.unicompress import Codebook
+from streamcomp.wavelet import wavelet_components
+
+TINY = {
+    "pretrain_steps": 4, "teacher_steps": 60, "student_steps": 40, "finetune_steps": 4,
+    "refine_steps": 30, "max_tiles": 32, "batch": 8, "train_points": 1024,
+}
+
+
+@pytest.fixture(scope="module")
+def fitted(em):
+    method = method_class("unicompress")(**TINY)
+    method.fit_shared([normalize(em[:, y : y + 64, x : x + 64])[0] for y in (0, 64) for x in (0, 64)])
+    return method
+
+
+def test_wavelet_prior_splits_raw_into_low_and_high(em):
+    low, high, raw = wavelet_components(em[None, :8, :32, :32].astype(np.float32))
+    assert np.allclose(low + high, raw, atol=1e-4)
+    assert np.abs(np.diff(low, axis=-1)).mean() < np.abs(np.diff(raw, axis=-1)).mean()
+
+
+def test_codebook_quantizes_to_nearest_codeword_with_straight_through_gradient():
+    cb = Codebook(8, 4)
+    z = torch.randn(3, 5, 4, requires_grad=True)
+    zq, idx, loss = cb(z)
+    dists = ((z[..., None, :] - cb.embedding) ** 2).sum(-1)
+    assert torch.equal(idx, dists.argmin(-1))
+    assert torch.allclose(zq, cb.embedding[idx], atol=1e-6)
+    (zq.sum() + loss).backward()
+    assert z.grad is not None and cb.embedding.grad is not None
+
+
+def test_shared_state_round_trips_and_encode_does_not_retrain(fitted, em):
+    blob = fitted.shared_state()
+    before = {k: v.clone() for k, v in fitted.student.state_dict().items()}
+    block = np.ascontiguousarray(em[:, 64:, 64:])
+    data = encode_chunk(fitted, block, budget_bytes=block.size // 8)
+    assert len(data) <= block.size // 8
+    assert all(torch.equal(before[k], v) for k, v in fitted.student.state_dict().items())
+    assert fitted.shared_state() == blob
+    fresh = method_class("unicompress")(**TINY)
+    fresh.load_shared_state(blob)
+    assert np.array_equal(decode_chunk(fresh, data), decode_chunk(fitted, data))
+    assert psnr(block, decode_chunk(fresh, data)) > psnr(block, np.full_like(block, int(block.mean()))) + 1
+
+
+def test_decode_at_other_scale_agrees_with_the_voxel_grid(fitted, em):
+    block = np.ascontiguousarray(em[:8, :32, :32])
+    data = encode_chunk(fitted, block, budget_bytes=block.size // 4)
+    from streamcomp.frame import unpack
+
+    frame = unpack(data)
+    full = fitted.decode(frame.sections, frame.valid)
+    at = fitted.decode_at(frame.sections, frame.valid, grid(frame.valid)).reshape(frame.valid)
+    assert np.allclose(full, at, atol=1e-5)
+    upsampled = fitted.decode_at(frame.sections, frame.valid, grid((16, 64, 64)))
+    assert upsampled.shape == (16 * 64 * 64,) and np.isfinite(upsampled).all()
+
+
+def test_end_to_end_default_method_plain_zarr(save, tmp_path, em):
+    src = save(em)
+    dst = tmp_path / "uc.zarr"
+    result = compress(src, str(dst), ratio=8, chunks=(16, 64, 64), method_params=TINY, progress=False)
+    assert result.method == "unicompress"
+    meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert meta["method"] == "unicompress" and len(meta["shared"]) > 1000 and len(meta["shared_sha256"]) == 64
+    on_disk = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
+    assert abs(em.nbytes / on_disk - 8) / 8 < 0.05
+    code = f"import zarr; a = zarr.open_array({str(dst)!r})[...]; print(a.dtype, a.shape)"
+    proc = run_fresh_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["uint8", "(16,", "128,", "128)"]
+
+
+def test_cross_domain_teacher_is_reused(save, tmp_path, em, ct):
+    teacher = tmp_path / "em_teacher.pt"
+    compress(save(em), str(tmp_path / "a.zarr"), method="unicompress", ratio=8, chunks=(16, 64, 64),
+             method_params={**TINY, "save_teacher": str(teacher)}, progress=False)
+    assert teacher.exists()
+    dst = str(tmp_path / "b.zarr")
+    compress(save(ct, "ct.npy"), dst, method="unicompress", ratio=4, chunks=(16, 64, 64),
+             method_params={**TINY, "teacher": str(teacher)}, progress=False)
+    out = zarr.open_array(dst, mode="r")[...]
+    assert psnr(ct, out) > psnr(ct, np.full(ct.shape, ct.mean()))
+    with pytest.raises(InputError, match="another architecture"):
+        compress(save(ct, "ct2.npy"), str(tmp_path / "c.zarr"), method="unicompress", ratio=4,
+                 method_params={**TINY, "teacher": str(teacher), "dim": 8}, progress=False)
+
+
+@pytest.mark.parametrize("ablation", [{"prior": "raw"}, {"prior": "low,raw"}, {"kd_code": 0, "kd_logits": 0},
+                                      {"kd_out": 0}])
+def test_ablations_run(em, ablation):
+    method = method_class("unicompress")(**{**TINY, **ablation})
+    method.fit_shared([normalize(em[:, :64, :64])[0]])
+    data = encode_chunk(method, np.ascontiguousarray(em[:8, :32, :32]), budget_bytes=1024)
+    assert decode_chunk(method, data).shape == (8, 32, 32)
+
+
+def test_bad_prior_is_refused():
+    with pytest.raises(InputError, match="prior"):
+        method_class("unicompress")(prior="ultraviolet")
