@@ -21,17 +21,18 @@ from pathlib import Path
 
 from streamcomp.compress import compress
 from streamcomp.errors import StreamcompError
+from streamcomp.methods import DEFAULT_METHOD, METHODS
 from streamcomp.verify import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "examples" / "em_isbi2012_crop_16x128x128_u8.npy"
+SAMPLE = ROOT / "examples" / "em_isbi2012_crop_30x256x256_u8.npy"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--input", default=str(SAMPLE), help="volume: .npy, .tif, .h5[#volumes/raw], zarr/N5/precomputed")
     p.add_argument("--output", default=str(ROOT / "out" / "em_sample.zarr"), help="output zarr path/URL")
-    p.add_argument("--method", default="siren")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(sorted(METHODS))}")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float)
     target.add_argument("--psnr", type=float)

@@ -18,7 +18,7 @@ from streamcomp.codec import codec_config_of
 from streamcomp.compress import compress
 from streamcomp.errors import InputError, StreamcompError
 from streamcomp.io import is_url, local_path
-from streamcomp.methods import METHODS
+from streamcomp.methods import DEFAULT_METHOD, METHODS
 from streamcomp.plan import chunk_grid
 from streamcomp.store import array_stored_bytes
 from streamcomp.verify import evaluate, open_output
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="compress a volume into a zarr array")
     p.add_argument("src", help=".npy, .tif, .h5[#dataset] or a zarr path/URL")
     p.add_argument("dst", help="output zarr path or URL")
-    p.add_argument("--method", default="siren", help=f"one of: {', '.join(sorted(METHODS))}")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(sorted(METHODS))}")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float, help="target compression ratio (default 8)")
     target.add_argument("--psnr", type=float, help="target PSNR in dB (peak = max - min)")

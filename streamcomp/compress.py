@@ -15,9 +15,8 @@ import numpy as np
 
 from streamcomp.errors import InputError
 from streamcomp.frame import FLAG_CONSTANT, Frame, pack
-from streamcomp.io import Source, is_url, local_path
-from streamcomp.methods import Method, method_class
-from streamcomp.plan import Plan
+from streamcomp.io import is_url, local_path
+from streamcomp.methods import DEFAULT_METHOD, Method, method_class
 
 SAMPLE_BLOCKS = 64
 
@@ -74,13 +73,6 @@ def output_exists(dst: str, storage_options: dict | None) -> bool:
     return os.path.exists(local_path(dst))
 
 
-def sample_blocks(source: Source, plan: Plan, count: int = SAMPLE_BLOCKS, seed: int = 0) -> list[np.ndarray]:
-    """Normalized data chunks drawn evenly at random, for methods that fit shared state."""
-    from streamcomp.pipeline import normalize_sample, sample_items
-
-    return [normalize_sample(source.read(it.slices), plan.vmin, plan.peak) for it in sample_items(plan, count, seed)]
-
-
 def constant_chunk(method: Method, block: np.ndarray, chunk_shape: tuple[int, ...]) -> bytes:
     value = float(block.reshape(-1)[0])
     frame = Frame(method.method_id, block.dtype, chunk_shape, block.shape, value, value, FLAG_CONSTANT)
@@ -91,7 +83,7 @@ def compress(
     src: str,
     dst: str,
     *,
-    method: str = "siren",
+    method: str = DEFAULT_METHOD,
     ratio: float | None = None,
     psnr: float | None = None,
     chunks: str | tuple[int, ...] | None = None,

@@ -59,11 +59,6 @@ class PipelineError(StreamcompError, RuntimeError):
 # --- the per-chunk work, shared by Ray actors and the in-process executor ----------------------
 
 
-def normalize_sample(block: np.ndarray, vmin: float, peak: float) -> np.ndarray:
-    """A sample block mapped to the [-1, 1] range (global min/peak) that ``fit_shared`` expects."""
-    return np.nan_to_num(2 * (block.astype(np.float32) - vmin) / peak - 1).astype(np.float32)
-
-
 def sample_items(plan: Plan, count: int = SAMPLE_BLOCKS, seed: int = 0) -> list[ChunkPlan]:
     """Data chunks drawn evenly at random, for methods that fit shared state."""
     data = [it for it in plan.items if it.kind == "data"]
@@ -132,11 +127,12 @@ class ChunkWorker:
         max_mse: float | None,
     ) -> dict[str, Any]:
         """Fit the method's shared state on the sample blocks; return the codec configuration."""
+        from streamcomp.chunk import normalize
         from streamcomp.codec import make_config
         from streamcomp.methods import method_class
 
         codec_method = method_class(method)(**params)
-        codec_method.fit_shared([normalize_sample(self.source.read(sl), vmin, peak) for sl in sample])
+        codec_method.fit_shared([normalize(self.source.read(sl))[0] for sl in sample])
         return make_config(codec_method, max_mse=max_mse)
 
     def _output(self, dst: str) -> tuple[Any, Any]:

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("STREAMCOMP_DATA", ROOT.parent / "shared" / "data"))
-SAMPLE = ROOT / "examples" / "em_isbi2012_crop_16x128x128_u8.npy"
+SAMPLE = ROOT / "examples" / "em_isbi2012_crop_30x256x256_u8.npy"
 FAST = {"steps": 15, "batch": 4096}
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -27,8 +27,8 @@ def real_volume(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def em() -> np.ndarray:
-    """Real EM crop, 16x128x128 uint8 (the bundled sample)."""
-    return np.load(SAMPLE)
+    """Real EM crop, 16x128x128 uint8, from the bundled sample."""
+    return np.ascontiguousarray(np.load(SAMPLE, mmap_mode="r")[:16, 64:192, 64:192])
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_compress_info_decompress_evaluate(save, tmp_path, em, capsys):
     src = save(np.ascontiguousarray(em[:, :64, :64]))
     dst = str(tmp_path / "o.zarr")
-    assert main(["compress", src, dst, "--ratio", "6", "--params", FAST_JSON, "--quiet"]) == 0
+    assert main(["compress", src, dst, "--method", "siren", "--ratio", "6", "--params", FAST_JSON, "--quiet"]) == 0
     assert "ratio" in capsys.readouterr().out
     assert main(["info", dst, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -82,7 +82,7 @@ def test_job_runs_and_reports(tmp_path, em, save):
     src = save(np.ascontiguousarray(em[:, :64, :64]))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "compress_cremi.py"), "--input", src,
-         "--output", str(tmp_path / "job.zarr"), "--ratio", "8", "--params", FAST_JSON],
+         "--output", str(tmp_path / "job.zarr"), "--ratio", "8", "--method", "siren", "--params", FAST_JSON],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr

@@ -24,7 +24,9 @@ def compressed(tmp_path_factory, em):
     out = {}
     for fmt in (2, 3):
         dst = str(base / f"em_v{fmt}.zarr")
-        compress(src, dst, ratio=8, chunks=(16, 64, 64), zarr_format=fmt, method_params=FAST, progress=False)
+        compress(
+            src, dst, ratio=8, chunks=(16, 64, 64), zarr_format=fmt, method="siren", method_params=FAST, progress=False
+        )
         out[fmt] = dst
     return src, out
 
@@ -52,9 +54,10 @@ def test_v2_and_v3_registrations_share_one_configuration(compressed):
     v2 = json.loads((Path(dsts[2]) / ".zarray").read_text())["compressor"]
     assert v3["name"] == "streamcomp" and v2["id"] == "streamcomp"
     assert v3["configuration"]["method"] == v2["method"] == "siren"
-    assert StreamcompCodec.from_dict(v3).config["params"] == StreamcompNumcodec(**{
-        k: v for k, v in v2.items() if k != "id"
-    }).config["params"]
+    assert (
+        StreamcompCodec.from_dict(v3).config["params"]
+        == StreamcompNumcodec(**{k: v for k, v in v2.items() if k != "id"}).config["params"]
+    )
 
 
 def test_dask_decodes_only_the_chunks_a_slice_touches(compressed, tmp_path):
@@ -86,8 +89,12 @@ def test_zarr_write_path_uses_the_codec(tmp_path, em):
     """Writing through zarr itself (arr[...] = x) encodes with the configuration's rate."""
     config = make_config(method_class("siren")(**FAST), bytes_per_voxel=1 / 6)
     arr = zarr.create_array(
-        tmp_path / "w.zarr", shape=(16, 64, 64), chunks=(16, 64, 64), dtype="uint8",
-        serializer=StreamcompCodec(**config), compressors=None,
+        tmp_path / "w.zarr",
+        shape=(16, 64, 64),
+        chunks=(16, 64, 64),
+        dtype="uint8",
+        serializer=StreamcompCodec(**config),
+        compressors=None,
     )
     arr[...] = em[:, :64, :64]
     size = (tmp_path / "w.zarr" / "c" / "0" / "0" / "0").stat().st_size

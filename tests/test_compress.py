@@ -37,7 +37,7 @@ def test_each_dtype_round_trips(request, save, tmp_path, fixture):
     else:
         vol = request.getfixturevalue(fixture)
     dst = str(tmp_path / "out.zarr")
-    compress(save(vol), dst, ratio=4, chunks=(8, 32, 32), method_params={"steps": 60, "batch": 4096},
+    compress(save(vol), dst, ratio=4, chunks=(8, 32, 32), method="siren", method_params={"steps": 60, "batch": 4096},
              progress=False)
     out = zarr.open_array(dst, mode="r")[...]
     assert out.dtype == vol.dtype and out.shape == vol.shape
@@ -49,7 +49,7 @@ def test_each_dtype_round_trips(request, save, tmp_path, fixture):
 def test_edge_chunks_encode_only_their_valid_region(save, tmp_path, em):
     vol = np.ascontiguousarray(em[:11, :70, :45])  # no axis a multiple of the chunk shape
     dst = str(tmp_path / "edge.zarr")
-    compress(save(vol), dst, ratio=6, chunks=(8, 32, 32), method_params=FAST, progress=False)
+    compress(save(vol), dst, ratio=6, chunks=(8, 32, 32), method="siren", method_params=FAST, progress=False)
     out = zarr.open_array(dst, mode="r")[...]
     assert out.shape == vol.shape
     q = evaluate(save(vol, "v2.npy"), dst)
@@ -63,7 +63,7 @@ def test_constant_and_fill_chunks(save, tmp_path, em):
     vol[:8, :32, 64:96] = 77  # a constant region
     vol2 = np.concatenate([vol, np.full((16, 64, 64), 200, np.uint8)], axis=2)  # a constant chunk
     dst = tmp_path / "c.zarr"
-    compress(save(vol2), str(dst), ratio=4, chunks=(16, 64, 64), method_params=FAST, progress=False)
+    compress(save(vol2), str(dst), ratio=4, chunks=(16, 64, 64), method="siren", method_params=FAST, progress=False)
     out = zarr.open_array(str(dst), mode="r")[...]
     assert not (dst / "c" / "0" / "0" / "0").exists()
     assert (out[:, :, :64] == 0).all()
@@ -78,7 +78,7 @@ def test_float_nan_and_inf_survive(save, tmp_path, ct):
     vol[0, 0, 0] = np.inf
     vol[9, 9, 9] = -np.inf
     dst = str(tmp_path / "f.zarr")
-    compress(save(vol), dst, ratio=4, chunks=(8, 32, 32), method_params=FAST, progress=False)
+    compress(save(vol), dst, ratio=4, chunks=(8, 32, 32), method="siren", method_params=FAST, progress=False)
     out = zarr.open_array(dst, mode="r")[...]
     assert np.array_equal(np.isnan(out), np.isnan(vol))
     assert out[0, 0, 0] == np.inf and out[9, 9, 9] == -np.inf
@@ -88,7 +88,7 @@ def test_float_nan_and_inf_survive(save, tmp_path, ct):
 def test_psnr_target_is_met(save, tmp_path, em):
     vol = np.ascontiguousarray(em[:8, :32, :32])
     dst = str(tmp_path / "q.zarr")
-    compress(save(vol), dst, psnr=19, chunks=(8, 32, 32), method_params={"steps": 80, "batch": 4096},
+    compress(save(vol), dst, psnr=19, chunks=(8, 32, 32), method="siren", method_params={"steps": 80, "batch": 4096},
              progress=False)
     q = evaluate(save(vol, "o.npy"), dst)
     assert q.psnr >= 19

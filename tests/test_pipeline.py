@@ -63,8 +63,23 @@ def test_ray_job_submit_cremi_hdf5(ray_head, tmp_path, em):
     with h5py.File(src, "w") as f:  # CREMI's layout
         f.create_dataset("volumes/raw", data=em, chunks=(8, 64, 64))
     dst = tmp_path / "out.zarr"
-    job = ray_head.submit([JOB, "--input", str(src), "--output", str(dst), "--ratio", "12",
-                           "--chunks", "8,64,64", "--params", json.dumps(FAST)])
+    job = ray_head.submit(
+        [
+            JOB,
+            "--input",
+            str(src),
+            "--output",
+            str(dst),
+            "--ratio",
+            "12",
+            "--chunks",
+            "8,64,64",
+            "--method",
+            "siren",
+            "--params",
+            json.dumps(FAST),
+        ]
+    )
     status = ray_head.wait_job(job)
     logs = ray_head.logs(job)
     assert status == "SUCCEEDED", logs[-3000:]
@@ -81,8 +96,25 @@ def test_ray_job_submit_cremi_hdf5(ray_head, tmp_path, em):
 
 def test_killed_encoder_actor_is_restarted_and_job_completes(ray_head, tmp_path, em_big):
     dst = tmp_path / "out.zarr"
-    job = ray_head.submit([JOB, "--input", em_big, "--output", str(dst), "--ratio", "12", "--chunks", "8,64,64",
-                           "--params", json.dumps({"steps": 40, "batch": 4096}), "--verify-chunks", "4"])
+    job = ray_head.submit(
+        [
+            JOB,
+            "--input",
+            em_big,
+            "--output",
+            str(dst),
+            "--ratio",
+            "12",
+            "--chunks",
+            "8,64,64",
+            "--method",
+            "siren",
+            "--params",
+            json.dumps({"steps": 40, "batch": 4096}),
+            "--verify-chunks",
+            "4",
+        ]
+    )
     wait_for(lambda: (dst / "c").exists() and len(chunk_files(dst)) >= 3, 300, "first chunks written")
     pids = ray_head.alive_actor_pids()
     assert pids, "no encoder actor alive"
@@ -100,9 +132,26 @@ def test_killed_encoder_actor_is_restarted_and_job_completes(ray_head, tmp_path,
 
 def test_killed_driver_rerun_encodes_only_missing_chunks(ray_head, tmp_path, em_big):
     dst = tmp_path / "out.zarr"
-    cmd = [sys.executable, JOB, "--input", em_big, "--output", str(dst), "--ratio", "12", "--chunks", "8,64,64",
-           "--params", json.dumps({"steps": 40, "batch": 4096}), "--verify-chunks", "2",
-           "--ray-address", ray_head.gcs_address]
+    cmd = [
+        sys.executable,
+        JOB,
+        "--input",
+        em_big,
+        "--output",
+        str(dst),
+        "--ratio",
+        "12",
+        "--chunks",
+        "8,64,64",
+        "--method",
+        "siren",
+        "--params",
+        json.dumps({"steps": 40, "batch": 4096}),
+        "--verify-chunks",
+        "2",
+        "--ray-address",
+        ray_head.gcs_address,
+    ]
     driver = subprocess.Popen(cmd, cwd=ROOT, env=ray_head.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (dst / "c").exists() and len(chunk_files(dst)) >= 6, 300, "first chunks written")

@@ -89,7 +89,7 @@ def test_s3_zarr_to_s3_output_through_ray_head(s3_server, bucket, ray_head, em):
                       data=em, chunks=(8, 64, 64), zarr_format=2)
     assert open_source(f"s3://{bucket}/raw.zarr", so).reader == "tensorstore zarr"
     dst = f"s3://{bucket}/out.zarr"
-    result = compress(f"s3://{bucket}/raw.zarr", dst, ratio=8, chunks=(8, 64, 64), method_params=FAST,
+    result = compress(f"s3://{bucket}/raw.zarr", dst, ratio=8, chunks=(8, 64, 64), method="siren", method_params=FAST,
                       storage_options=so, ray_address=ray_head.gcs_address, progress=False)
     assert result.run["executor"] == "ray" and result.chunks_written == 8
     assert abs(result.ratio - 8) / 8 < 0.05
@@ -102,6 +102,6 @@ def test_s3_zarr_to_s3_output_through_ray_head(s3_server, bucket, ray_head, em):
     shape, dtype, mean = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shape == list(em.shape) and dtype == "uint8" and abs(mean - em.mean()) < 8
     # rerunning the same call resumes: every chunk is already there and valid
-    again = compress(f"s3://{bucket}/raw.zarr", dst, ratio=8, chunks=(8, 64, 64), method_params=FAST,
+    again = compress(f"s3://{bucket}/raw.zarr", dst, ratio=8, chunks=(8, 64, 64), method="siren", method_params=FAST,
                      storage_options=so, resume=True, progress=False)
     assert again.chunks_written == 0 and again.chunks_skipped == 8
