@@ -1,0 +1,167 @@
+"""The benchmark suite: Bjøntegaard deltas on curves with known answers, and a tiny end-to-end run.
+
+The end-to-end run checks structure only (files, one entry per registered codec and method per
+volume, a reason wherever something did not run, finite numbers), never timings or who wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import baselines, project_methods, run  # noqa: E402
+from benchmarks.bd import BDError, bd_psnr, bd_rate  # noqa: E402
+from benchmarks.volumes import missing_files  # noqa: E402
+
+# Curves given as exact cubics, so the cubic fit is exact and the deltas are known in closed form.
+PSNR = np.array([28.0, 31.0, 34.0, 37.0, 40.0])
+
+
+def _log_rate(psnr: np.ndarray) -> np.ndarray:
+    return -4.0 + 0.09 * psnr + 0.001 * (psnr - 34.0) ** 2 - 0.0001 * (psnr - 34.0) ** 3
+
+
+def test_bd_rate_constant_rate_factor() -> None:
+    rate_a = np.exp(_log_rate(PSNR))
+    rate_b = 0.8 * rate_a  # same quality at 80 % of the bits, everywhere
+    assert bd_rate(rate_a, PSNR, rate_b, PSNR) == pytest.approx(-20.0, abs=1e-6)
+    assert bd_rate(rate_b, PSNR, rate_a, PSNR) == pytest.approx(25.0, abs=1e-6)
+    assert bd_rate(rate_a, PSNR, rate_a, PSNR) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_psnr_constant_offset() -> None:
+    rates = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
+    x = np.log(rates)
+    psnr_a = 35.0 + 4.0 * x - 0.2 * x**2 + 0.05 * x**3
+    assert bd_psnr(rates, psnr_a, rates, psnr_a + 1.5) == pytest.approx(1.5, abs=1e-9)
+    # PSNR linear in log-rate, rate scaled by 0.8: the gain is slope * ln(1 / 0.8).
+    psnr_lin = 30.0 + 6.0 * np.log2(rates)
+    gain = bd_psnr(rates, psnr_lin, 0.8 * rates, psnr_lin)
+    assert gain == pytest.approx(6.0 * math.log2(1 / 0.8), abs=1e-9)
+
+
+def test_bd_two_points_and_failures() -> None:
+    # Quick mode has two points per curve: a straight-line fit, still exact for a constant factor.
+    assert bd_rate([1.0, 2.0], [30.0, 33.0], [0.5, 1.0], [30.0, 33.0]) == pytest.approx(-50.0)
+    with pytest.raises(BDError):
+        bd_rate([1.0, 2.0], [30.0, 33.0], [1.0, 2.0], [40.0, 43.0])  # no PSNR overlap
+    with pytest.raises(BDError):
+        bd_psnr([1.0], [30.0], [1.0, 2.0], [30.0, 33.0])  # one point
+    with pytest.raises(BDError):
+        bd_rate([1.0, 2.0], [30.0, math.inf], [1.0, 2.0], [30.0, 33.0])  # inf dropped: one left
+
+
+def _all_finite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_all_finite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_all_finite(v) for v in obj)
+    return True
+
+
+def test_crashed_worker_keeps_points_and_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_worker(jobs: list[dict[str, Any]], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
+        calls.append([j["volume"] for j in jobs])
+        if len(calls) == 1:  # first worker: finishes "a", dies half-way through "b"
+            return [
+                {"points": [{"ratio": 2.0}], "error": None, "done": True},
+                {"points": [{"ratio": 3.0}], "error": None, "done": False},
+            ], "worker exited with -11: "
+        return [{"points": [{"ratio": 4.0}], "error": None, "done": True} for _ in jobs], None
+
+    monkeypatch.setattr(run, "_worker", fake_worker)
+    states = run.run_jobs([{"volume": v} for v in "abc"], timeout_s=10)
+    assert calls == [["a", "b", "c"], ["c"]]
+    assert [len(st["points"]) for st in states] == [1, 1, 1]
+    assert states[0]["error"] is None and states[2]["error"] is None
+    assert "-11" in states[1]["error"] and states[1]["points"] == [{"ratio": 3.0}]
+
+
+TINY_CROPS = {
+    "em": ((0, 4), (192, 256), (192, 256)),
+    "ct_head": ((52, 60), (64, 128), (64, 128)),
+    "mri4d": ((0, 2), (18, 22), (16, 48), (16, 48)),
+}
+TINY_TARGETS = {"em": (4.0,), "ct_head": (16.0,), "mri4d": (8.0,)}
+
+
+@pytest.mark.skipif(bool(missing_files(list(TINY_CROPS))), reason="sample volumes in shared/data not found")
+def test_quick_run_structure(tmp_path: Path) -> None:
+    cfg = run.build_config(
+        True,
+        volumes=list(TINY_CROPS),
+        crops=TINY_CROPS,
+        targets=TINY_TARGETS,
+        inr_steps=10,
+        max_evals=4,
+        worker_timeout_s=300,
+    )
+    results = run.run_benchmarks(tmp_path, cfg, log=lambda _msg: None)
+
+    assert (tmp_path / "results.json").is_file()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["entries"] == results["entries"]
+    report = (tmp_path / "REPORT.md").read_text()
+    for heading in ("## Machine", "## Not run", "Bjøntegaard"):
+        assert heading in report
+    for v in TINY_CROPS:
+        assert (tmp_path / f"rd_{v}.png").stat().st_size > 1000
+        assert f"rd_{v}.png" in report
+
+    machine = on_disk["machine"]
+    assert machine["cpu_model"] and machine["logical_cores"] and "gpu" in machine
+
+    avail = baselines.availability()
+    methods, methods_reason = project_methods.method_names()
+    api_reason = None if methods_reason else project_methods.api_reason()
+    expected = set(baselines.REGISTRY) | (set(methods) if methods else {"streamcomp"})
+    for v in TINY_CROPS:
+        entries = [e for e in on_disk["entries"] if e["volume"] == v]
+        names = [e["codec"] for e in entries]
+        assert sorted(names) == sorted(expected), v
+        for e in entries:
+            assert e["status"] in {"ok", "unavailable", "unsupported", "error"}
+            if e["status"] != "ok":
+                assert isinstance(e["reason"], str) and e["reason"].strip(), e
+                continue
+            good = [p for p in e["points"] if not p.get("error")]
+            assert good, e
+            for p in good:
+                assert _all_finite(p), p
+                assert p["ratio"] > 0 and p["bpv"] > 0 and p["stored_bytes"] > 0
+                assert p["encode_s"] >= 0 and p["decode_s"] >= 0
+                assert (p["psnr_db"] is None) == p["lossless"]
+                assert p["ssim"] is not None and -1.0 <= p["ssim"] <= 1.0 + 1e-9
+        # Every baseline this machine can run must have produced points, not only reasons. A method
+        # may refuse a tiny crop (e.g. an impossible ratio for its fixed overhead), with its reason,
+        # but the method path itself must work for at least one method on each volume it can take.
+        for e in entries:
+            if e["kind"] == "baseline" and avail[e["codec"]] is None and e["status"] != "unsupported":
+                assert e["status"] == "ok", e
+        runnable = [e for e in entries if e["kind"] == "method" and e["status"] != "unsupported"]
+        if api_reason is None and runnable:
+            assert any(e["status"] == "ok" for e in runnable), runnable
+        for row in on_disk["bd"][v]:
+            assert row["anchor"] in baselines.ANCHORS
+            for key in ("bd_rate_pct", "bd_psnr_db"):
+                assert row[key] is None or math.isfinite(row[key])
+            if row["bd_rate_pct"] is None or row["bd_psnr_db"] is None:
+                assert row["note"]
+    # Unavailable codecs are reported with their reason, never dropped.
+    for name, reason in avail.items():
+        assert on_disk["codecs"][name]["available"] == (reason is None)
+        assert on_disk["codecs"][name]["reason"] == reason
