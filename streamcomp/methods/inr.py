@@ -48,28 +48,40 @@ def load_linear_tensors(model: nn.Module, tensors: list[np.ndarray]) -> None:
 
 
 def fit_model(
-    model: nn.Module, block: np.ndarray, steps: int, lr: float, batch: int, seed: int
+    model: nn.Module,
+    block: np.ndarray,
+    steps: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    param_groups: list[dict] | None = None,
+    final_lr_fraction: float = 0.05,
 ) -> nn.Module:
-    """Fit ``model`` to ``block`` (normalized) by Adam on random coordinate batches, cosine LR."""
+    """Fit ``model`` to ``block`` (normalized) by Adam on random coordinate batches, cosine LR.
+
+    ``param_groups`` gives parts of the model their own learning rates (e.g. feature planes).
+    Runs on one CPU thread (see :func:`streamcomp.device.single_thread`).
+    """
     device = default_device()
     model = model.to(device)
     coords = grid(block.shape, device)
     values = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).reshape(-1, 1).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.05)
+    opt = torch.optim.Adam(param_groups if param_groups is not None else model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * final_lr_fraction)
     n = coords.shape[0]
-    for _ in range(steps):
-        if n > batch:
-            idx = torch.randint(0, n, (batch,), device=device, generator=gen)
-            x, y = coords[idx], values[idx]
-        else:
-            x, y = coords, values
-        loss = torch.mean((model(x) - y) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with single_thread():
+        for _ in range(steps):
+            if n > batch:
+                idx = torch.randint(0, n, (batch,), device=device, generator=gen)
+                x, y = coords[idx], values[idx]
+            else:
+                x, y = coords, values
+            loss = torch.mean((model(x) - y) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
     return model.cpu()
 
 
@@ -117,8 +129,7 @@ class PerChunkINR(Method):
         p = self.params
         torch.manual_seed(p["seed"])
         model = self.build(block.ndim, hidden)
-        with single_thread():
-            return fit_model(model, block, p["steps"], p["lr"], p["batch"], p["seed"])
+        return fit_model(model, block, p["steps"], p["lr"], p["batch"], p["seed"])
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         ndim = block.ndim

@@ -20,11 +20,9 @@ import struct
 import numpy as np
 import torch
 
-from streamcomp.device import default_device
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods.base import Method, Target, register
-from streamcomp.methods.inr import QUALITY_REL_STEP, evaluate
-from streamcomp.models.coords import grid
+from streamcomp.methods.inr import QUALITY_REL_STEP, evaluate, fit_model
 from streamcomp.models.planes import (
     HybridPlanes,
     decoder_param_count,
@@ -71,31 +69,14 @@ class PlanesMethod(Method):
 
     def fit(self, block: np.ndarray, res: tuple[int, ...]) -> HybridPlanes:
         p = self.params
-        device = default_device()
         torch.manual_seed(int(p["seed"]))
-        model = HybridPlanes(res, int(p["features"]), int(p["hidden"])).to(device)
-        coords = grid(block.shape, device)
-        values = torch.from_numpy(np.ascontiguousarray(block, np.float32)).reshape(-1, 1).to(device)
-        steps, lr, lr_p = int(p["steps"]), float(p["lr"]), float(p["lr_planes"])
-        opt = torch.optim.Adam([
-            {"params": list(model.planes), "lr": lr_p},
+        model = HybridPlanes(res, int(p["features"]), int(p["hidden"]))
+        lr = float(p["lr"])
+        groups = [
+            {"params": list(model.planes), "lr": float(p["lr_planes"])},
             {"params": list(model.decoder.parameters()), "lr": lr},
-        ])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.02)
-        gen = torch.Generator(device=device).manual_seed(int(p["seed"]))
-        n, batch = coords.shape[0], int(p["batch"])
-        for _ in range(steps):
-            if n > batch:
-                idx = torch.randint(0, n, (batch,), device=device, generator=gen)
-                x, y = coords[idx], values[idx]
-            else:
-                x, y = coords, values
-            loss = torch.mean((model(x) - y) ** 2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        return model.cpu()
+        ]
+        return fit_model(model, block, int(p["steps"]), lr, int(p["batch"]), int(p["seed"]), groups, 0.02)
 
     def _sections(self, model: HybridPlanes, budget: int | None) -> list[bytes]:
         tensors = [t.detach().numpy().astype(np.float32) for t in model.tensors()]

@@ -89,7 +89,7 @@ class UniCompressMethod(Method):
         "seed": 0,
         "teacher": "",
         "save_teacher": "",
-        "progress": False,
+        "progress": True,
     }
 
     def __init__(self, **params) -> None:
