@@ -35,10 +35,13 @@ _KEYS = ("format_version", "method", "params", "shared", "shared_sha256", "bytes
 
 
 def make_config(
-    method: Method, bytes_per_voxel: float | None = None, max_mse: float | None = None
+    method: Method, bytes_per_voxel: float | None = None, max_mse: float | None = None, with_shared: bool = True
 ) -> dict[str, Any]:
-    """Codec configuration for an array encoded by ``method``; shared state is packed and hashed."""
-    blob = method.shared_state()
+    """Codec configuration for an array encoded by ``method``; shared state is packed and hashed.
+
+    ``with_shared=False`` leaves the shared state out (sizing metadata before the fit).
+    """
+    blob = method.shared_state() if with_shared else b""
     packed = base64.b64encode(zlib.compress(blob, 9)).decode("ascii") if blob else ""
     return {
         "format_version": FORMAT_VERSION,

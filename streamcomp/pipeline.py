@@ -527,6 +527,13 @@ def run(
         plan = plan_from_stats(source.shape, chunk_shape, source.dtype, items, stats)
         times["scan"] = time.perf_counter() - t
 
+        # an impossible ratio fails here, before the fit: the shared state's size is bounded below
+        if ratio is not None and not resuming:
+            config = make_config(codec_method, with_shared=False)
+            shared = math.ceil(codec_method.shared_state_size_estimate() * 4 / 3)  # base64 in the metadata
+            meta = metadata_bytes(source.shape, chunk_shape, source.dtype, config, zarr_format) + shared
+            assign_budgets(plan, ratio, meta, codec_method.min_payload_bytes(chunk_shape))
+
         # fit: shared state on a sample, in one worker (its GPU when it has one); never on resume
         t = time.perf_counter()
         max_mse = None if psnr is None else plan.peak**2 / 10 ** (psnr / 10)

@@ -16,6 +16,9 @@ SAMPLE = ROOT / "examples" / "em_isbi2012_crop_30x256x256_u8.npy"
 FAST = {"steps": 15, "batch": 4096}
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray 2.60 heads use token auth, and Ray reads this once per process: set it before any test
+# touches Ray in-process, so job clients and embedded instances agree for the whole session.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def real_volume(name: str) -> np.ndarray:

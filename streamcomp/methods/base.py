@@ -58,6 +58,10 @@ class Method(ABC):
     def load_shared_state(self, blob: bytes) -> None:  # noqa: B027 - optional hook
         """Restore what :meth:`shared_state` produced."""
 
+    def shared_state_size_estimate(self) -> int:
+        """A lower bound on ``len(shared_state())`` known before fitting (early feasibility checks)."""
+        return 0
+
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
         """Smallest payload this method can produce for a block (for impossible-ratio checks)."""
         return 64

@@ -169,6 +169,11 @@ class UniCompressMethod(Method):
             q.requires_grad_(False)
         self._blob = bytes(blob)
 
+    def shared_state_size_estimate(self) -> int:
+        """Index prior plus the student's weights at no less than ~7 bits each (8.3 measured)."""
+        weights = sum(v.numel() for v in build_student(self.params, None).state_dict().values())
+        return 4 * self.params["codebook"] + weights * 7 // 8
+
     def _require_student(self) -> UniCompressNet:
         if self.student is None:
             raise InputError("unicompress needs its shared state: fit_shared() or a codec configuration")
