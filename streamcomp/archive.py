@@ -11,6 +11,7 @@ the same source checksum; a half-written output resumes at chunk level. Sources 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -99,26 +100,38 @@ def _explain(exc: BaseException) -> str:
 
 
 def preflight(src_prefix: str, dst_prefix: str, storage_options: dict | None) -> None:
-    """Fail before any work: the source must be listable, the destination writable."""
+    """Fail before any work: the source must be listable and readable, the destination writable."""
+    from streamcomp.io import is_url
+
     try:
         fs, root = _fs(src_prefix, storage_options)
         bucket_or_dir = root.split("/")[0] if "://" in src_prefix and not src_prefix.startswith("file://") else root
         if not fs.exists(bucket_or_dir) or not fs.exists(root):
             raise ArchiveError(f"source {src_prefix} does not exist"
                                + (" (the bucket does not exist)" if not fs.exists(bucket_or_dir) else ""))
-        fs.ls(root, detail=False)
+        entries = fs.ls(root, detail=True)
+        first = next((e["name"] for e in entries if e.get("type") == "file"), None)
+        if first is not None:  # listing can be allowed where reading is not (anonymous, narrow policies)
+            fs.cat_file(first, start=0, end=1)
     except ArchiveError:
         raise
     except Exception as exc:
         raise ArchiveError(f"cannot list source {src_prefix}: {_explain(exc)}") from exc
+    fs, root = _fs(dst_prefix, storage_options)
+    probe = f"{root}/.archive_write_probe"
     try:
-        fs, root = _fs(dst_prefix, storage_options)
-        probe = f"{root}/.archive_write_probe"
-        fs.mkdirs(root, exist_ok=True) if not hasattr(fs, "s3") and "://" not in dst_prefix else None
+        if not is_url(dst_prefix):
+            os.makedirs(root, exist_ok=True)
         fs.pipe(probe, b"ok")
-        fs.rm(probe)
+        if fs.cat_file(probe) != b"ok":  # written and read back, as the pipeline and verify will
+            raise ArchiveError(f"destination {dst_prefix} does not return what was written")
+    except ArchiveError:
+        raise
     except Exception as exc:
         raise ArchiveError(f"cannot write to destination {dst_prefix}: {_explain(exc)}") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            fs.rm(probe)
 
 
 def _sha256_file(fs: Any, path: str) -> str:
