@@ -93,8 +93,9 @@ def test_archive_bucket_resumes_and_reruns_as_a_no_op(s3_server, buckets, em):
     assert len(first.verified) == 2 and len(first.remaining) == 2 and not first.failed
     assert {s["rel"] for s in first.skipped} == {"npy/broken.npy", "notes.txt"}
     # the rest on rerun, through the job entry point
-    assert archive_bucket.main([f"s3://{src}/", f"s3://{dst}/", "--ratio", "8", "--method", "siren", "--params", json.dumps(FAST),
-                                "--chunks", "8,32,32", "--workers", "2", "--verify-chunks", "2",
+    assert archive_bucket.main([f"s3://{src}/", f"s3://{dst}/", "--ratio", "8", "--method", "siren",
+                                "--params", json.dumps(FAST), "--chunks", "8,32,32", "--workers", "2",
+                                "--verify-chunks", "2",
                                 "--endpoint-url", s3_server.endpoint]) == 0
     records = read_manifest(f"s3://{dst}/", so)
     assert len(records) == 4 and all(r["status"] == "verified" for r in records)
@@ -132,3 +133,24 @@ def test_missing_bucket_and_refused_credentials_fail_before_any_work(s3_server, 
     err = capsys.readouterr().err
     assert code == 2 and "archive_bucket: error: cannot list source" in err and "access denied" in err
     assert not s3_server.fs().find(dst)  # nothing written
+
+
+def test_half_written_volume_resumes_at_chunk_level(tmp_path, em):
+    """A crash mid-volume leaves chunks but no verified record: the rerun keeps the valid chunks."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a").mkdir(parents=True)
+    np.save(src / "a" / "vol.npy", np.ascontiguousarray(em[:8, :64, :64]))
+    kw = dict(method="siren", ratio=8, method_params=FAST, chunks=CHUNKS, executor="local", verify_chunks=0)
+    first = archive(str(src), f"file://{dst}", **kw)
+    assert first.verified == ["a/vol.npy"]
+    out = dst / "a" / "vol.zarr"
+    chunk_files = sorted(p for p in out.rglob("*") if p.is_file() and p.parent.name != "vol.zarr"
+                         and p.name not in ("zarr.json",))
+    assert len(chunk_files) == 4
+    chunk_files[-1].unlink()  # the crash: one chunk missing, and no manifest record
+    (dst / MANIFEST).unlink()
+    second = archive(str(src), f"file://{dst}", **kw)
+    assert second.verified == ["a/vol.npy"]
+    (record,) = read_manifest(str(dst))
+    assert record["chunks_resumed"] == 3 and record["chunks_encoded"] == 1 and record["status"] == "verified"
+    assert record["source"] == str(src / "a" / "vol.npy") and record["chunks_verified"] == 4
