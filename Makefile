@@ -43,3 +43,9 @@ submit: setup
 
 clean:
 	rm -rf out .pytest_cache
+
+# Archive every volume under a prefix (see jobs/archive_bucket.py, cluster/README.md).
+# make archive ARGS="s3://raw-bucket/ s3://archive-bucket/ --ratio 12"
+.PHONY: archive
+archive: setup
+	$(BIN)/python jobs/archive_bucket.py $(ARGS)
