@@ -122,8 +122,6 @@ class ChunkWorker:
         method: str,
         params: dict[str, Any],
         sample: list[tuple[slice, ...]],
-        vmin: float,
-        peak: float,
         max_mse: float | None,
     ) -> dict[str, Any]:
         """Fit the method's shared state on the sample blocks; return the codec configuration."""
@@ -543,7 +541,7 @@ def run(
                 raise InputError(f"cannot resume {dst}: it was written for another quality target")
         elif type(codec_method).fit_shared is not Method.fit_shared:
             sample = [it.slices for it in sample_items(plan)]
-            config = pool.call("fit", method, codec_method.params, sample, plan.vmin, plan.peak, max_mse)
+            config = pool.call("fit", method, codec_method.params, sample, max_mse)
         else:
             config = make_config(codec_method, max_mse=max_mse)
         times["fit"] = time.perf_counter() - t
