@@ -94,27 +94,16 @@ def test_ray_job_submit_cremi_hdf5(ray_head, tmp_path, em):
     assert manifest["run"]["ray_address"] == ray_head.gcs_address
 
 
+def fault_job_args(src: str, dst, verify_chunks: int) -> list[str]:
+    """The job the fault tests interrupt: 64 chunks of the large EM crop, fast siren settings."""
+    params = json.dumps({"steps": 40, "batch": 4096})
+    return ["--input", src, "--output", str(dst), "--ratio", "12", "--chunks", "8,64,64",
+            "--method", "siren", "--params", params, "--verify-chunks", str(verify_chunks)]
+
+
 def test_killed_encoder_actor_is_restarted_and_job_completes(ray_head, tmp_path, em_big):
     dst = tmp_path / "out.zarr"
-    job = ray_head.submit(
-        [
-            JOB,
-            "--input",
-            em_big,
-            "--output",
-            str(dst),
-            "--ratio",
-            "12",
-            "--chunks",
-            "8,64,64",
-            "--method",
-            "siren",
-            "--params",
-            json.dumps({"steps": 40, "batch": 4096}),
-            "--verify-chunks",
-            "4",
-        ]
-    )
+    job = ray_head.submit([JOB, *fault_job_args(em_big, dst, verify_chunks=4)])
     wait_for(lambda: (dst / "c").exists() and len(chunk_files(dst)) >= 3, 300, "first chunks written")
     pids = ray_head.alive_actor_pids()
     assert pids, "no encoder actor alive"
@@ -132,26 +121,7 @@ def test_killed_encoder_actor_is_restarted_and_job_completes(ray_head, tmp_path,
 
 def test_killed_driver_rerun_encodes_only_missing_chunks(ray_head, tmp_path, em_big):
     dst = tmp_path / "out.zarr"
-    cmd = [
-        sys.executable,
-        JOB,
-        "--input",
-        em_big,
-        "--output",
-        str(dst),
-        "--ratio",
-        "12",
-        "--chunks",
-        "8,64,64",
-        "--method",
-        "siren",
-        "--params",
-        json.dumps({"steps": 40, "batch": 4096}),
-        "--verify-chunks",
-        "2",
-        "--ray-address",
-        ray_head.gcs_address,
-    ]
+    cmd = [sys.executable, JOB, *fault_job_args(em_big, dst, verify_chunks=2), "--ray-address", ray_head.gcs_address]
     driver = subprocess.Popen(cmd, cwd=ROOT, env=ray_head.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (dst / "c").exists() and len(chunk_files(dst)) >= 6, 300, "first chunks written")
