@@ -12,6 +12,7 @@ from conftest import run_fresh_python
 from streamcomp.chunk import decode_chunk, encode_chunk, normalize
 from streamcomp.compress import compress
 from streamcomp.errors import InputError
+from streamcomp.frame import unpack
 from streamcomp.methods import method_class
 from streamcomp.metrics import psnr
 from streamcomp.models.coords import grid
@@ -65,8 +66,6 @@ def test_shared_state_round_trips_and_encode_does_not_retrain(fitted, em):
 def test_decode_at_other_scale_agrees_with_the_voxel_grid(fitted, em):
     block = np.ascontiguousarray(em[:8, :32, :32])
     data = encode_chunk(fitted, block, budget_bytes=block.size // 4)
-    from streamcomp.frame import unpack
-
     frame = unpack(data)
     full = fitted.decode(frame.sections, frame.valid)
     at = fitted.decode_at(frame.sections, frame.valid, grid(frame.valid)).reshape(frame.valid)
@@ -117,3 +116,22 @@ def test_ablations_run(em, ablation):
 def test_bad_prior_is_refused():
     with pytest.raises(InputError, match="prior"):
         method_class("unicompress")(prior="ultraviolet")
+
+
+def test_encoder_keeps_the_payload_with_the_lowest_error(fitted, em):
+    block = np.ascontiguousarray(em[:, 64:, 64:])
+    errors, sections = {}, {}
+    for modes in ("auto", "inr", "residual"):
+        method = method_class("unicompress")(**TINY, modes=modes)
+        method.load_shared_state(fitted.shared_state())
+        data = encode_chunk(method, block, budget_bytes=block.size // 8)
+        assert len(data) <= block.size // 8
+        sections[modes] = [len(s) for s in unpack(data).sections]
+        errors[modes] = float(np.mean((decode_chunk(fitted, data).astype(float) - block) ** 2))
+    assert sections["residual"][:2] == [0, 0] and all(sections["inr"])
+    assert errors["auto"] <= min(errors["inr"], errors["residual"]) + 1e-9
+
+
+def test_bad_modes_are_refused():
+    with pytest.raises(InputError, match="modes"):
+        method_class("unicompress")(modes="everything")

@@ -1,0 +1,58 @@
+"""Wavelet residual coding: exact round trip, budgets and error targets met, damage detected."""
+
+import numpy as np
+import pytest
+
+from streamcomp.chunk import normalize
+from streamcomp.errors import ChunkFormatError
+from streamcomp.residual import ResidualCoder, decode_residual, min_residual_bytes
+
+
+@pytest.fixture(scope="module")
+def block(em):
+    return normalize(np.ascontiguousarray(em[:, :64, :64]))[0]
+
+
+def _mse(a, b):
+    return float(np.mean((a - b) ** 2))
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 64), (1, 64, 64), (5, 17, 3), (1, 1, 1)])
+def test_decoder_reproduces_the_encoders_reconstruction(em, shape):
+    x = normalize(np.ascontiguousarray(em[: shape[0], : shape[1], : shape[2]]))[0]
+    data, decoded = ResidualCoder(x).code(-7.0)
+    assert np.array_equal(decode_residual(data, shape), decoded)
+    assert _mse(decoded, x) < 1e-4
+
+
+def test_budget_is_met_and_more_bytes_buy_less_error(block):
+    coder = ResidualCoder(block)
+    errors = []
+    for budget in (512, 2048, 8192, 32768):
+        data, decoded = coder.fit_budget(budget)
+        assert 0.9 * budget <= len(data) <= budget
+        errors.append(_mse(decoded, block))
+    assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0] / 10
+
+
+def test_error_target_is_met_with_the_coarsest_step(block):
+    base = np.zeros_like(block)
+    loose, _ = ResidualCoder(block).fit_error(block, base, 1e-2)
+    tight, decoded = ResidualCoder(block).fit_error(block, base, 1e-3)
+    assert _mse(decoded, block) <= 1e-3
+    assert len(loose) < len(tight)
+
+
+def test_tiny_budget_gives_the_all_zero_residual(block):
+    data, decoded = ResidualCoder(block).fit_budget(1)
+    assert len(data) == min_residual_bytes(block.shape) and not decoded.any()
+
+
+def test_damaged_sections_are_refused(block):
+    data, _ = ResidualCoder(block).code(-5.0)
+    with pytest.raises(ChunkFormatError, match="shorter than its header"):
+        decode_residual(data[:4], block.shape)
+    with pytest.raises(ChunkFormatError, match="whole number"):
+        decode_residual(data[:-1], block.shape)
+    with pytest.raises(ChunkFormatError, match="invalid header"):
+        decode_residual(data, (8, 8, 8))
