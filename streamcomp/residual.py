@@ -7,8 +7,8 @@ orthogonal, so one step is close to MSE-optimal), and a Laplace model per subban
 ANS turn the remaining bytes into quality, and a bisection over the step fills a byte budget or
 meets an error target exactly as the latent packing does.
 
-Layout: float32 step, uint8 levels, uint8 symbol range bits, one uint8 scale code per subband
-(0 = every symbol of the subband is zero and none is stored), then one ANS stream.
+Layout: float32 step, uint8 levels (high bit: planar transform), uint8 symbol range bits, one
+uint8 scale code per subband (0: all its symbols are zero, none stored), then one ANS stream.
 """
 
 from __future__ import annotations
@@ -29,19 +29,21 @@ MODE = "periodization"
 MAX_LEVELS = 4
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
 _HEAD = struct.Struct("<fBB")
+_PLANAR = 0x80  # flag in the levels byte
 _SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
 _SCALE_OFFSET = 10.0
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 
 
-def _axes(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The axes worth transforming: thin axes (a single section, say) are left alone."""
-    return tuple(i for i, n in enumerate(shape) if n >= 4) or tuple(range(len(shape)))
+def _axes(shape: tuple[int, ...], planar: bool) -> tuple[int, ...]:
+    """The axes to transform: all but thin ones (a single section, say), or the last two (planar)."""
+    candidates = range(len(shape) - 2, len(shape)) if planar else range(len(shape))
+    return tuple(i for i in candidates if shape[i] >= 4) or tuple(candidates)
 
 
-def levels_for(shape: tuple[int, ...]) -> int:
+def levels_for(shape: tuple[int, ...], planar: bool = False) -> int:
     """Decomposition depth: as deep as the shortest transformed axis allows, at most MAX_LEVELS."""
-    shortest = min(shape[i] for i in _axes(shape))
+    shortest = min(shape[i] for i in _axes(shape, planar))
     return max(1, min(MAX_LEVELS, int(math.log2(max(shortest, 2))) - 1))
 
 
@@ -53,26 +55,27 @@ def _deep_levels_allowed():
         yield
 
 
-def _bands(x: np.ndarray, levels: int) -> list[np.ndarray]:
+def _bands(x: np.ndarray, levels: int, planar: bool) -> list[np.ndarray]:
     with _deep_levels_allowed():
-        coeffs = pywt.wavedecn(x, WAVELET, mode=MODE, level=levels, axes=_axes(x.shape))
+        coeffs = pywt.wavedecn(x, WAVELET, mode=MODE, level=levels, axes=_axes(x.shape, planar))
     return [coeffs[0]] + [d[k] for d in coeffs[1:] for k in sorted(d)]
 
 
-def _band_shapes(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
+def _band_shapes(shape: tuple[int, ...], levels: int, planar: bool) -> list[tuple[int, ...]]:
     with _deep_levels_allowed():
-        shapes = pywt.wavedecn_shapes(shape, WAVELET, mode=MODE, level=levels, axes=_axes(shape))
+        shapes = pywt.wavedecn_shapes(shape, WAVELET, mode=MODE, level=levels, axes=_axes(shape, planar))
     return [tuple(shapes[0])] + [tuple(d[k]) for d in shapes[1:] for k in sorted(d)]
 
 
-def _reconstruct(bands: list[np.ndarray], shape: tuple[int, ...], levels: int) -> np.ndarray:
+def _reconstruct(bands: list[np.ndarray], shape: tuple[int, ...], levels: int, planar: bool) -> np.ndarray:
     per_level = (len(bands) - 1) // levels
+    axes = _axes(shape, planar)
     with _deep_levels_allowed():
-        keys = sorted(pywt.wavedecn_shapes(shape, WAVELET, mode=MODE, level=levels, axes=_axes(shape))[1])
+        keys = sorted(pywt.wavedecn_shapes(shape, WAVELET, mode=MODE, level=levels, axes=axes)[1])
         coeffs: list = [bands[0]]
         for i in range(levels):
             coeffs.append(dict(zip(keys, bands[1 + i * per_level : 1 + (i + 1) * per_level], strict=True)))
-        out = pywt.waverecn(coeffs, WAVELET, mode=MODE, axes=_axes(shape))
+        out = pywt.waverecn(coeffs, WAVELET, mode=MODE, axes=axes)
     return out[tuple(slice(0, n) for n in shape)].astype(np.float32)
 
 
@@ -90,12 +93,18 @@ def _model(bits: int):
 
 
 class ResidualCoder:
-    """Transform once, then quantize and code at any step (the rate control calls it repeatedly)."""
+    """Transform once, then quantize and code at any step (the rate control calls it repeatedly).
 
-    def __init__(self, residual: np.ndarray) -> None:
+    ``planar`` transforms only the last two axes: serial-section EM, whose sections barely
+    correlate, codes ~1 dB better so; CT, smooth along z, ~3 dB worse. :func:`encode_residual`
+    tries both.
+    """
+
+    def __init__(self, residual: np.ndarray, planar: bool = False) -> None:
         self.shape = tuple(residual.shape)
-        self.levels = levels_for(self.shape)
-        self.bands = _bands(np.asarray(residual, np.float64), self.levels)
+        self.planar = planar
+        self.levels = levels_for(self.shape, planar)
+        self.bands = _bands(np.asarray(residual, np.float32), self.levels, planar)
 
     def code(self, log2_step: float) -> tuple[bytes, np.ndarray]:
         """The coded bytes at quantizer step ``2**log2_step`` and the residual they decode to."""
@@ -104,13 +113,13 @@ class ResidualCoder:
         codes = [_scale_code(float(np.mean(np.abs(s)))) if np.any(s) else 0 for s in symbols]
         kept = [s.reshape(-1) for s, c in zip(symbols, codes, strict=True) if c]
         bits = int(max((np.abs(s).max() for s in kept), default=0)).bit_length()
-        head = _HEAD.pack(step, self.levels, bits) + bytes(codes)
+        head = _HEAD.pack(step, self.levels | (_PLANAR if self.planar else 0), bits) + bytes(codes)
         if kept:
             scales = np.concatenate([np.full(s.size, _scale(c)) for s, c in zip(symbols, codes, strict=True) if c])
             coder = constriction.stream.stack.AnsCoder()
             coder.encode_reverse(np.concatenate(kept).astype(np.int32), _model(bits), np.zeros_like(scales), scales)
             head += coder.get_compressed().tobytes()
-        decoded = _reconstruct([s * step for s in symbols], self.shape, self.levels)
+        decoded = _reconstruct([s * np.float32(step) for s in symbols], self.shape, self.levels, self.planar)
         return head, decoded
 
     def fit_budget(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
@@ -130,37 +139,58 @@ class ResidualCoder:
                 break
         return best
 
-    def fit_error(
-        self, target: np.ndarray, base: np.ndarray, max_mse: float, iters: int = 18
-    ) -> tuple[bytes, np.ndarray]:
-        """Coarsest step for which ``base + decoded residual`` is within ``max_mse`` of ``target``."""
+    def fit_error(self, residual: np.ndarray, max_mse: float, iters: int = 18) -> tuple[bytes, np.ndarray]:
+        """Coarsest step whose reconstruction is within ``max_mse`` of ``residual`` (the coded one)."""
         lo, hi = _STEP_RANGE
         best = self.code(lo)
         for _ in range(iters):
             mid = 0.5 * (lo + hi)
             trial = self.code(mid)
-            if float(np.mean((base + trial[1] - target) ** 2)) <= max_mse:
+            if float(np.mean((trial[1] - residual) ** 2)) <= max_mse:
                 best, lo = trial, mid
             else:
                 hi = mid
         return best
 
 
+def encode_residual(
+    residual: np.ndarray, budget: int | None = None, max_mse: float | None = None
+) -> tuple[bytes, np.ndarray]:
+    """The better of the volumetric and the planar transform: lower error within ``budget`` bytes,
+    or fewer bytes within ``max_mse`` (mean squared error of the residual's reconstruction)."""
+    best: tuple[tuple[float, int], bytes, np.ndarray] | None = None
+    for planar in (False, True):
+        coder = ResidualCoder(residual, planar)
+        if budget is not None:
+            data, decoded = coder.fit_budget(budget)
+            cost = (float(np.mean((decoded - residual) ** 2)), len(data))
+        else:
+            data, decoded = coder.fit_error(residual, max_mse)
+            cost = (len(data), 0)
+        if best is None or cost < best[0]:
+            best = (cost, data, decoded)
+    return best[1], best[2]
+
+
 def min_residual_bytes(shape: tuple[int, ...]) -> int:
-    """Size of an all-zero residual: the header alone."""
-    return _HEAD.size + len(_band_shapes(tuple(shape), levels_for(tuple(shape))))
+    """Size of an all-zero residual: the header alone (the planar transform has fewer subbands)."""
+    shape = tuple(shape)
+    return _HEAD.size + min(len(_band_shapes(shape, levels_for(shape, p), p)) for p in (False, True))
 
 
 def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :meth:`ResidualCoder.code` for a residual of ``shape``."""
     shape = tuple(shape)
-    levels = levels_for(shape)
-    band_shapes = _band_shapes(shape, levels)
-    if len(data) < _HEAD.size + len(band_shapes):
+    if len(data) < _HEAD.size:
         raise ChunkFormatError("residual section is shorter than its header")
     step, stored_levels, bits = _HEAD.unpack_from(data, 0)
-    if stored_levels != levels or not (np.isfinite(step) and step > 0) or bits > 30:
+    planar = bool(stored_levels & _PLANAR)
+    levels = levels_for(shape, planar)
+    if stored_levels & ~_PLANAR != levels or not (np.isfinite(step) and step > 0) or bits > 30:
         raise ChunkFormatError("residual section has an invalid header")
+    band_shapes = _band_shapes(shape, levels, planar)
+    if len(data) < _HEAD.size + len(band_shapes):
+        raise ChunkFormatError("residual section is shorter than its header")
     codes = data[_HEAD.size : _HEAD.size + len(band_shapes)]
     body = data[_HEAD.size + len(band_shapes) :]
     if len(body) % 4:
@@ -175,8 +205,8 @@ def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     for s, c in zip(band_shapes, codes, strict=True):
         n = math.prod(s)
         if c:
-            bands.append(symbols[pos : pos + n].reshape(s).astype(np.float64) * step)
+            bands.append(symbols[pos : pos + n].reshape(s).astype(np.float32) * np.float32(step))
             pos += n
         else:
-            bands.append(np.zeros(s))
-    return _reconstruct(bands, shape, levels)
+            bands.append(np.zeros(s, np.float32))
+    return _reconstruct(bands, shape, levels, planar)

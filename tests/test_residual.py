@@ -5,7 +5,7 @@ import pytest
 
 from streamcomp.chunk import normalize
 from streamcomp.errors import ChunkFormatError
-from streamcomp.residual import ResidualCoder, decode_residual, min_residual_bytes
+from streamcomp.residual import ResidualCoder, decode_residual, encode_residual, min_residual_bytes
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +17,11 @@ def _mse(a, b):
     return float(np.mean((a - b) ** 2))
 
 
+@pytest.mark.parametrize("planar", [False, True])
 @pytest.mark.parametrize("shape", [(16, 64, 64), (1, 64, 64), (5, 17, 3), (1, 1, 1)])
-def test_decoder_reproduces_the_encoders_reconstruction(em, shape):
+def test_decoder_reproduces_the_encoders_reconstruction(em, shape, planar):
     x = normalize(np.ascontiguousarray(em[: shape[0], : shape[1], : shape[2]]))[0]
-    data, decoded = ResidualCoder(x).code(-7.0)
+    data, decoded = ResidualCoder(x, planar).code(-7.0)
     assert np.array_equal(decode_residual(data, shape), decoded)
     assert _mse(decoded, x) < 1e-4
 
@@ -36,16 +37,23 @@ def test_budget_is_met_and_more_bytes_buy_less_error(block):
 
 
 def test_error_target_is_met_with_the_coarsest_step(block):
-    base = np.zeros_like(block)
-    loose, _ = ResidualCoder(block).fit_error(block, base, 1e-2)
-    tight, decoded = ResidualCoder(block).fit_error(block, base, 1e-3)
+    loose, _ = ResidualCoder(block).fit_error(block, 1e-2)
+    tight, decoded = ResidualCoder(block).fit_error(block, 1e-3)
     assert _mse(decoded, block) <= 1e-3
     assert len(loose) < len(tight)
 
 
 def test_tiny_budget_gives_the_all_zero_residual(block):
-    data, decoded = ResidualCoder(block).fit_budget(1)
+    data, decoded = encode_residual(block, budget=1)
     assert len(data) == min_residual_bytes(block.shape) and not decoded.any()
+
+
+def test_the_transform_with_less_error_is_kept(block):
+    budget = block.size // 8
+    data, decoded = encode_residual(block, budget=budget)
+    errors = [_mse(ResidualCoder(block, planar).fit_budget(budget)[1], block) for planar in (False, True)]
+    assert _mse(decoded, block) == min(errors)
+    assert bool(data[4] & 0x80) == (errors[1] < errors[0])
 
 
 def test_damaged_sections_are_refused(block):

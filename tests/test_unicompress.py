@@ -135,3 +135,13 @@ def test_encoder_keeps_the_payload_with_the_lowest_error(fitted, em):
 def test_bad_modes_are_refused():
     with pytest.raises(InputError, match="modes"):
         method_class("unicompress")(modes="everything")
+
+
+def test_residual_mode_fits_nothing_and_stores_no_shared_state(save, tmp_path, em):
+    dst = tmp_path / "wavelet.zarr"
+    compress(save(em), str(dst), ratio=8, chunks=(16, 64, 64), method_params={"modes": "residual"}, progress=False)
+    meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert meta["shared"] == ""
+    on_disk = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
+    assert abs(em.nbytes / on_disk - 8) / 8 < 0.05
+    assert psnr(em, zarr.open_array(str(dst), mode="r")[...]) > 25

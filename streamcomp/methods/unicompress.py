@@ -40,7 +40,7 @@ from streamcomp.fit_unicompress import (
 from streamcomp.methods.base import Method, Target, register
 from streamcomp.models.unicompress import STRIDE, TILE, TOKENS, UniCompressNet, latent_shape, tokens_to_grid
 from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
-from streamcomp.residual import ResidualCoder, decode_residual, min_residual_bytes
+from streamcomp.residual import decode_residual, encode_residual, min_residual_bytes
 
 SHARED_REL_STEP = 2.0**-6
 DECODE_BOX = 1 << 16
@@ -48,7 +48,7 @@ DECODE_ROWS = 4
 LATENT_SHARES = (0.1, 0.25, 0.5)  # fractions of a chunk's budget (after its indices) tried for the latents
 QUALITY_LATENT_REL_STEP = 2.0**-3  # latent step under an error target; the residual meets the target
 # Which payloads the encoder may choose from: the best of both, INR + residual only (ablation), or
-# the residual alone (skips the per-chunk latent refinement entirely).
+# the residual alone (no shared fit, no shared state, no per-chunk refinement: a wavelet codec).
 MODES = ("auto", "inr", "residual")
 
 
@@ -120,6 +120,10 @@ class UniCompressMethod(Method):
 
     # ---- shared state -------------------------------------------------------------------------
     def fit_shared(self, samples: list[np.ndarray]) -> None:
+        """Fit teacher and student; nothing to fit when chunks are coded by their residual alone."""
+        if self.params["modes"] == "residual":
+            self._blob = b""
+            return
         with single_thread():
             self._fit_shared(samples)
 
@@ -188,6 +192,8 @@ class UniCompressMethod(Method):
 
     def shared_state_size_estimate(self) -> int:
         """Index prior plus the student's weights at no less than ~7 bits each (8.3 measured)."""
+        if self.params["modes"] == "residual":
+            return 0
         weights = sum(v.numel() for v in build_student(self.params, None).state_dict().values())
         return 4 * self.params["codebook"] + weights * 7 // 8
 
@@ -260,15 +266,13 @@ class UniCompressMethod(Method):
     @staticmethod
     def _candidate(block: np.ndarray, sections: list[bytes], prediction: np.ndarray, target: Target):
         """(cost, sections) of one split: cost is the MSE under a budget, the bytes under an error target."""
-        coder = ResidualCoder(block - prediction)
+        residual = block - prediction
         if target.budget_bytes is not None:
-            residual, decoded = coder.fit_budget(target.budget_bytes - sum(map(len, sections)))
-            over = sum(map(len, sections)) + len(residual) > target.budget_bytes
-            cost = float(np.mean((prediction + decoded - block) ** 2)) + (1e9 if over else 0.0)
-        else:
-            residual, decoded = coder.fit_error(block, prediction, target.max_mse)
-            cost = sum(map(len, sections)) + len(residual)
-        return cost, [*sections, residual]
+            data, decoded = encode_residual(residual, budget=target.budget_bytes - sum(map(len, sections)))
+            over = sum(map(len, sections)) + len(data) > target.budget_bytes
+            return float(np.mean((decoded - residual) ** 2)) + (1e9 if over else 0.0), [*sections, data]
+        data, _ = encode_residual(residual, max_mse=target.max_mse)
+        return sum(map(len, sections)) + len(data), [*sections, data]
 
     @torch.no_grad()
     def _evaluate(self, zq: torch.Tensor, lat: np.ndarray, valid: tuple[int, ...]) -> np.ndarray:
