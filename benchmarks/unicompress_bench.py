@@ -12,7 +12,9 @@ For each real volume (a crop of the EM ISBI-2012 stack and of the InVesalius hea
    budget) and decoded (``decode_chunk``). Budgets are set so that
    ``shared state + sum(framed chunks) = raw / ratio``; the shared state is counted in full. When
    the shared state (plus the smallest possible chunk payloads) exceeds ``raw / ratio`` the point
-   is recorded as impossible, with the numbers.
+   is recorded as impossible, with the numbers. The same shared state is then measured with the
+   INR payload forced (``modes=inr``), and the wavelet residual layer alone (``modes=residual``,
+   no shared state), with the number of chunks whose chosen payload kept the INR prediction.
 2. Per-block ``siren`` (``steps=300``) at the same ratios, chunk by chunk through ``encode_chunk``
    (budget = chunk raw bytes / ratio). On CPU it costs ~8 s per 16x64x64 chunk, so it runs on a
    fixed subset of chunks (``--siren-chunks``); the student is scored on the same subset too, so
@@ -108,12 +110,12 @@ def fit_unicompress(blocks, params: dict) -> tuple[object, dict]:
 
 def student_at(method, vol, blocks, ratio, peak, shared_bytes, subset) -> dict:
     from streamcomp.chunk import decode_chunk, encode_chunk
-    from streamcomp.frame import header_size
+    from streamcomp.frame import header_size, unpack
 
     raw = vol.nbytes
     total = raw / ratio
     avail = total - shared_bytes
-    min_chunk = [method.min_payload_bytes(b.shape) + header_size(3, 2) for _, b in blocks]
+    min_chunk = [method.min_payload_bytes(b.shape) + header_size(3, 3) for _, b in blocks]
     rec = {"target": ratio, "raw_bytes": raw, "budget_total": total, "shared_bytes": shared_bytes}
     if avail < sum(min_chunk):
         rec.update(
@@ -126,7 +128,7 @@ def student_at(method, vol, blocks, ratio, peak, shared_bytes, subset) -> dict:
         return rec
     voxels = sum(b.size for _, b in blocks)
     dec = np.empty_like(vol)
-    stored, enc_s, dec_s = 0, 0.0, 0.0
+    stored, enc_s, dec_s, inr_chunks = 0, 0.0, 0.0, 0
     for sl, b in blocks:
         budget = math.floor(avail * b.size / voxels)
         t0 = time.perf_counter()
@@ -137,6 +139,7 @@ def student_at(method, vol, blocks, ratio, peak, shared_bytes, subset) -> dict:
         enc_s += t1 - t0
         dec_s += t2 - t1
         stored += len(data)
+        inr_chunks += bool(unpack(data).sections[0])
         dec[sl] = out
     stored_total = stored + shared_bytes
     rec.update(
@@ -149,6 +152,8 @@ def student_at(method, vol, blocks, ratio, peak, shared_bytes, subset) -> dict:
         decode_s=dec_s,
         encode_vox_s=vol.size / enc_s,
         decode_vox_s=vol.size / dec_s,
+        inr_chunks=inr_chunks,
+        chunks=len(blocks),
         **_quality(vol, dec, peak),
     )
     if subset:
@@ -354,7 +359,10 @@ def write_report(res: dict, out: Path) -> None:
         L.append("")
         L.append("| codec | target | achieved ratio | bpv | PSNR dB | SSIM | enc Mvox/s | dec Mvox/s | note |")
         L.append("|---|---|---|---|---|---|---|---|---|")
-        rows = [("unicompress (student)", p) for p in v.get("student", [])]
+        rows = [("unicompress (auto: student + residual)", p) for p in v.get("student", [])]
+        rows += [("unicompress modes=inr (INR forced)", p) for p in v.get("inr_forced", [])]
+        rows += [("unicompress modes=residual (wavelet layer alone, no shared state)", p)
+                 for p in v.get("residual_only", [])]
         rows += [(f"siren (steps {res['siren_steps']}, chunks {v.get('siren_chunks')})", p) for p in v.get("siren", [])]
         for name, pts in v.get("baselines", {}).items():
             rows += [(name, p) for p in pts]
@@ -367,7 +375,9 @@ def write_report(res: dict, out: Path) -> None:
                 continue
             note = "" if p.get("hit", True) else "target not hit"
             if "hit" not in p and abs(p["ratio"] / p["target"] - 1) > 0.1:
-                note = "target not hit: bytes exceed the budget (smallest latent packing too large)"
+                note = "target not hit: bytes exceed the budget (smallest payload too large)"
+            if "inr_chunks" in p:
+                note = f"INR prediction kept in {p['inr_chunks']}/{p['chunks']} chunks {note}".strip()
             L.append(
                 f"| {name} | {p['target']} | {p['ratio']:.2f} | {p['bpv']:.3f} | {_fmt(p['psnr'])} | "
                 f"{_fmt(p['ssim'], '{:.4f}')} | "
@@ -458,7 +468,12 @@ def plot(res: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, len(vols), figsize=(6 * len(vols), 4.5), squeeze=False)
     for ax, vname in zip(axes[0], vols, strict=True):
         v = res["volumes"][vname]
-        curves = {"unicompress student": v.get("student", []), "siren (chunk subset)": v.get("siren", [])}
+        curves = {
+            "unicompress (auto)": v.get("student", []),
+            "unicompress INR forced": v.get("inr_forced", []),
+            "residual layer alone": v.get("residual_only", []),
+            "siren (chunk subset)": v.get("siren", []),
+        }
         curves.update(v.get("baselines", {}))
         for name, pts in curves.items():
             pts = sorted((p["bpv"], p["psnr"]) for p in pts if "bpv" in p and math.isfinite(p.get("psnr", math.nan)))
@@ -554,6 +569,14 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             save()
+        # the same shared state with the INR payload forced (ablation), then the residual layer alone
+        for label, modes in (("inr_forced", "inr"), ("residual_only", "residual")):
+            method.params["modes"] = modes
+            shared = 0 if modes == "residual" else fit["shared_bytes"]
+            v[label] = [student_at(method, vol, blocks, r, peak, shared, subset) for r in ratios]
+            print(f"[{vname}] {label}: {[(p.get('ratio'), p.get('psnr')) for p in v[label]]}", flush=True)
+            save()
+        method.params["modes"] = "auto"
         if vname == "em":
             em_method = method
         for name in ("jpegxl", "x265"):
