@@ -83,13 +83,25 @@ def encode_chunk(
     if vmax == vmin:
         frame.flags |= FLAG_CONSTANT
         return pack(frame)
-    if budget_bytes is not None:
-        overhead = header_size(len(chunk_shape), len(sections) + 2) + sum(map(len, sections))
-        target = Target(budget_bytes=max(budget_bytes - overhead, 1))
-    else:
-        target = Target(max_mse=normalized_mse(max_mse, vmin, vmax))
+    target = method_target(len(chunk_shape), vmin, vmax, budget_bytes, max_mse, sections)
     frame.sections = sections + method.encode(norm, target)
     return pack(frame)
+
+
+def method_target(
+    ndim: int,
+    vmin: float,
+    vmax: float,
+    budget_bytes: int | None,
+    max_mse: float | None,
+    side_sections: list[bytes] | tuple[bytes, ...] = (),
+) -> Target:
+    """What a method must meet for a chunk: its framed budget less the frame's own bytes, or the
+    error target in the normalized units the method sees."""
+    if budget_bytes is not None:
+        overhead = header_size(ndim, len(side_sections) + 2) + sum(map(len, side_sections))
+        return Target(budget_bytes=max(budget_bytes - overhead, 1))
+    return Target(max_mse=normalized_mse(max_mse, vmin, vmax))
 
 
 def restore(frame: Frame, norm: np.ndarray | None) -> np.ndarray:

@@ -73,6 +73,7 @@ def _method_from_json(config_json: str) -> Method:
         method = method_class(config["method"])(**config["params"])
     except InputError as exc:
         raise ChunkFormatError(f"array's codec configuration cannot be used by this build: {exc}") from exc
+    blob = b""
     if config["shared"]:
         try:
             blob = zlib.decompress(base64.b64decode(config["shared"]))
@@ -80,7 +81,7 @@ def _method_from_json(config_json: str) -> Method:
             raise ChunkFormatError(f"shared model state in the codec configuration is unreadable: {exc}") from exc
         if hashlib.sha256(blob).hexdigest() != config["shared_sha256"]:
             raise ChunkFormatError("shared model state does not match its SHA-256: the array metadata is corrupted")
-        method.load_shared_state(blob)
+    method.load_shared_state(blob)  # also when empty: "fitted, and nothing to store" is a state too
     return method
 
 

@@ -18,8 +18,6 @@ from streamcomp.frame import FLAG_CONSTANT, Frame, pack
 from streamcomp.io import is_url, local_path
 from streamcomp.methods import DEFAULT_METHOD, Method, method_class
 
-SAMPLE_BLOCKS = 64
-
 
 @dataclass
 class CompressResult:

@@ -123,14 +123,25 @@ class ChunkWorker:
         params: dict[str, Any],
         sample: list[tuple[slice, ...]],
         max_mse: float | None,
+        budgets: list[int | None],
+        data_chunks: int,
     ) -> dict[str, Any]:
-        """Fit the method's shared state on the sample blocks; return the codec configuration."""
-        from streamcomp.chunk import normalize
+        """Fit the method's shared state on the sample blocks (whose planned budgets, or the error
+        target, come along so the method can judge what its shared state buys); return the codec
+        configuration."""
+        from streamcomp.chunk import method_target, normalize
         from streamcomp.codec import make_config
-        from streamcomp.methods import method_class
+        from streamcomp.methods import FitTargets, method_class
 
         codec_method = method_class(method)(**params)
-        codec_method.fit_shared([normalize(self.source.read(sl))[0] for sl in sample])
+        blocks = [normalize(self.source.read(sl)) for sl in sample]
+        targets = None
+        if max_mse is not None or all(b is not None for b in budgets):
+            per_sample = zip(sample, blocks, budgets, strict=True)
+            targets = FitTargets(
+                tuple(method_target(len(sl), lo, hi, b, max_mse) for sl, (_, lo, hi), b in per_sample), data_chunks
+            )
+        codec_method.fit_shared([norm for norm, _, _ in blocks], targets)
         return make_config(codec_method, max_mse=max_mse)
 
     def _output(self, dst: str) -> tuple[Any, Any]:
@@ -540,8 +551,11 @@ def run(
             if not _same(config["max_mse"], max_mse):
                 raise InputError(f"cannot resume {dst}: it was written for another quality target")
         elif type(codec_method).fit_shared is not Method.fit_shared:
-            sample = [it.slices for it in sample_items(plan)]
-            config = pool.call("fit", method, codec_method.params, sample, max_mse)
+            sample = sample_items(plan)
+            data_chunks = sum(it.kind == "data" for it in plan.items)
+            budgets = [it.budget for it in sample]
+            slices = [it.slices for it in sample]
+            config = pool.call("fit", method, codec_method.params, slices, max_mse, budgets, data_chunks)
         else:
             config = make_config(codec_method, max_mse=max_mse)
         times["fit"] = time.perf_counter() - t

@@ -31,6 +31,16 @@ class Target:
             raise InputError("a target needs exactly one of a byte budget or a maximum MSE")
 
 
+@dataclass(frozen=True)
+class FitTargets:
+    """What the sampled chunks will be asked to meet, for a method that weighs its shared state
+    against per-chunk bytes: one :class:`Target` per sample, and how many data chunks the shared
+    state is spread over (its bytes cost each chunk ``len(shared) / data_chunks``)."""
+
+    targets: tuple[Target, ...]
+    data_chunks: int
+
+
 class Method(ABC):
     """A compression method: constructed from its JSON-able parameters."""
 
@@ -48,8 +58,12 @@ class Method(ABC):
             )
         self.params: dict[str, Any] = {**self.defaults, **params}
 
-    def fit_shared(self, samples: list[np.ndarray]) -> None:  # noqa: B027 - optional hook
-        """Fit array-level state on normalized sample blocks; per-chunk methods need none."""
+    def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> None:  # noqa: B027
+        """Fit array-level state on normalized sample blocks; per-chunk methods need none.
+
+        ``targets`` (one per sample; None when the caller has no rate or quality target yet) lets a
+        method judge whether its shared state pays for itself at this run's rate.
+        """
 
     def shared_state(self) -> bytes:
         """Array-level state to store (compressed and hashed) in the codec configuration."""

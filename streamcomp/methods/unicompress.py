@@ -8,22 +8,26 @@ with the student frozen, quantized and entropy coded), and the wavelet-coded res
 student's prediction (:mod:`streamcomp.residual`). The encoder tries a few splits of the chunk's
 budget between latents and residual, and the residual alone (empty index and latent sections),
 and keeps the one with the lowest error; under an error target, the fewest bytes. Encoding never
-retrains the shared network.
+retrains the shared network. At fit time, held-out sample chunks decide whether the student pays
+for its shared state at the run's rate; when it does not, it is dropped and nothing is stored.
 
 Why the residual: measured on real EM and CT, the student's prediction saturates near 23 dB
 (decoder capacity), so without it extra bytes bought nothing; and at the same bytes a wavelet
-code of the chunk beats the student's prediction, so the search often keeps the residual alone
-(``benchmarks/results/unicompress`` records how often each mode was chosen).
+code of the chunk beats the student's prediction, so the search usually keeps the residual alone
+(``benchmarks/results/unicompress`` records how often each mode was chosen): then the student's
+shared state and per-chunk latent refinement are pure cost, which the fit-time judgement removes.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 import constriction
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from streamcomp.device import single_thread
 from streamcomp.errors import ChunkFormatError, InputError
@@ -37,7 +41,7 @@ from streamcomp.fit_unicompress import (
     refine_latent,
     train_teacher,
 )
-from streamcomp.methods.base import Method, Target, register
+from streamcomp.methods.base import FitTargets, Method, Target, register
 from streamcomp.models.unicompress import STRIDE, TILE, TOKENS, UniCompressNet, latent_shape, tokens_to_grid
 from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.residual import decode_residual, encode_residual, min_residual_bytes
@@ -50,6 +54,7 @@ QUALITY_LATENT_REL_STEP = 2.0**-3  # latent step under an error target; the resi
 # Which payloads the encoder may choose from: the best of both, INR + residual only (ablation), or
 # the residual alone (no shared fit, no shared state, no per-chunk refinement: a wavelet codec).
 MODES = ("auto", "inr", "residual")
+HELD_OUT = 8  # sample chunks kept out of the fit to judge whether the student pays for its bytes
 
 
 def padded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -117,15 +122,53 @@ class UniCompressMethod(Method):
         self.student: UniCompressNet | None = None
         self.index_probs: np.ndarray | None = None
         self._blob: bytes | None = None
+        self.inr_dropped = False  # set by fit_shared when the student did not pay for its bytes
 
     # ---- shared state -------------------------------------------------------------------------
-    def fit_shared(self, samples: list[np.ndarray]) -> None:
-        """Fit teacher and student; nothing to fit when chunks are coded by their residual alone."""
+    def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> None:
+        """Fit teacher and student; nothing to fit when chunks are coded by their residual alone.
+
+        With ``targets`` (the pipeline passes them) and ``modes=auto``, up to :data:`HELD_OUT`
+        sample chunks are kept out of the fit and encoded both ways at this run's rate: with the
+        student (plus residual), and by the residual alone given the bytes the shared state would
+        have taken. When the student does not pay for its shared state, it is dropped: the array
+        stores no shared state and every chunk is coded by its residual (see :attr:`inr_dropped`).
+        """
         if self.params["modes"] == "residual":
-            self._blob = b""
+            self.load_shared_state(b"")
             return
+        judge = targets is not None and self.params["modes"] == "auto"
+        held = min(HELD_OUT, len(samples) // 4) if judge else 0
+        train = samples[: len(samples) - held]
         with single_thread():
-            self._fit_shared(samples)
+            self._fit_shared(train)
+            if judge:
+                pick = range(len(train), len(samples)) if held else range(len(samples))
+                blocks = [samples[i] for i in pick]
+                self._judge_inr(blocks, [targets.targets[i] for i in pick], targets.data_chunks)
+
+    def _judge_inr(self, blocks: list[np.ndarray], targets: list[Target], data_chunks: int) -> None:
+        """Keep the student only if, on ``blocks``, it beats the residual alone given its bytes."""
+        per_chunk = math.ceil(len(self._blob) * 4 / 3) / max(data_chunks, 1)  # base64 in the metadata
+        with_inr = alone = 0.0
+        for block, target in zip(blocks, targets, strict=True):
+            with_inr += min(cost for cost, _ in self._candidates(block, target))
+            if target.budget_bytes is None:
+                with_inr += per_chunk
+                alone += self._residual_candidate(block, target)[0]
+            else:
+                alone += self._residual_candidate(block, Target(budget_bytes=target.budget_bytes + int(per_chunk)))[0]
+        if with_inr >= alone:
+            self.load_shared_state(b"")
+            self.inr_dropped = True
+            if self.params["progress"]:
+                what = "MSE" if targets[0].budget_bytes is not None else "bytes"
+                tqdm.write(
+                    f"unicompress: on {len(blocks)} held-out chunks the student's prediction did not pay for its "
+                    f"shared state ({what} {with_inr:.4g} with it, {alone:.4g} without); every chunk is coded "
+                    "by its wavelet residual and no shared state is stored",
+                    file=sys.stderr,
+                )
 
     def _fit_shared(self, samples: list[np.ndarray]) -> None:
         p = self.params
@@ -176,6 +219,10 @@ class UniCompressMethod(Method):
         return self._blob
 
     def load_shared_state(self, blob: bytes) -> None:
+        """Restore the student; an empty blob means no INR (chunks carry their residual alone)."""
+        if not blob:
+            self.student, self.index_probs, self._blob = None, None, b""
+            return
         k = self.params["codebook"]
         if len(blob) < 4 * k:
             raise ChunkFormatError("unicompress shared state is truncated")
@@ -222,20 +269,29 @@ class UniCompressMethod(Method):
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         """Index, latent and residual sections; the split of bytes between them is searched per chunk."""
-        p = self.params
+        return min(self._candidates(block, target), key=lambda c: c[0])[1]
+
+    def _candidates(self, block: np.ndarray, target: Target) -> list[tuple[float, list[bytes]]]:
+        """(cost, sections) of every payload the modes allow: residual alone, student + residual."""
+        if self._blob is None:
+            raise InputError("unicompress needs its shared state: fit_shared() or a codec configuration")
+        modes = self.params["modes"]
+        candidates = [] if modes == "inr" else [self._residual_candidate(block, target)]
+        if modes != "residual" and self.student is not None:
+            candidates += self._inr_candidates(block, target)
+        if not candidates:
+            raise InputError("unicompress modes=inr needs a student, but this array stores none")
+        return candidates
+
+    def _residual_candidate(self, block: np.ndarray, target: Target) -> tuple[float, list[bytes]]:
+        return self._candidate(block, [b"", b""], np.zeros(block.shape, np.float32), target)
+
+    def _inr_candidates(self, block: np.ndarray, target: Target) -> list[tuple[float, list[bytes]]]:
+        """Index + latent + residual payloads, for the splits of the budget worth trying."""
+        student, p = self._require_student(), self.params
         valid = tuple(block.shape)
         pshape = padded_shape(valid)
         padded = np.pad(block, [(0, a - b) for a, b in zip(pshape, valid, strict=True)], mode="edge")
-        zero = np.zeros(valid, np.float32)
-        candidates = [] if p["modes"] == "inr" else [self._candidate(block, [b"", b""], zero, target)]
-        if p["modes"] != "residual":
-            candidates += self._inr_candidates(block, padded, target)
-        return min(candidates, key=lambda c: c[0])[1]
-
-    def _inr_candidates(self, block: np.ndarray, padded: np.ndarray, target: Target) -> list[tuple[float, list[bytes]]]:
-        """Index + latent + residual payloads, for the splits of the budget worth trying."""
-        student, p = self._require_student(), self.params
-        valid, pshape = tuple(block.shape), tuple(padded.shape)
         tiles, counts = split_tiles(padded)
         block_t = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
         with torch.no_grad():
