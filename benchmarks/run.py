@@ -1,4 +1,4 @@
-"""Entry point: ``python -m benchmarks.run [--quick] [--out benchmarks/results]``.
+"""Entry point: ``python -m benchmarks.run [--quick | --full] [--out benchmarks/results]``.
 
 Sweeps target ratios on each volume for every registered baseline and every streamcomp method,
 in worker processes (see :mod:`benchmarks.worker`; one for baselines, one for methods), then writes
@@ -25,17 +25,17 @@ from typing import Any
 import numpy as np
 
 from benchmarks import analysis, baselines, machine, project_methods, report
-from benchmarks.volumes import VOLUMES, Crop, load
+from benchmarks.volumes import MODES, VOLUMES, Crop, load
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK_STEPS = 100
+MODE_STEPS = {"quick": 100, "standard": 200}  # cap on every method's training steps, per mode
 
 
 @dataclass
 class Config:
-    """What one run measures. ``quick`` picks small crops, two targets, few search and INR steps."""
+    """What one run measures; ``mode`` (see :mod:`benchmarks.volumes`) sets crops, targets and step caps."""
 
-    quick: bool = False
+    mode: str = "full"
     volumes: list[str] = field(default_factory=list)
     crops: dict[str, Crop | None] = field(default_factory=dict)
     targets: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -50,7 +50,7 @@ class Config:
 
 
 def build_config(
-    quick: bool = False,
+    mode: str = "full",
     *,
     volumes: Sequence[str] | None = None,
     crops: dict[str, Crop | None] | None = None,
@@ -62,16 +62,19 @@ def build_config(
     worker_timeout_s: float | None = None,
 ) -> Config:
     """Mode defaults, overridden by whatever is given (tests pass tinier crops and one target)."""
-    names = list(volumes) if volumes else [n for n, v in VOLUMES.items() if v.in_quick or not quick]
+    if mode not in MODES:
+        raise SystemExit(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    quick = mode == "quick"
+    names = list(volumes) if volumes else [n for n, v in VOLUMES.items() if mode in v.modes]
     unknown = [n for n in names if n not in VOLUMES]
     if unknown:
         raise SystemExit(f"unknown volume(s) {unknown}; choose from {sorted(VOLUMES)}")
-    steps = inr_steps if inr_steps is not None else (QUICK_STEPS if quick else None)
+    steps = inr_steps if inr_steps is not None else MODE_STEPS.get(mode)
     return Config(
-        quick=quick,
+        mode=mode,
         volumes=names,
-        crops={n: (crops or {}).get(n, VOLUMES[n].crop(quick)) for n in names},
-        targets={n: tuple((targets or {}).get(n, VOLUMES[n].targets(quick))) for n in names},
+        crops={n: (crops or {}).get(n, VOLUMES[n].crop(mode)) for n in names},
+        targets={n: tuple((targets or {}).get(n, VOLUMES[n].targets(mode))) for n in names},
         codecs=list(codecs) if codecs else None,
         methods=list(methods) if methods else None,
         max_steps=None if steps is None else int(steps),
@@ -173,7 +176,7 @@ def run_benchmarks(
 
     results: dict[str, Any] = {
         "meta": {
-            "mode": "quick" if cfg.quick else "full",
+            "mode": cfg.mode,
             "started": started,
             "config": {
                 "max_evals": cfg.max_evals,
@@ -277,12 +280,14 @@ def run_benchmarks(
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny crops, 2 ratios, few steps (minutes)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="tiny crops, 2 ratios, 100 steps (minutes)")
+    mode.add_argument("--full", action="store_true", help="whole volumes, default steps (many hours)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output directory")
     p.add_argument("--volumes", nargs="+", choices=sorted(VOLUMES), help="subset of volumes")
     p.add_argument("--codecs", nargs="+", help="subset of baseline codecs (default: all registered)")
     p.add_argument("--methods", nargs="+", help="subset of streamcomp methods (default: all registered)")
-    p.add_argument("--steps", type=int, help="cap on every method's *steps parameter (quick default: 100)")
+    p.add_argument("--steps", type=int, help="cap on every method's *steps parameter (quick 100, standard 200)")
     p.add_argument("--max-evals", type=int, help="encodes per ratio search (quick 6, full 10)")
     p.add_argument("--timeout", type=float, help="seconds per (volume, codec) worker")
     return p.parse_args(argv)
@@ -291,7 +296,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     cfg = build_config(
-        args.quick,
+        "quick" if args.quick else "full" if args.full else "standard",
         volumes=args.volumes,
         codecs=args.codecs,
         methods=args.methods,

@@ -102,7 +102,7 @@ TINY_TARGETS = {"em": (4.0,), "ct_head": (16.0,), "mri4d": (8.0,)}
 @pytest.mark.skipif(bool(missing_files(list(TINY_CROPS))), reason="sample volumes in shared/data not found")
 def test_quick_run_structure(tmp_path: Path) -> None:
     cfg = run.build_config(
-        True,
+        "quick",
         volumes=list(TINY_CROPS),
         crops=TINY_CROPS,
         targets=TINY_TARGETS,
