@@ -137,9 +137,10 @@ class ChunkWorker:
         blocks = [normalize(self.source.read(sl)) for sl in sample]
         targets = None
         if max_mse is not None or all(b is not None for b in budgets):
-            per_sample = zip(sample, blocks, budgets, strict=True)
+            dtype, per_sample = self.source.dtype, zip(sample, blocks, budgets, strict=True)
             targets = FitTargets(
-                tuple(method_target(len(sl), lo, hi, b, max_mse) for sl, (_, lo, hi), b in per_sample), data_chunks
+                tuple(method_target(dtype, len(sl), lo, hi, b, max_mse) for sl, (_, lo, hi), b in per_sample),
+                data_chunks,
             )
         codec_method.fit_shared([norm for norm, _, _ in blocks], targets)
         return make_config(codec_method, max_mse=max_mse)

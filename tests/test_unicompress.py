@@ -150,3 +150,11 @@ def test_residual_mode_fits_nothing_and_stores_no_shared_state(save, tmp_path, e
     on_disk = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
     assert abs(em.nbytes / on_disk - 8) / 8 < 0.05
     assert psnr(em, zarr.open_array(str(dst), mode="r")[...]) > 25
+
+
+def test_default_method_under_a_psnr_target_judges_the_student_by_bytes(save, tmp_path, em, capsys):
+    dst = tmp_path / "q.zarr"
+    compress(save(em), str(dst), psnr=30, chunks=(16, 64, 64), method_params=TINY, progress=True)
+    meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert (meta["shared"] == "") == ("did not pay for its shared state (bytes" in capsys.readouterr().err)
+    assert psnr(em, zarr.open_array(str(dst), mode="r")[...]) >= 30
