@@ -35,7 +35,7 @@ MODE_STEPS = {"quick": 100, "standard": 200}  # cap on every method's training s
 class Config:
     """What one run measures; ``mode`` (see :mod:`benchmarks.volumes`) sets crops, targets and step caps."""
 
-    mode: str = "full"
+    mode: str = "standard"
     volumes: list[str] = field(default_factory=list)
     crops: dict[str, Crop | None] = field(default_factory=dict)
     targets: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -50,7 +50,7 @@ class Config:
 
 
 def build_config(
-    mode: str = "full",
+    mode: str = "standard",
     *,
     volumes: Sequence[str] | None = None,
     crops: dict[str, Crop | None] | None = None,

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import baselines, project_methods, run  # noqa: E402
 from benchmarks.bd import BDError, bd_psnr, bd_rate  # noqa: E402
-from benchmarks.volumes import missing_files  # noqa: E402
+from benchmarks.volumes import VOLUMES, missing_files  # noqa: E402
 
 # Curves given as exact cubics, so the cubic fit is exact and the deltas are known in closed form.
 PSNR = np.array([28.0, 31.0, 34.0, 37.0, 40.0])
@@ -165,3 +165,15 @@ def test_quick_run_structure(tmp_path: Path) -> None:
     for name, reason in avail.items():
         assert on_disk["codecs"][name]["available"] == (reason is None)
         assert on_disk["codecs"][name]["reason"] == reason
+
+
+def test_standard_mode_is_the_default_and_sized_for_an_hour() -> None:
+    std = run.build_config()
+    assert std.mode == "standard" and std.volumes == ["em", "ct_head", "mri4d"] and std.max_steps == 200
+    for name, crop in std.crops.items():
+        assert crop is not None and np.prod([b - a for a, b in crop]) <= 2**19, name
+        assert std.targets[name] == VOLUMES[name].full_targets
+    full = run.build_config("full")
+    assert full.max_steps is None and all(c is None for c in full.crops.values()) and "ct_thorax" in full.volumes
+    with pytest.raises(SystemExit, match="unknown mode"):
+        run.build_config("huge")
