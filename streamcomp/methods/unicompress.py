@@ -148,16 +148,20 @@ class UniCompressMethod(Method):
                 self._judge_inr(blocks, [targets.targets[i] for i in pick], targets.data_chunks)
 
     def _judge_inr(self, blocks: list[np.ndarray], targets: list[Target], data_chunks: int) -> None:
-        """Keep the student only if, on ``blocks``, it beats the residual alone given its bytes."""
+        """Keep the student only if, on ``blocks``, it beats the residual alone given its bytes.
+
+        ``targets`` are planned without shared state (:meth:`shared_state_size_estimate` is 0), so
+        with the student each chunk has its share of the shared state's bytes less.
+        """
         per_chunk = math.ceil(len(self._blob) * 4 / 3) / max(data_chunks, 1)  # base64 in the metadata
         with_inr = alone = 0.0
         for block, target in zip(blocks, targets, strict=True):
-            with_inr += min(cost for cost, _ in self._candidates(block, target))
+            alone += self._residual_candidate(block, target)[0]
             if target.budget_bytes is None:
-                with_inr += per_chunk
-                alone += self._residual_candidate(block, target)[0]
+                with_inr += per_chunk + min(cost for cost, _ in self._candidates(block, target))
             else:
-                alone += self._residual_candidate(block, Target(budget_bytes=target.budget_bytes + int(per_chunk)))[0]
+                less = Target(budget_bytes=max(target.budget_bytes - math.ceil(per_chunk), 1))
+                with_inr += min(cost for cost, _ in self._candidates(block, less))
         if with_inr >= alone:
             self.load_shared_state(b"")
             self.inr_dropped = True
@@ -238,8 +242,9 @@ class UniCompressMethod(Method):
         self._blob = bytes(blob)
 
     def shared_state_size_estimate(self) -> int:
-        """Index prior plus the student's weights at no less than ~7 bits each (8.3 measured)."""
-        if self.params["modes"] == "residual":
+        """Index prior plus the student's weights at no less than ~7 bits each (8.3 measured); 0
+        unless the student is forced, since the fit drops it when the rate cannot carry it."""
+        if self.params["modes"] != "inr":
             return 0
         weights = sum(v.numel() for v in build_student(self.params, None).state_dict().values())
         return 4 * self.params["codebook"] + weights * 7 // 8
