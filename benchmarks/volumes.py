@@ -5,7 +5,7 @@ mostly air and smooth tissue so 64-1024x; the 4D diffusion series sits between (
 modes: ``quick`` takes tiny crops and two ratios, enough to exercise every code path in minutes
 (its numbers say little: per-slice and per-stream headers dominate tiny crops); ``standard`` (the
 committed report) takes crops of a few chunks per volume and every ratio, sized so that the whole
-run, per-chunk INR training included, fits in about an hour on 2 CPU cores; ``full`` takes the
+run, per-chunk INR training included, takes about half an hour on 2 CPU cores; ``full`` takes the
 whole volumes. Crops are taken with ``np.load(mmap_mode="r")`` so only the crop is read.
 """
 

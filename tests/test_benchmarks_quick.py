@@ -167,7 +167,7 @@ def test_quick_run_structure(tmp_path: Path) -> None:
         assert on_disk["codecs"][name]["reason"] == reason
 
 
-def test_standard_mode_is_the_default_and_sized_for_an_hour() -> None:
+def test_standard_mode_is_the_default_and_takes_crops_of_a_few_chunks() -> None:
     std = run.build_config()
     assert std.mode == "standard" and std.volumes == ["em", "ct_head", "mri4d"] and std.max_steps == 200
     for name, crop in std.crops.items():
