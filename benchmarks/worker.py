@@ -136,6 +136,7 @@ def _method_points(job: dict[str, Any], volume: np.ndarray, emit: Any) -> None:
             point.update(
                 api_stored_bytes=run.api_stored_bytes,
                 api_ratio=run.api_ratio,
+                chunk_decode_ms=1000.0 * run.chunk_decode_s,
                 method_params=run.params_applied,
                 device=project_methods.device_name(),
                 chunks=list(chunks) if chunks else None,

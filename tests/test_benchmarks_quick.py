@@ -146,6 +146,8 @@ def test_quick_run_structure(tmp_path: Path) -> None:
                 assert p["encode_s"] >= 0 and p["decode_s"] >= 0
                 assert (p["psnr_db"] is None) == p["lossless"]
                 assert p["ssim"] is not None and -1.0 <= p["ssim"] <= 1.0 + 1e-9
+                if e["kind"] == "method":
+                    assert p["chunk_decode_ms"] > 0
         # Every baseline this machine can run must have produced points, not only reasons. A method
         # may refuse a tiny crop (e.g. an impossible ratio for its fixed overhead), with its reason,
         # but the method path itself must work for at least one method on each volume it can take.

@@ -80,10 +80,10 @@ def test_end_to_end_default_method_plain_zarr(save, tmp_path, em, capsys):
     result = compress(src, str(dst), ratio=16, chunks=(16, 64, 64), method_params=TINY, progress=True)
     assert result.method == "unicompress"
     meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
-    # 16x leaves 16 kB for everything, less than the student's ~21 kB of shared state: the fit must
-    # (and does) drop it, so a ratio the student alone would make impossible is met.
+    # 16x leaves 16 kB for everything, less than the student's ~21 kB of shared state: it is not
+    # even fitted, so a ratio the student would make impossible is met.
     assert meta["method"] == "unicompress" and meta["shared"] == "" and meta["params"]["modes"] == "auto"
-    assert "did not pay for its shared state" in capsys.readouterr().err
+    assert "leaves no room next to the student's shared state, so it was not fitted" in capsys.readouterr().err
     on_disk = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
     assert abs(em.nbytes / on_disk - 16) / 16 < 0.05
     with pytest.raises(InputError, match="impossible ratio"):

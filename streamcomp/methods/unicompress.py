@@ -138,6 +138,9 @@ class UniCompressMethod(Method):
             self.load_shared_state(b"")
             return
         judge = targets is not None and self.params["modes"] == "auto"
+        if judge and not self.params["save_teacher"] and self._no_room_for_student(samples, targets):
+            self._drop_student("the rate leaves no room next to the student's shared state, so it was not fitted")
+            return
         held = min(HELD_OUT, len(samples) // 4) if judge else 0
         train = samples[: len(samples) - held]
         with single_thread():
@@ -163,16 +166,31 @@ class UniCompressMethod(Method):
                 less = Target(budget_bytes=max(target.budget_bytes - math.ceil(per_chunk), 1))
                 with_inr += min(cost for cost, _ in self._candidates(block, less))
         if with_inr >= alone:
-            self.load_shared_state(b"")
-            self.inr_dropped = True
-            if self.params["progress"]:
-                what = "MSE" if targets[0].budget_bytes is not None else "bytes"
-                tqdm.write(
-                    f"unicompress: on {len(blocks)} held-out chunks the student's prediction did not pay for its "
-                    f"shared state ({what} {with_inr:.4g} with it, {alone:.4g} without); every chunk is coded "
-                    "by its wavelet residual and no shared state is stored",
-                    file=sys.stderr,
-                )
+            what = "MSE" if targets[0].budget_bytes is not None else "bytes"
+            self._drop_student(
+                f"on {len(blocks)} held-out chunks the student's prediction did not pay for its shared state "
+                f"({what} {with_inr:.4g} with it, {alone:.4g} without)"
+            )
+
+    def _no_room_for_student(self, samples: list[np.ndarray], targets: FitTargets) -> bool:
+        """Whether no sample's budget, less its share of the student's smallest shared state, can
+        hold the smallest payload that uses the student: then fitting it would be wasted."""
+        if targets.targets[0].budget_bytes is None:
+            return False
+        per_chunk = math.ceil(self._student_state_bytes() * 4 / 3 / max(targets.data_chunks, 1))
+        return all(
+            t.budget_bytes - per_chunk < self._min_student_payload(b.shape)
+            for b, t in zip(samples, targets.targets, strict=True)
+        )
+
+    def _drop_student(self, why: str) -> None:
+        self.load_shared_state(b"")
+        self.inr_dropped = True
+        if self.params["progress"]:
+            tqdm.write(
+                f"unicompress: {why}; every chunk is coded by its wavelet residual and no shared state is stored",
+                file=sys.stderr,
+            )
 
     def _fit_shared(self, samples: list[np.ndarray]) -> None:
         p = self.params
@@ -244,8 +262,9 @@ class UniCompressMethod(Method):
     def shared_state_size_estimate(self) -> int:
         """Index prior plus the student's weights at no less than ~7 bits each (8.3 measured); 0
         unless the student is forced, since the fit drops it when the rate cannot carry it."""
-        if self.params["modes"] != "inr":
-            return 0
+        return self._student_state_bytes() if self.params["modes"] == "inr" else 0
+
+    def _student_state_bytes(self) -> int:
         weights = sum(v.numel() for v in build_student(self.params, None).state_dict().values())
         return 4 * self.params["codebook"] + weights * 7 // 8
 
@@ -256,10 +275,13 @@ class UniCompressMethod(Method):
 
     # ---- chunks -------------------------------------------------------------------------------
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
-        if self.params["modes"] == "inr":
-            tiles = math.prod(n // t for n, t in zip(padded_shape(shape), TILE, strict=True))
-            return tiles * TOKENS // 4 + 32 + min_residual_bytes(shape)
-        return min_residual_bytes(shape)
+        return self._min_student_payload(shape) if self.params["modes"] == "inr" else min_residual_bytes(shape)
+
+    @staticmethod
+    def _min_student_payload(shape: tuple[int, ...]) -> int:
+        """Indices at about 2 bits each, a minimal latent section and an all-zero residual."""
+        tiles = math.prod(n // t for n, t in zip(padded_shape(shape), TILE, strict=True))
+        return tiles * TOKENS // 4 + 32 + min_residual_bytes(shape)
 
     def _code_indices(self, idx: np.ndarray) -> bytes:
         coder = constriction.stream.stack.AnsCoder()
