@@ -122,7 +122,6 @@ class UniCompressMethod(Method):
         self.student: UniCompressNet | None = None
         self.index_probs: np.ndarray | None = None
         self._blob: bytes | None = None
-        self.inr_dropped = False  # set by fit_shared when the student did not pay for its bytes
 
     # ---- shared state -------------------------------------------------------------------------
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> None:
@@ -132,7 +131,7 @@ class UniCompressMethod(Method):
         sample chunks are kept out of the fit and encoded both ways at this run's rate: with the
         student (plus residual), and by the residual alone given the bytes the shared state would
         have taken. When the student does not pay for its shared state, it is dropped: the array
-        stores no shared state and every chunk is coded by its residual (see :attr:`inr_dropped`).
+        stores no shared state and every chunk is coded by its residual (``student`` stays None).
         """
         if self.params["modes"] == "residual":
             self.load_shared_state(b"")
@@ -185,7 +184,6 @@ class UniCompressMethod(Method):
 
     def _drop_student(self, why: str) -> None:
         self.load_shared_state(b"")
-        self.inr_dropped = True
         if self.params["progress"]:
             tqdm.write(
                 f"unicompress: {why}; every chunk is coded by its wavelet residual and no shared state is stored",
