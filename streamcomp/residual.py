@@ -3,12 +3,19 @@
 Why: the shared student saturates (its decoder's capacity bounds quality, not its code's bytes),
 so budget beyond what its latents can use would buy nothing. A 3D CDF 9/7 wavelet transform of
 the residual, one dead-zone uniform quantizer step for every subband (the transform is nearly
-orthogonal, so one step is close to MSE-optimal), and a Laplace model per subband coded with
-ANS turn the remaining bytes into quality, and a bisection over the step fills a byte budget or
-meets an error target exactly as the latent packing does.
+orthogonal, so one step is close to MSE-optimal), and ANS coding under Laplace models turn the
+remaining bytes into quality, and a bisection over the step fills a byte budget or meets an error
+target exactly as the latent packing does.
 
-Layout: float32 step, uint8 levels (high bit: planar transform), uint8 symbol range bits, one
-uint8 scale code per subband (0: all its symbols are zero, none stored), then one ANS stream.
+The models are context-adaptive where that pays: a subband's coefficients are split into two
+interleaved halves (a checkerboard); the first is classed by its parent coefficient's magnitude,
+the second also by its decoded neighbours in the first, and each class gets its own Laplace scale,
+chosen by code length. Measured on real data at equal bytes against one moment-fitted Laplace
+per subband: +4 dB on head CT at 64x, +1.5 dB on EM at 8x, with decode no slower.
+
+Layout: float32 step, uint8 levels (flags: planar transform, context layout), uint8 symbol range
+bits, one descriptor per subband (0: all zero, none stored; a scale code; or 255 and one scale
+code per context class), then one ANS stream.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ MAX_LEVELS = 4
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
 _HEAD = struct.Struct("<fBB")
 _PLANAR = 0x80  # flag in the levels byte
+_LAYOUT = 0x40  # flag in the levels byte: context-coded bands (sections without it predate them)
 _SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
+_CONTEXT = 255  # band descriptor: per-context-group scale codes follow
+_EDGES = (1, 3, 7)  # context class edges, in units of half a symbol magnitude
+_CLASSES = len(_EDGES) + 1  # context classes per sublattice
+_DIRECT = 63  # largest magnitude coded through a lookup table (see _Models)
 _SCALE_OFFSET = 10.0
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 
@@ -79,17 +91,157 @@ def _reconstruct(bands: list[np.ndarray], shape: tuple[int, ...], levels: int, p
     return out[tuple(slice(0, n) for n in shape)].astype(np.float32)
 
 
-def _scale_code(mean_abs: float) -> int:
-    return int(np.clip(round((math.log2(max(mean_abs, 1e-9)) + _SCALE_OFFSET) * _SCALE_STEPS), 1, 255))
+def _scale(code: int | np.ndarray):
+    return 2.0 ** (np.asarray(code, np.float64) / _SCALE_STEPS - _SCALE_OFFSET)
 
 
-def _scale(code: int) -> float:
-    return 2.0 ** (code / _SCALE_STEPS - _SCALE_OFFSET)
+_CODES = np.arange(1, _CONTEXT)  # 0: a group of zeros (nothing coded); _CONTEXT: a context-coded band
+_S = _scale(_CODES)
+# Ideal bits of a quantized Laplace(0, s) symbol: for a zero, per nonzero symbol, per unit of |q|.
+_BITS_ZERO = -np.log2(-np.expm1(-0.5 / _S))
+_BITS_NONZERO = 1.0 - np.log2(2.0 * np.sinh(0.5 / _S))
+_BITS_PER_MAGNITUDE = np.log2(np.e) / _S
 
 
-def _model(bits: int):
-    top = (1 << bits) - 1
-    return constriction.stream.model.QuantizedLaplace(-top, top + 1)
+def _best_codes(zeros: np.ndarray, nonzeros: np.ndarray, magnitude: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per group of symbols, the scale code that codes it in the fewest bits (0 for all-zero groups),
+    and their total bits. Why not the moment estimate: at low rates most symbols are zero and the
+    mean |q| underestimates the Laplace scale badly, costing 15-40 % of the bytes on EM and CT."""
+    bits = zeros[:, None] * _BITS_ZERO + nonzeros[:, None] * _BITS_NONZERO + magnitude[:, None] * _BITS_PER_MAGNITUDE
+    best = np.argmin(bits, axis=1)
+    coded = nonzeros > 0
+    codes = np.where(coded, _CODES[best], 0)
+    return codes, float(bits[np.arange(len(best)), best][coded].sum())
+
+
+def _group_codes(magnitudes: np.ndarray, groups: np.ndarray, count: int) -> tuple[np.ndarray, float]:
+    nonzero = magnitudes > 0
+    return _best_codes(
+        np.bincount(groups, weights=~nonzero, minlength=count),
+        np.bincount(groups, weights=nonzero, minlength=count),
+        np.bincount(groups, weights=magnitudes, minlength=count),
+    )
+
+
+class _Lattice:
+    """Where a band's context comes from: its parent band's magnitudes and, for the second of two
+    interleaved sublattices (a checkerboard over the transformed axes), its neighbours in the first.
+    Both halves are decoded in one vectorized call each, which a causal raster context would not allow.
+    """
+
+    def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
+        self.shape, self.axes = shape, axes
+        parity = np.indices(shape, sparse=True)
+        self.second = (sum(parity[ax] for ax in axes) % 2).astype(bool)
+        self.second = np.broadcast_to(self.second, shape)
+
+    def parent(self, parent: np.ndarray | None) -> np.ndarray:
+        """The parent band's magnitudes, each repeated over the 2x2(x2) children it covers."""
+        if parent is None:
+            return np.zeros(self.shape, np.int64)
+        up = np.abs(parent).astype(np.int64)
+        for ax in self.axes:
+            up = np.repeat(up, 2, axis=ax)
+        return up[tuple(slice(0, n) for n in self.shape)]
+
+    def groups(self, parent: np.ndarray, first: np.ndarray | None) -> np.ndarray:
+        """Context group of every position: first-half groups 0..3, second-half groups 4..7.
+
+        A context c (parent |q| in the first half; half the parent's plus the neighbours' mean |q| in
+        the second) falls in classes split at 0.5, 1.5 and 3.5; integers keep it exact everywhere.
+        """
+        neighbours = np.zeros(self.shape, np.int64)
+        if first is not None:
+            known = np.where(self.second, 0, np.abs(first).astype(np.int64))
+            for ax in self.axes:
+                neighbours += np.roll(known, 1, ax) + np.roll(known, -1, ax)
+        count = 2 * len(self.axes)
+        scaled = np.where(self.second, count * parent + 2 * neighbours, 2 * parent)
+        unit = np.where(self.second, count, 1)
+        classes = sum((scaled > edge * unit).astype(np.int64) for edge in _EDGES)
+        return classes + _CLASSES * self.second
+
+
+def _lattices(shapes: list[tuple[int, ...]], axes: tuple[int, ...]) -> list[_Lattice]:
+    cache: dict[tuple[int, ...], _Lattice] = {}
+    return [cache.setdefault(tuple(s), _Lattice(tuple(s), axes)) for s in shapes]
+
+
+def _parents(count: int, levels: int) -> list[int | None]:
+    """Each band's parent: the same orientation one level coarser (none for the coarsest level)."""
+    per_level = (count - 1) // levels
+    return [None] * (1 + per_level) + list(range(1, count - per_level))
+
+
+def _code_band(
+    q: np.ndarray, lattice: _Lattice, parent: np.ndarray | None, segments: list[tuple[np.ndarray, int]]
+) -> bytes:
+    """The band's descriptor; appends its (symbols, scale code) runs to ``segments`` in decode order.
+
+    Descriptor: 0 (all zero), one scale code for the whole band, or _CONTEXT and one code per
+    context group, whichever codes shorter (the eight codes cost more than they save on noise-like
+    bands, such as EM's fine details).
+    """
+    if not q.any():
+        return b"\0"
+    magnitudes = np.abs(q).reshape(-1)
+    code, plain_bits = _group_codes(magnitudes, np.zeros(q.size, np.int64), 1)
+    groups = lattice.groups(lattice.parent(parent), q).reshape(-1)
+    codes, context_bits = _group_codes(magnitudes, groups, 2 * _CLASSES)
+    if plain_bits / 8 + 1 <= context_bits / 8 + 1 + len(codes):
+        segments.append((q.reshape(-1), int(code[0])))
+        return bytes([int(code[0])])
+    for half in (False, True):
+        in_half = lattice.second.reshape(-1) == half
+        for group in np.flatnonzero(codes[_CLASSES * half : _CLASSES * (half + 1)]) + _CLASSES * half:
+            segments.append((q.reshape(-1)[in_half & (groups == group)], int(codes[group])))
+    return bytes([_CONTEXT, *codes.tolist()])
+
+
+def _dequantize(symbols: list[np.ndarray], step: float) -> list[np.ndarray]:
+    return [q.astype(np.float32) * np.float32(step) for q in symbols]
+
+
+class _Models:
+    """Entropy models per scale code. Magnitudes up to _DIRECT go through a lookup-table model
+    (several times faster than constriction's parametric Laplace); larger ones, rare, are an
+    escape symbol followed by the value under the Laplace itself. Table weights are rounded to
+    integers, so the coded bytes do not hinge on the last bit of a platform's ``exp``."""
+
+    def __init__(self, bits: int) -> None:
+        self.top = (1 << bits) - 1
+        self.edge = min(self.top, _DIRECT)
+        self.escape = 2 * self.edge + 1
+        self.tables: dict[int, object] = {}
+
+    def table(self, code: int):
+        if code not in self.tables:
+            scale = float(_scale(code))
+            k = np.arange(self.edge + 1, dtype=np.float64)
+            tail = np.exp(-(k + 0.5) / scale)
+            mass = np.concatenate(([1.0 - tail[0]], 0.5 * (tail[:-1] - tail[1:])))
+            weights = np.concatenate((mass[:0:-1], mass, [tail[-1]] if self.top > self.edge else []))
+            self.tables[code] = constriction.stream.model.Categorical(
+                np.maximum(np.round(weights * 2.0**24), 1.0), perfect=False
+            )
+        return self.tables[code]
+
+    def laplace(self, code: int):
+        return constriction.stream.model.QuantizedLaplace(-self.top, self.top + 1, 0.0, float(_scale(code)))
+
+    def encode(self, coder, values: np.ndarray, code: int) -> None:
+        """Push ``values`` so that :meth:`decode` pops them in order (escapes go under the run)."""
+        escaped = np.abs(values) > self.edge
+        if escaped.any():
+            coder.encode_reverse(values[escaped], self.laplace(code))
+        coder.encode_reverse(np.where(escaped, self.escape, values + self.edge).astype(np.int32), self.table(code))
+
+    def decode(self, coder, count: int, code: int) -> np.ndarray:
+        values = coder.decode(self.table(code), count).astype(np.int32) - self.edge
+        escaped = values == self.escape - self.edge
+        if escaped.any():
+            values[escaped] = coder.decode(self.laplace(code), int(escaped.sum()))
+        return values
 
 
 class ResidualCoder:
@@ -105,39 +257,53 @@ class ResidualCoder:
         self.planar = planar
         self.levels = levels_for(self.shape, planar)
         self.bands = _bands(np.asarray(residual, np.float32), self.levels, planar)
+        self.lattices = _lattices([b.shape for b in self.bands], _axes(self.shape, planar))
+        self.parents = _parents(len(self.bands), self.levels)
 
     def code(self, log2_step: float) -> tuple[bytes, np.ndarray]:
         """The coded bytes at quantizer step ``2**log2_step`` and the residual they decode to."""
+        step, symbols = self._quantize(log2_step)
+        return self._bytes(step, symbols), self._decoded(step, symbols)
+
+    def _quantize(self, log2_step: float) -> tuple[float, list[np.ndarray]]:
         step = float(np.float32(2.0**log2_step))
-        symbols = [np.sign(b) * np.floor(np.abs(b) / step + ROUNDING) for b in self.bands]
-        codes = [_scale_code(float(np.mean(np.abs(s)))) if np.any(s) else 0 for s in symbols]
-        kept = [s.reshape(-1) for s, c in zip(symbols, codes, strict=True) if c]
-        bits = int(max((np.abs(s).max() for s in kept), default=0)).bit_length()
-        head = _HEAD.pack(step, self.levels | (_PLANAR if self.planar else 0), bits) + bytes(codes)
-        if kept:
-            scales = np.concatenate([np.full(s.size, _scale(c)) for s, c in zip(symbols, codes, strict=True) if c])
+        return step, [(np.sign(b) * np.floor(np.abs(b) / step + ROUNDING)).astype(np.int32) for b in self.bands]
+
+    def _bytes(self, step: float, symbols: list[np.ndarray]) -> bytes:
+        bits = int(max(int(np.abs(s).max()) for s in symbols)).bit_length()
+        head = bytearray(_HEAD.pack(step, self.levels | _LAYOUT | (_PLANAR if self.planar else 0), bits))
+        segments: list[tuple[np.ndarray, int]] = []
+        for q, lattice, parent in zip(symbols, self.lattices, self.parents, strict=True):
+            head += _code_band(q, lattice, None if parent is None else symbols[parent], segments)
+        if segments:
             coder = constriction.stream.stack.AnsCoder()
-            coder.encode_reverse(np.concatenate(kept).astype(np.int32), _model(bits), np.zeros_like(scales), scales)
+            models = _Models(bits)
+            for values, code in reversed(segments):
+                models.encode(coder, values, code)
             head += coder.get_compressed().tobytes()
-        decoded = _reconstruct([s * np.float32(step) for s in symbols], self.shape, self.levels, self.planar)
-        return head, decoded
+        return bytes(head)
+
+    def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
+        return _reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
 
     def fit_budget(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
-        """Finest step whose bytes fit ``budget`` (the coarsest step's bytes when none does)."""
+        """Finest step whose bytes fit ``budget`` (the coarsest step's bytes when none does).
+        Only the step kept is reconstructed: the inverse transform costs as much as the coding."""
         lo, hi = _STEP_RANGE
-        best = self.code(hi)
-        if len(best[0]) > budget:
-            return best
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            trial = self.code(mid)
-            if len(trial[0]) <= budget:
-                best, hi = trial, mid
-            else:
-                lo = mid
-            if len(best[0]) >= 0.99 * budget:
-                break
-        return best
+        quantized = self._quantize(hi)
+        data = self._bytes(*quantized)
+        if len(data) <= budget:
+            for _ in range(iters):
+                mid = 0.5 * (lo + hi)
+                trial = self._quantize(mid)
+                trial_data = self._bytes(*trial)
+                if len(trial_data) <= budget:
+                    quantized, data, hi = trial, trial_data, mid
+                else:
+                    lo = mid
+                if len(data) >= 0.99 * budget:
+                    break
+        return data, self._decoded(*quantized)
 
     def fit_error(self, residual: np.ndarray, max_mse: float, iters: int = 18) -> tuple[bytes, np.ndarray]:
         """Coarsest step whose reconstruction is within ``max_mse`` of ``residual`` (the coded one)."""
@@ -178,35 +344,57 @@ def min_residual_bytes(shape: tuple[int, ...]) -> int:
     return _HEAD.size + min(len(_band_shapes(shape, levels_for(shape, p), p)) for p in (False, True))
 
 
+def _descriptors(data: bytes, count: int) -> tuple[list[bytes], int]:
+    """Each band's descriptor (see :func:`_code_band`) and where the ANS stream starts."""
+    out, pos = [], _HEAD.size
+    for _ in range(count):
+        if pos >= len(data):
+            raise ChunkFormatError("residual section is shorter than its header")
+        size = 1 + 2 * _CLASSES if data[pos] == _CONTEXT else 1
+        out.append(data[pos : pos + size])
+        pos += size
+    if pos > len(data) or any(_CONTEXT in d[1:] for d in out):
+        raise ChunkFormatError("residual section has an invalid header")
+    return out, pos
+
+
 def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :meth:`ResidualCoder.code` for a residual of ``shape``."""
     shape = tuple(shape)
     if len(data) < _HEAD.size:
         raise ChunkFormatError("residual section is shorter than its header")
     step, stored_levels, bits = _HEAD.unpack_from(data, 0)
+    if not stored_levels & _LAYOUT:
+        raise ChunkFormatError(
+            "residual section predates context coding (an early pre-release streamcomp wrote it): "
+            "compress the source again with this version"
+        )
     planar = bool(stored_levels & _PLANAR)
     levels = levels_for(shape, planar)
-    if stored_levels & ~_PLANAR != levels or not (np.isfinite(step) and step > 0) or bits > 30:
+    if stored_levels & ~(_PLANAR | _LAYOUT) != levels or not (np.isfinite(step) and step > 0) or bits > 30:
         raise ChunkFormatError("residual section has an invalid header")
     band_shapes = _band_shapes(shape, levels, planar)
-    if len(data) < _HEAD.size + len(band_shapes):
-        raise ChunkFormatError("residual section is shorter than its header")
-    codes = data[_HEAD.size : _HEAD.size + len(band_shapes)]
-    body = data[_HEAD.size + len(band_shapes) :]
+    descriptors, start = _descriptors(data, len(band_shapes))
+    body = data[start:]
     if len(body) % 4:
         raise ChunkFormatError("residual section is not a whole number of 32-bit words")
-    kept = [(math.prod(s), _scale(c)) for s, c in zip(band_shapes, codes, strict=True) if c]
-    symbols = np.zeros(0, np.int32)
-    if kept:
-        scales = np.concatenate([np.full(n, scale) for n, scale in kept])
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
-        symbols = coder.decode(_model(bits), np.zeros_like(scales), scales)
-    bands, pos = [], 0
-    for s, c in zip(band_shapes, codes, strict=True):
-        n = math.prod(s)
-        if c:
-            bands.append(symbols[pos : pos + n].reshape(s).astype(np.float32) * np.float32(step))
-            pos += n
-        else:
-            bands.append(np.zeros(s, np.float32))
-    return _reconstruct(bands, shape, levels, planar)
+    coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
+    models = _Models(bits)
+    lattices = _lattices(band_shapes, _axes(shape, planar))
+    symbols: list[np.ndarray] = []
+    for desc, lattice, parent in zip(descriptors, lattices, _parents(len(band_shapes), levels), strict=True):
+        q = np.zeros(lattice.shape, np.int32)
+        if len(desc) == 1 and desc[0]:
+            q[...] = models.decode(coder, q.size, desc[0]).reshape(q.shape)
+        elif len(desc) > 1:
+            codes = np.frombuffer(desc[1:], np.uint8).astype(np.int64)
+            upper = lattice.parent(None if parent is None else symbols[parent])
+            flat = q.reshape(-1)
+            for half in (False, True):
+                groups = lattice.groups(upper, q if half else None).reshape(-1)
+                in_half = lattice.second.reshape(-1) == half
+                for group in np.flatnonzero(codes[_CLASSES * half : _CLASSES * (half + 1)]) + _CLASSES * half:
+                    run = in_half & (groups == group)
+                    flat[run] = models.decode(coder, int(run.sum()), int(codes[group]))
+        symbols.append(q)
+    return _reconstruct(_dequantize(symbols, step), shape, levels, planar)
