@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     target.add_argument("--ratio", type=float)
     target.add_argument("--psnr", type=float)
     p.add_argument("--params", default="{}", help="method parameters as JSON")
-    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64")
+    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
     p.add_argument("--verify-chunks", type=int, default=8, help="chunks decoded per volume to verify (0: all)")
     p.add_argument("--min-psnr", type=float, help="fail verification below this PSNR (default: --psnr - 0.5)")
     p.add_argument("--max-volumes", type=int, help="stop after this many volumes (rerun for the rest)")

@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float)
     target.add_argument("--psnr", type=float)
-    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64")
+    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
     p.add_argument("--params", default="{}", help="method parameters as JSON")
     p.add_argument("--verify-chunks", type=int, default=16, help="PSNR/SSIM on this many random chunks (0: all)")

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float, help="target compression ratio (default 8)")
     target.add_argument("--psnr", type=float, help="target PSNR in dB (peak = max - min)")
-    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64")
+    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
     p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

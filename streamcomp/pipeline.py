@@ -496,7 +496,8 @@ def run(
                 f"cannot resume {dst}: it holds {existing.shape} {existing.dtype}, the source is "
                 f"{source.shape} {source.dtype}"
             )
-        chunk_shape = tuple(existing.chunks) if chunks is None else parse_chunks(chunks, source.shape)
+        defaults = codec_method.default_chunks
+        chunk_shape = tuple(existing.chunks) if chunks is None else parse_chunks(chunks, source.shape, defaults)
         if chunk_shape != tuple(existing.chunks) or existing.metadata.zarr_format != zarr_format:
             raise InputError(
                 f"cannot resume {dst}: it has chunks {existing.chunks} (zarr format "
@@ -509,7 +510,7 @@ def run(
                 f"this run asks for {method} {codec_method.params}; use --overwrite to start again"
             )
     else:
-        chunk_shape = parse_chunks(chunks, source.shape)
+        chunk_shape = parse_chunks(chunks, source.shape, codec_method.default_chunks)
 
     if executor == "auto":
         import ray

@@ -19,8 +19,6 @@ from streamcomp.errors import InputError
 from streamcomp.frame import header_size
 from streamcomp.io import Source
 
-DEFAULT_CHUNKS = {3: (16, 64, 64), 4: (4, 16, 32, 32)}
-
 
 @dataclass
 class ChunkPlan:
@@ -62,10 +60,13 @@ class Plan:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def parse_chunks(spec: str | tuple[int, ...] | None, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Chunk shape from ``"16,64,64"`` or a tuple, clipped to the array; a default per ndim."""
+def parse_chunks(
+    spec: str | tuple[int, ...] | None, shape: tuple[int, ...], defaults: dict[int, tuple[int, ...]]
+) -> tuple[int, ...]:
+    """Chunk shape from ``"16,64,64"`` or a tuple, clipped to the array; ``defaults[ndim]`` (a
+    method's :attr:`~streamcomp.methods.base.Method.default_chunks`) when ``spec`` is None."""
     if spec is None:
-        chunks = DEFAULT_CHUNKS.get(len(shape), (64,) * len(shape))
+        chunks = defaults.get(len(shape), (64,) * len(shape))
     elif isinstance(spec, str):
         try:
             chunks = tuple(int(v) for v in spec.split(","))

@@ -48,6 +48,8 @@ class Method(ABC):
     method_id: ClassVar[int]
     ndims: ClassVar[tuple[int, ...]] = (3,)
     defaults: ClassVar[dict[str, Any]] = {}
+    # Chunk shape per ndim when the user names none: per-chunk fits want small blocks to train fast.
+    default_chunks: ClassVar[dict[int, tuple[int, ...]]] = {3: (16, 64, 64), 4: (4, 16, 32, 32)}
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)
