@@ -79,9 +79,8 @@ class UniCompressMethod(Method):
     method_id = 5
     # Larger chunks give the wavelet residual longer transforms and richer contexts at the same
     # rate (measured with context coding, at equal bytes: head CT 32x128x128 +4.6 dB over 16x64x64
-    # at 64x, 4D MRI 4x16x64x64 +3.8 dB over 4x16x32x32 at 32x, EM +0.3 dB); one still decodes in
-    # under 0.1 s.
-    default_chunks = {3: (32, 128, 128), 4: (4, 16, 64, 64)}
+    # at 64x, EM +0.3 dB); one still decodes in under 0.1 s.
+    default_chunks = {3: (32, 128, 128)}
     defaults = {
         "features": 16,
         "dim": 16,
