@@ -39,12 +39,12 @@ _HEAD = struct.Struct("<fBB")
 _PLANAR = 0x80  # flag in the levels byte
 _LAYOUT = 0x40  # flag in the levels byte: context-coded bands (sections without it predate them)
 _SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
+_SCALE_OFFSET = 10.0
+_STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 _CONTEXT = 255  # band descriptor: per-context-group scale codes follow
 _EDGES = (1, 3, 7)  # context class edges, in units of half a symbol magnitude
 _CLASSES = len(_EDGES) + 1  # context classes per sublattice
 _DIRECT = 63  # largest magnitude coded through a lookup table (see _Models)
-_SCALE_OFFSET = 10.0
-_STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 
 
 def _axes(shape: tuple[int, ...], planar: bool) -> tuple[int, ...]:
@@ -91,7 +91,7 @@ def _reconstruct(bands: list[np.ndarray], shape: tuple[int, ...], levels: int, p
     return out[tuple(slice(0, n) for n in shape)].astype(np.float32)
 
 
-def _scale(code: int | np.ndarray):
+def _scale(code: int | np.ndarray) -> np.ndarray:
     return 2.0 ** (np.asarray(code, np.float64) / _SCALE_STEPS - _SCALE_OFFSET)
 
 
@@ -131,9 +131,8 @@ class _Lattice:
 
     def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
         self.shape, self.axes = shape, axes
-        parity = np.indices(shape, sparse=True)
-        self.second = (sum(parity[ax] for ax in axes) % 2).astype(bool)
-        self.second = np.broadcast_to(self.second, shape)
+        index = np.indices(shape, sparse=True)
+        self.second = np.broadcast_to((sum(index[ax] for ax in axes) % 2).astype(bool), shape)
 
     def parent(self, parent: np.ndarray | None) -> np.ndarray:
         """The parent band's magnitudes, each repeated over the 2x2(x2) children it covers."""
