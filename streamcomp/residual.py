@@ -2,10 +2,11 @@
 
 Why: the shared student saturates (its decoder's capacity bounds quality, not its code's bytes),
 so budget beyond what its latents can use would buy nothing. A 3D CDF 9/7 wavelet transform of
-the residual, one dead-zone uniform quantizer step for every subband (the transform is nearly
-orthogonal, so one step is close to MSE-optimal), and ANS coding under Laplace models turn the
-remaining bytes into quality, and a bisection over the step fills a byte budget or meets an error
-target exactly as the latent packing does.
+the residual (mirrored, not wrapped, at the chunk's faces: :mod:`streamcomp.lifting`), one
+dead-zone uniform quantizer step for every subband (the transform is nearly orthogonal, so one step
+is close to MSE-optimal), and ANS coding under Laplace models turn the remaining bytes into
+quality, and a bisection over the step fills a byte budget or meets an error target exactly as the
+latent packing does.
 
 The models are context-adaptive where that pays: a subband's coefficients are split into two
 interleaved halves (a checkerboard); the first is classed by its parent coefficient's magnitude,
@@ -13,7 +14,7 @@ the second also by its decoded neighbours in the first, and each class gets its 
 chosen by code length. Measured on real data at equal bytes against one moment-fitted Laplace
 per subband: +4 dB on head CT at 64x, +1.5 dB on EM at 8x, with decode no slower.
 
-Layout: float32 step, uint8 levels (flags: planar transform, context layout), uint8 symbol range
+Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric extension), uint8 symbol range
 bits, one descriptor per subband (0: all zero, none stored; a scale code; or 255 and one scale
 code per context class), then one ANS stream.
 """
@@ -22,22 +23,19 @@ from __future__ import annotations
 
 import math
 import struct
-import warnings
-from contextlib import contextmanager
 
 import constriction
 import numpy as np
-import pywt
 
 from streamcomp.errors import ChunkFormatError
+from streamcomp.lifting import band_shapes, wavedec, waverec
 
-WAVELET = "bior4.4"
-MODE = "periodization"
 MAX_LEVELS = 4
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
 _HEAD = struct.Struct("<fBB")
 _PLANAR = 0x80  # flag in the levels byte
-_LAYOUT = 0x40  # flag in the levels byte: context-coded bands (sections without it predate them)
+_LAYOUT = 0x40  # flags in the levels byte: context-coded bands and the symmetric-extension
+_SYMMETRIC = 0x20  # transform; a section lacking either predates them
 _SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
 _SCALE_OFFSET = 10.0
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
@@ -59,36 +57,16 @@ def levels_for(shape: tuple[int, ...], planar: bool = False) -> int:
     return max(1, min(MAX_LEVELS, int(math.log2(max(shortest, 2))) - 1))
 
 
-@contextmanager
-def _deep_levels_allowed():
-    """pywt warns past its boundary-effect advice; periodization makes such depths exact anyway."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-
-
 def _bands(x: np.ndarray, levels: int, planar: bool) -> list[np.ndarray]:
-    with _deep_levels_allowed():
-        coeffs = pywt.wavedecn(x, WAVELET, mode=MODE, level=levels, axes=_axes(x.shape, planar))
-    return [coeffs[0]] + [d[k] for d in coeffs[1:] for k in sorted(d)]
+    return wavedec(x, levels, _axes(x.shape, planar))
 
 
 def _band_shapes(shape: tuple[int, ...], levels: int, planar: bool) -> list[tuple[int, ...]]:
-    with _deep_levels_allowed():
-        shapes = pywt.wavedecn_shapes(shape, WAVELET, mode=MODE, level=levels, axes=_axes(shape, planar))
-    return [tuple(shapes[0])] + [tuple(d[k]) for d in shapes[1:] for k in sorted(d)]
+    return band_shapes(shape, levels, _axes(shape, planar))
 
 
 def _reconstruct(bands: list[np.ndarray], shape: tuple[int, ...], levels: int, planar: bool) -> np.ndarray:
-    per_level = (len(bands) - 1) // levels
-    axes = _axes(shape, planar)
-    with _deep_levels_allowed():
-        keys = sorted(pywt.wavedecn_shapes(shape, WAVELET, mode=MODE, level=levels, axes=axes)[1])
-        coeffs: list = [bands[0]]
-        for i in range(levels):
-            coeffs.append(dict(zip(keys, bands[1 + i * per_level : 1 + (i + 1) * per_level], strict=True)))
-        out = pywt.waverecn(coeffs, WAVELET, mode=MODE, axes=axes)
-    return out[tuple(slice(0, n) for n in shape)].astype(np.float32)
+    return waverec(bands, shape, levels, _axes(shape, planar))
 
 
 def _scale(code: int | np.ndarray) -> np.ndarray:
@@ -135,13 +113,15 @@ class _Lattice:
         self.second = np.broadcast_to((sum(index[ax] for ax in axes) % 2).astype(bool), shape)
 
     def parent(self, parent: np.ndarray | None) -> np.ndarray:
-        """The parent band's magnitudes, each repeated over the 2x2(x2) children it covers."""
+        """The parent band's magnitudes, each repeated over the 2x2(x2) children it covers (an odd
+        axis's last child, past its parent's cover, takes the nearest parent)."""
         if parent is None:
             return np.zeros(self.shape, np.int64)
         up = np.abs(parent).astype(np.int64)
         for ax in self.axes:
             up = np.repeat(up, 2, axis=ax)
-        return up[tuple(slice(0, n) for n in self.shape)]
+        short = [(0, max(0, n - m)) for n, m in zip(self.shape, up.shape, strict=True)]
+        return np.pad(up, short, mode="edge")[tuple(slice(0, n) for n in self.shape)]
 
     def groups(self, parent: np.ndarray, first: np.ndarray | None) -> np.ndarray:
         """Context group of every position: first-half groups 0..3, second-half groups 4..7.
@@ -269,8 +249,8 @@ class ResidualCoder:
         return step, [(np.sign(b) * np.floor(np.abs(b) / step + ROUNDING)).astype(np.int32) for b in self.bands]
 
     def _bytes(self, step: float, symbols: list[np.ndarray]) -> bytes:
-        bits = int(max(int(np.abs(s).max()) for s in symbols)).bit_length()
-        head = bytearray(_HEAD.pack(step, self.levels | _LAYOUT | (_PLANAR if self.planar else 0), bits))
+        bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
+        head = bytearray(_HEAD.pack(step, self.levels | _LAYOUT | _SYMMETRIC | (_PLANAR if self.planar else 0), bits))
         segments: list[tuple[np.ndarray, int]] = []
         for q, lattice, parent in zip(symbols, self.lattices, self.parents, strict=True):
             head += _code_band(q, lattice, None if parent is None else symbols[parent], segments)
@@ -363,14 +343,14 @@ def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     if len(data) < _HEAD.size:
         raise ChunkFormatError("residual section is shorter than its header")
     step, stored_levels, bits = _HEAD.unpack_from(data, 0)
-    if not stored_levels & _LAYOUT:
+    if stored_levels & (_LAYOUT | _SYMMETRIC) != _LAYOUT | _SYMMETRIC:
         raise ChunkFormatError(
-            "residual section predates context coding (an early pre-release streamcomp wrote it): "
-            "compress the source again with this version"
+            "residual section predates context coding or the symmetric-extension wavelet (an early "
+            "pre-release streamcomp wrote it): compress the source again with this version"
         )
     planar = bool(stored_levels & _PLANAR)
     levels = levels_for(shape, planar)
-    if stored_levels & ~(_PLANAR | _LAYOUT) != levels or not (np.isfinite(step) and step > 0) or bits > 30:
+    if stored_levels & ~(_PLANAR | _LAYOUT | _SYMMETRIC) != levels or not (np.isfinite(step) and step > 0) or bits > 30:
         raise ChunkFormatError("residual section has an invalid header")
     band_shapes = _band_shapes(shape, levels, planar)
     descriptors, start = _descriptors(data, len(band_shapes))
