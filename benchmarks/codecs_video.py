@@ -43,6 +43,9 @@ class VideoCodec:
 
 
 X265 = VideoCodec("libx265", "hevc", (8, 10, 12), "39|40", ("-x265-params", "log-level=error:info=0"))
+# Every slice an intra frame: what x265 gets from coding tools within a slice, without prediction
+# across slices (the part a plain 3D wavelet has no counterpart for).
+X265_INTRA = VideoCodec("libx265", "hevc", (8, 10, 12), "39|40", ("-x265-params", "log-level=error:info=0:keyint=1"))
 # ffmpeg's H.264 decoder returns 4:0:0 streams as 4:2:0 with flat chroma; asking it for gray
 # would make swscale re-expand "limited-range" luma, so the Y plane is taken from 4:2:0 output.
 X264 = VideoCodec("libx264", "h264", (8, 10), "6", luma_of_yuv420=True)
@@ -122,6 +125,15 @@ BASELINES: list[Baseline] = [
         run=partial(_roundtrip, codec=X265),
         knob=Knob("crf", 0.0, 51.0, increasing=True),
         unavailable=lambda: _ffmpeg_reason(X265),
+        unsupported=_unsupported,
+    ),
+    Baseline(
+        name="x265-intra",
+        family="video",
+        description="HEVC as x265 but every slice an intra frame (keyint=1): no prediction across slices",
+        run=partial(_roundtrip, codec=X265_INTRA),
+        knob=Knob("crf", 0.0, 51.0, increasing=True),
+        unavailable=lambda: _ffmpeg_reason(X265_INTRA),
         unsupported=_unsupported,
     ),
     Baseline(
