@@ -14,9 +14,9 @@ the second also by its decoded neighbours in the first, and each class gets its 
 chosen by code length. Measured on real data at equal bytes against one moment-fitted Laplace
 per subband: +4 dB on head CT at 64x, +1.5 dB on EM at 8x, with decode no slower.
 
-Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric extension), uint8 symbol range
-bits, one descriptor per subband (0: all zero, none stored; a scale code; or 255 and one scale
-code per context class), then one ANS stream.
+Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric
+extension), uint8 symbol range bits, one descriptor per subband (0: all zero, none stored; a scale
+code; or 255 and one scale code per context class), then one ANS stream.
 """
 
 from __future__ import annotations
