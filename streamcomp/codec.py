@@ -46,7 +46,7 @@ def make_config(
     return {
         "format_version": FORMAT_VERSION,
         "method": method.name,
-        "params": dict(method.params),
+        "params": method.stored_params(),
         "shared": packed,
         "shared_sha256": hashlib.sha256(blob).hexdigest() if blob else "",
         "bytes_per_voxel": bytes_per_voxel,
@@ -67,10 +67,10 @@ def _check_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=16)
-def _method_from_json(config_json: str) -> Method:
+def _method_from_json(config_json: str, encode_params_json: str) -> Method:
     config = json.loads(config_json)
     try:
-        method = method_class(config["method"])(**config["params"])
+        method = method_class(config["method"])(**{**config["params"], **json.loads(encode_params_json)})
     except InputError as exc:
         raise ChunkFormatError(f"array's codec configuration cannot be used by this build: {exc}") from exc
     blob = b""
@@ -85,9 +85,14 @@ def _method_from_json(config_json: str) -> Method:
     return method
 
 
-def method_from_config(config: dict[str, Any]) -> Method:
-    """The (cached) method instance, shared state loaded, that a configuration describes."""
-    return _method_from_json(json.dumps(_check_config(config), sort_keys=True))
+def method_from_config(config: dict[str, Any], encode_params: dict[str, Any] | None = None) -> Method:
+    """The (cached) method instance, shared state loaded, that a configuration describes.
+
+    ``encode_params`` adds what the configuration leaves out (:attr:`Method.encode_only`), so
+    a writer encodes with the steps and rates its run asked for; decoders need none.
+    """
+    extra = json.dumps(encode_params or {}, sort_keys=True)
+    return _method_from_json(json.dumps(_check_config(config), sort_keys=True), extra)
 
 
 def _encode_with_config(config: dict[str, Any], arr: np.ndarray) -> bytes:

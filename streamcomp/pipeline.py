@@ -145,18 +145,23 @@ class ChunkWorker:
         codec_method.fit_shared([norm for norm, _, _ in blocks], targets)
         return make_config(codec_method, max_mse=max_mse)
 
-    def _output(self, dst: str) -> tuple[Any, Any]:
+    def _output(self, dst: str, params: dict[str, Any]) -> tuple[Any, Any]:
         if dst not in self._outputs:
             from streamcomp.codec import codec_config_of, method_from_config
             from streamcomp.store import open_output_array
 
             array = open_output_array(dst, self.storage_options)
-            self._outputs[dst] = (array, method_from_config(codec_config_of(array)))
+            self._outputs[dst] = (array, method_from_config(codec_config_of(array), params))
         return self._outputs[dst]
 
-    def encode(self, batch: list[Task], dst: str, max_mse: float | None) -> list[tuple[int, str, int, int]]:
-        """Encode and write each task's chunk: (index, "written" | "skipped" | "repaired", bytes, pid)."""
-        array, method = self._output(dst)
+    def encode(
+        self, batch: list[Task], dst: str, params: dict[str, Any], max_mse: float | None
+    ) -> list[tuple[int, str, int, int]]:
+        """Encode and write each task's chunk: (index, "written" | "skipped" | "repaired", bytes, pid).
+
+        ``params`` are the run's full method parameters: the array's configuration keeps only
+        those a decoder needs."""
+        array, method = self._output(dst, params)
         return [(t.index, *encode_task(method, self.source, array, t, max_mse), os.getpid()) for t in batch]
 
 
@@ -503,7 +508,7 @@ def run(
                 f"cannot resume {dst}: it has chunks {existing.chunks} (zarr format "
                 f"{existing.metadata.zarr_format}), this run asks for {chunk_shape} (format {zarr_format})"
             )
-        requested = json.loads(json.dumps(codec_method.params, sort_keys=True))
+        requested = json.loads(json.dumps(codec_method.stored_params(), sort_keys=True))
         if old_config["method"] != method or json.loads(json.dumps(old_config["params"])) != requested:
             raise InputError(
                 f"cannot resume {dst}: it was written by {old_config['method']} {old_config['params']}, "
@@ -606,7 +611,7 @@ def run(
             "source": src,
             "output": dst,
             "method": method,
-            "params": config["params"],
+            "params": codec_method.params,
             "target": target,
             "shape": list(source.shape),
             "dtype": source.dtype.name,
@@ -631,7 +636,7 @@ def run(
         pids: set[int] = set()
         bar = tqdm(total=len(tasks), desc=f"encode {method}", unit="chunk", disable=not progress, smoothing=0.1)
         size = _batch_size(len(tasks), pool.size, 8)
-        for results in pool.map("encode", _batches(tasks, size), dst, max_mse):
+        for results in pool.map("encode", _batches(tasks, size), dst, codec_method.params, max_mse):
             for index, status, _nbytes, pid in results:
                 pids.add(pid)
                 if status == "skipped":

@@ -60,6 +60,25 @@ def test_v2_and_v3_registrations_share_one_configuration(compressed):
     )
 
 
+@pytest.mark.parametrize("name", ["siren", "nerf", "sci", "planes", "unicompress"])
+def test_configuration_keeps_only_what_decoding_needs(name):
+    method = method_class(name)()
+    assert method.encode_only < set(method.defaults)
+    assert set(make_config(method, with_shared=False)["params"]) == set(method.defaults) - method.encode_only
+
+
+def test_encode_only_parameters_reach_the_writers(compressed, em, tmp_path):
+    """The configuration lacks ``steps``, yet the workers must train with the run's value, not the default."""
+    src, dsts = compressed
+    dst = str(tmp_path / "more_steps.zarr")
+    more = {**FAST, "steps": FAST["steps"] * 4}
+    compress(src, dst, ratio=8, chunks=(16, 64, 64), method="siren", method_params=more, progress=False)
+    meta = json.loads((Path(dst) / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert "steps" not in meta["params"]
+    assert (Path(dst) / "c/0/0/0").read_bytes() != (Path(dsts[3]) / "c/0/0/0").read_bytes()
+    assert psnr(em, zarr.open_array(dst, mode="r")[...]) > psnr(em, zarr.open_array(dsts[3], mode="r")[...])
+
+
 def test_dask_decodes_only_the_chunks_a_slice_touches(compressed, tmp_path):
     import shutil
 

@@ -48,6 +48,9 @@ class Method(ABC):
     method_id: ClassVar[int]
     ndims: ClassVar[tuple[int, ...]] = (3,)
     defaults: ClassVar[dict[str, Any]] = {}
+    # Parameters that only steer fitting or encoding (steps, learning rates, seeds, progress): the
+    # codec configuration leaves them out, since no decoder reads them and every array would carry them.
+    encode_only: ClassVar[frozenset[str]] = frozenset()
     # Chunk shape per ndim when the user names none: per-chunk fits want small blocks to train fast.
     default_chunks: ClassVar[dict[int, tuple[int, ...]]] = {3: (16, 64, 64), 4: (4, 16, 32, 32)}
 
@@ -59,6 +62,10 @@ class Method(ABC):
                 f"known: {sorted(self.defaults)}"
             )
         self.params: dict[str, Any] = {**self.defaults, **params}
+
+    def stored_params(self) -> dict[str, Any]:
+        """The parameters an array's codec configuration keeps: all that decoding can depend on."""
+        return {k: v for k, v in self.params.items() if k not in self.encode_only}
 
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> None:  # noqa: B027
         """Fit array-level state on normalized sample blocks; per-chunk methods need none.

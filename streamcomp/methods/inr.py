@@ -97,6 +97,7 @@ class PerChunkINR(Method):
     """Shared machinery of the per-chunk INR methods; subclasses define the network."""
 
     defaults = {"layers": 7, "steps": 500, "lr": 1e-3, "batch": 8192, "seed": 0, "bits_per_param": 6.0}
+    encode_only = frozenset({"steps", "lr", "batch", "seed"})
 
     @abstractmethod
     def widths(self, hidden: int) -> list[int]:

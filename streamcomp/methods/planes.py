@@ -46,6 +46,7 @@ class PlanesMethod(Method):
         "features": 8, "hidden": 16, "steps": 600, "lr": 5e-3, "lr_planes": 2e-2, "batch": 8192,
         "seed": 0, "bits_per_param": 6.0, "scaling": "adaptive",
     }
+    encode_only = frozenset({"steps", "lr", "lr_planes", "batch", "seed"})
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

@@ -79,6 +79,7 @@ class SciMethod(Method):
         "bits_per_param": 6.0, "levels": 3, "min_side": 4, "a_max": 50, "m": 1, "min_leaf_params": 1000,
         "flat_tol": 1e-3, "partition": "adaptive", "allocation": "sci", "deblock": "auto",
     }
+    encode_only = frozenset({"steps", "lr", "batch", "seed"})
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -115,6 +115,11 @@ class UniCompressMethod(Method):
         "save_teacher": "",
         "progress": True,
     }
+    # A decoder rebuilds the student from its architecture (and ``modes`` sizes payloads); the
+    # rest only steers the teacher, the distillation and the per-chunk latent refinement.
+    encode_only = frozenset(defaults) - {
+        "features", "dim", "codebook", "latent_channels", "student_hidden", "layers", "w0", "modes"
+    }
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
