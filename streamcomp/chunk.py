@@ -83,7 +83,7 @@ def encode_chunk(
     if vmax == vmin:
         frame.flags |= FLAG_CONSTANT
         return pack(frame)
-    target = method_target(dtype, len(chunk_shape), vmin, vmax, budget_bytes, max_mse, sections)
+    target = method_target(dtype, len(chunk_shape), vmin, vmax, budget_bytes, max_mse, method, sections)
     frame.sections = sections + method.encode(norm, target)
     return pack(frame)
 
@@ -95,13 +95,16 @@ def method_target(
     vmax: float,
     budget_bytes: int | None,
     max_mse: float | None,
+    method: Method,
     side_sections: list[bytes] | tuple[bytes, ...] = (),
 ) -> Target:
-    """What a method must meet for a chunk: its framed budget less the frame's own bytes, or the
-    error target in the normalized units the method sees. Integer data is rounded after decoding,
-    which adds about 1/12 to the MSE, so the method gets that much less (never below a quarter)."""
+    """What ``method`` must meet for a chunk: its framed budget less the frame's own bytes (header,
+    side sections, one length per section), or the error target in the normalized units the method
+    sees. Integer data is rounded after decoding, which adds about 1/12 to the MSE, so the method
+    gets that much less (never below a quarter)."""
     if budget_bytes is not None:
-        overhead = header_size(ndim, len(side_sections) + 2) + sum(map(len, side_sections))
+        sections = len(side_sections) + method.payload_sections
+        overhead = header_size(ndim, sections) + sum(map(len, side_sections))
         return Target(budget_bytes=max(budget_bytes - overhead, 1))
     if np.dtype(dtype).kind in "iu":
         max_mse = max(max_mse - 1.0 / 12.0, max_mse / 4.0)

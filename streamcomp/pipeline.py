@@ -139,7 +139,10 @@ class ChunkWorker:
         if max_mse is not None or all(b is not None for b in budgets):
             dtype, per_sample = self.source.dtype, zip(sample, blocks, budgets, strict=True)
             targets = FitTargets(
-                tuple(method_target(dtype, len(sl), lo, hi, b, max_mse) for sl, (_, lo, hi), b in per_sample),
+                tuple(
+                    method_target(dtype, len(sl), lo, hi, b, max_mse, codec_method)
+                    for sl, (_, lo, hi), b in per_sample
+                ),
                 data_chunks,
             )
         codec_method.fit_shared([norm for norm, _, _ in blocks], targets)

@@ -122,6 +122,17 @@ def test_ablations_run(em, ablation):
     assert decode_chunk(method, data).shape == (8, 32, 32)
 
 
+def test_framed_chunks_never_exceed_their_budget(em):
+    """The residual fills its budget to the byte; the frame's length word for each of the three
+    sections must already be taken out of it."""
+    method = method_class("unicompress")(modes="residual")
+    method.load_shared_state(b"")
+    block = np.ascontiguousarray(em[:, :64, :64])
+    sizes = {b: len(encode_chunk(method, block, budget_bytes=b)) for b in range(3000, 3200, 7)}
+    assert all(size <= b for b, size in sizes.items())
+    assert max(size - b for b, size in sizes.items()) >= -8  # and it does fill them
+
+
 def test_bad_prior_is_refused():
     with pytest.raises(InputError, match="prior"):
         method_class("unicompress")(prior="ultraviolet")

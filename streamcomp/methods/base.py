@@ -51,6 +51,8 @@ class Method(ABC):
     # Parameters that only steer fitting or encoding (steps, learning rates, seeds, progress): the
     # codec configuration leaves them out, since no decoder reads them and every array would carry them.
     encode_only: ClassVar[frozenset[str]] = frozenset()
+    # How many byte sections encode() returns: the frame spends 4 bytes on each one's length.
+    payload_sections: ClassVar[int] = 2
     # Chunk shape per ndim when the user names none: per-chunk fits want small blocks to train fast.
     default_chunks: ClassVar[dict[int, tuple[int, ...]]] = {3: (16, 64, 64), 4: (4, 16, 32, 32)}
 

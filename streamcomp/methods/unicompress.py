@@ -120,6 +120,7 @@ class UniCompressMethod(Method):
     }
     # A decoder rebuilds the student from its architecture (and ``modes`` sizes payloads); the
     # rest only steers the teacher, the distillation and the per-chunk latent refinement.
+    payload_sections = 3  # codebook indices, latent grid, residual
     encode_only = frozenset(defaults) - {
         "features", "dim", "codebook", "latent_channels", "student_hidden", "layers", "w0", "modes"
     }
