@@ -21,7 +21,7 @@ from streamcomp.wavelet import wavelet_components
 
 TINY = {
     "pretrain_steps": 4, "teacher_steps": 60, "student_steps": 40, "finetune_steps": 4,
-    "refine_steps": 30, "max_tiles": 32, "batch": 8, "train_points": 1024,
+    "max_tiles": 32, "batch": 8, "train_points": 1024,
 }
 
 
@@ -150,6 +150,23 @@ def test_encoder_keeps_the_payload_with_the_lowest_error(fitted, em):
         errors[modes] = float(np.mean((decode_chunk(fitted, data).astype(float) - block) ** 2))
     assert sections["residual"][:2] == [0, 0] and all(sections["inr"])
     assert errors["auto"] <= min(errors["inr"], errors["residual"]) + 1e-9
+
+
+def test_latent_share_codes_a_refined_latent_grid_within_the_budget(fitted, em):
+    """Off by default (an all-zero grid); with a share, the refined grid takes about that share."""
+    block = np.ascontiguousarray(em[:, 64:, 64:])
+    budget = block.size // 8
+    sizes = {}
+    for share in (0.0, 0.2):
+        method = method_class("unicompress")(**TINY, modes="inr", latent_share=share, refine_steps=5)
+        method.load_shared_state(fitted.shared_state())
+        data = encode_chunk(method, block, budget_bytes=budget)
+        assert len(data) <= budget
+        sizes[share] = len(unpack(data).sections[1])
+        assert psnr(block, decode_chunk(fitted, data)) > 20
+    assert sizes[0.0] < 32 and 0.1 * budget < sizes[0.2] <= 0.2 * budget
+    with pytest.raises(InputError, match="latent_share"):
+        method_class("unicompress")(latent_share=1.5)
 
 
 def test_bad_modes_are_refused():
