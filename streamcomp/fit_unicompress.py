@@ -4,7 +4,8 @@
    views, cross-correlation towards identity; paper App. E.3), then is frozen for the teacher.
 2. ``train_teacher``: fusion, codebook, amortized latent encoder and conditional INR learn
    jointly on many tiles. Loss ``L_recon + γ L_quant`` (eq. 8), with uniform quantization noise
-   on the latent grid and an L2 price on it (a proxy for its coded size).
+   on the latent grid and an L2 price on it (a proxy for its coded size). When chunks will store
+   an all-zero grid (``latent_share`` 0, the default) the networks train on zeros too.
 3. ``distill_student``: raw-only trainable extractor, shared frozen codebook, half-size INR;
    ``L_recon + L_code + L_KD + L_out`` (eq. 9-12), each term switchable for the ablation.
 4. ``finetune_teacher``: the paper's final teacher fine-tune.
@@ -124,10 +125,17 @@ def tile_grid(z: torch.Tensor) -> torch.Tensor:
     return z.transpose(1, 2).reshape(z.shape[0], z.shape[2], *TOKEN_GRID)
 
 
+def _latent(net: UniCompressNet, comps: list[torch.Tensor], p: dict) -> torch.Tensor:
+    """The latent grid the networks train with: the amortized guess when chunks will code one
+    (``latent_share`` > 0), else zeros, which is what every chunk then stores."""
+    lat = net.encode_latent(comps)
+    return lat if p["latent_share"] > 0 else torch.zeros_like(lat)
+
+
 def _teacher_loss(net, tiles, names, idx, pos, p):
     comps = tiles.select(names, idx)
     zq, _, lq = net.codebook(net.encode_tokens(comps))
-    lat = net.encode_latent(comps)
+    lat = _latent(net, comps, p)
     lat_noisy = lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5)
     pred = net.inr(tile_grid(zq), lat_noisy, pos, TILE)
     recon = F.mse_loss(pred, gather(tiles.raw[idx], pos))
@@ -172,10 +180,10 @@ def distill_student(
             zt = teacher.encode_tokens(comps)
             zq_t = teacher.codebook.lookup(teacher.codebook.indices(zt))
             logits_t = teacher.codebook.logits(zt)
-            pred_t = teacher.inr(tile_grid(zq_t), teacher.encode_latent(comps), pos, TILE)
+            pred_t = teacher.inr(tile_grid(zq_t), _latent(teacher, comps, p), pos, TILE)
         zs = student.encode_tokens([tiles.raw[idx]])
         zq_s, _, _ = student.codebook(zs)
-        lat = student.encode_latent([tiles.raw[idx]])
+        lat = _latent(student, [tiles.raw[idx]], p)
         pred_s = student.inr(tile_grid(zq_s), lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5), pos, TILE)
         loss = F.mse_loss(pred_s, gather(tiles.raw[idx], pos)) + p["latent_l2"] * lat.pow(2).mean()
         if p["kd_code"]:
