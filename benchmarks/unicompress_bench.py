@@ -304,6 +304,7 @@ def analyse(res: dict) -> dict:
                     "delta_db": p["siren_subset"]["psnr"] - sir[p["target"]]["psnr"],
                     "student_ratio_whole": p["ratio"],
                     "siren_ratio_subset": sir[p["target"]]["ratio"],
+                    "equal_ratio": abs(p["ratio"] / p["target"] - 1) <= 0.1,
                 }
                 for p in v.get(rows, [])
                 if p.get("possible") and p["target"] in sir
@@ -397,19 +398,24 @@ def write_report(res: dict, out: Path) -> None:
         L.append("")
         for q in a["points"]:
             L.append(
-                f"- target {q['target']}x: student {_fmt(q['student_psnr'])} dB vs {a['anchor']} "
+                f"- target {q['target']}x: unicompress (auto) {_fmt(q['student_psnr'])} dB vs {a['anchor']} "
                 f"{_fmt(q['anchor_psnr_at_same_bpv'])} dB at the same bpv (interpolated in log-rate) → "
                 f"**{_fmt(q['delta_db'], '{:+.2f}')} dB**"
             )
         bdp = f"{a['bd_psnr_db']:+.2f} dB" if "bd_psnr_db" in a else f"not computable ({a.get('bd_psnr_db_error')})"
         bdr = f"{a['bd_rate_pct']:+.1f} %" if "bd_rate_pct" in a else f"not computable ({a.get('bd_rate_pct_error')})"
-        L.append(f"- BD-PSNR {bdp}; BD-rate {bdr} (student vs {a['anchor']}; fit degree = points - 1 when < 4 points)")
+        L.append(
+            f"- BD-PSNR {bdp}; BD-rate {bdr} (unicompress auto vs {a['anchor']}; "
+            "fit degree = points - 1 when < 4 points)"
+        )
         for key, bytes_note in (
             ("vs_siren", "incl. shared state"),
             ("vs_siren_amortized", "shared state amortized, as over a large volume"),
         ):
             for c in a.get(key, []):
                 verdict = "beats" if c["delta_db"] > 0 else "loses to"
+                if not c["equal_ratio"]:
+                    verdict = "(NOT at equal ratio: the student's smallest payloads miss the target) is ahead of"
                 L.append(
                     f"- student (modes=inr) vs siren at {c['target']}x on the same chunks, {bytes_note}: "
                     f"student {c['student_subset_psnr']:.2f} dB, siren {c['siren_psnr']:.2f} dB → student "
