@@ -115,9 +115,9 @@ class UniCompressMethod(Method):
         "save_teacher": "",
         "progress": True,
     }
-    # A decoder rebuilds the student from its architecture (and ``modes`` sizes payloads); the
-    # rest only steers the teacher, the distillation and the per-chunk latent refinement.
     payload_sections = 3  # codebook indices, latent grid, residual
+    # A decoder rebuilds the student from its architecture (and ``modes`` sizes payloads); the
+    # rest only steers the teacher, the distillation and the per-chunk latent grid.
     encode_only = frozenset(defaults) - {
         "features", "dim", "codebook", "latent_channels", "student_hidden", "layers", "w0", "modes"
     }
@@ -331,7 +331,7 @@ class UniCompressMethod(Method):
         default, which stores an all-zero grid (about 23 B). Measured with the student forced on EM
         4-20x and head CT 64-256x: every byte moved from the latents to the residual bought more
         (of shares 0.5, 0.25, 0.1, 0.05, 0.01 and 0, each beat the one before; one CT chunk at 256x:
-        9.5 dB with a 519 B grid, 24.3 dB with none), and refinement lowered PSNR by 0.3-1.1 dB, as a
+        9.5 dB with a 519 B grid, 24.3 dB with none), and refinement lowered PSNR by 0.2-1.1 dB, as a
         refined grid codes worse. The prediction's information comes from the codebook indices.
         """
         student, p = self._require_student(), self.params
