@@ -69,10 +69,14 @@ def cut_tiles(blocks: list[np.ndarray], max_tiles: int, seed: int = 0) -> np.nda
     return out
 
 
-def make_tileset(tiles: np.ndarray) -> TileSet:
+def tile_components(tiles: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The frequency prior of tiles (paper eq. 2), by modality name."""
     low, high, raw = wavelet_components(tiles)
-    dev = default_device()
-    comps = {n: torch.from_numpy(a).to(dev) for n, a in zip(MODALITIES, (high, low, raw), strict=True)}
+    return {n: torch.from_numpy(a).to(device) for n, a in zip(MODALITIES, (high, low, raw), strict=True)}
+
+
+def make_tileset(tiles: np.ndarray) -> TileSet:
+    comps = tile_components(tiles, default_device())
     return TileSet(comps["raw"], comps)
 
 
@@ -200,8 +204,13 @@ def distill_student(
         sched.step()
 
 
+def prior_names(p: dict) -> list[str]:
+    """The prior's modalities the teacher sees, in MODALITIES order."""
+    return [n for n in MODALITIES if n in p["prior"].split(",")]
+
+
 def build_teacher(p: dict) -> tuple[UniCompressNet, list[str]]:
-    names = [n for n in MODALITIES if n in p["prior"].split(",")]
+    names = prior_names(p)
     from streamcomp.models.unicompress import Codebook
 
     codebook = Codebook(p["codebook"], p["dim"])

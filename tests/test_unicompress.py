@@ -51,11 +51,11 @@ def test_codebook_quantizes_to_nearest_codeword_with_straight_through_gradient()
 
 def test_shared_state_round_trips_and_encode_does_not_retrain(fitted, em):
     blob = fitted.shared_state()
-    before = {k: v.clone() for k, v in fitted.student.state_dict().items()}
+    before = {k: v.clone() for k, v in fitted.net.state_dict().items()}
     block = np.ascontiguousarray(em[:, 64:, 64:])
     data = encode_chunk(fitted, block, budget_bytes=block.size // 8)
     assert len(data) <= block.size // 8
-    assert all(torch.equal(before[k], v) for k, v in fitted.student.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in fitted.net.state_dict().items())
     assert fitted.shared_state() == blob
     fresh = method_class("unicompress")(**TINY)
     fresh.load_shared_state(blob)
@@ -191,3 +191,30 @@ def test_default_method_under_a_psnr_target_judges_the_student_by_bytes(save, tm
     meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
     assert (meta["shared"] == "") == ("did not pay for its shared state (bytes" in capsys.readouterr().err)
     assert psnr(em, zarr.open_array(str(dst), mode="r")[...]) >= 30
+
+
+def test_teacher_network_codes_chunks_in_the_students_place(save, tmp_path, em):
+    """The paper's teacher, measured at equal bytes: stored with the architecture decoders need."""
+    dst = tmp_path / "teacher.zarr"
+    params = {**TINY, "modes": "inr", "network": "teacher", "prior": "high,raw"}
+    compress(save(em), str(dst), ratio=4, chunks=(16, 64, 64), method_params=params, progress=False)
+    meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert {k: meta["params"][k] for k in ("network", "teacher_hidden", "prior")} == {
+        "network": "teacher", "teacher_hidden": 48, "prior": "high,raw"
+    }
+    assert all(unpack(Path(f).read_bytes()).sections[0] for f in Path(dst, "c").rglob("*") if f.is_file())
+    code = f"import zarr, numpy; numpy.save({str(tmp_path / 'out.npy')!r}, zarr.open_array({str(dst)!r})[...])"
+    proc = run_fresh_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert psnr(em, np.load(tmp_path / "out.npy")) > 25
+
+    teacher = method_class("unicompress")(**{**params, "latent_share": 0.2, "refine_steps": 2})
+    teacher.fit_shared([normalize(em[:, :64, :64])[0]])
+    block = np.ascontiguousarray(em[:, 64:, 64:])
+    data = encode_chunk(teacher, block, budget_bytes=block.size // 4)
+    assert len(unpack(data).sections[1]) > 32  # a latent grid from the teacher's prior-fed encoder
+    fresh = method_class("unicompress")(**teacher.stored_params())
+    fresh.load_shared_state(teacher.shared_state())
+    assert np.array_equal(decode_chunk(fresh, data), decode_chunk(teacher, data))
+    with pytest.raises(InputError, match="network"):
+        method_class("unicompress")(network="both")

@@ -16,6 +16,9 @@ Why the residual: measured on real EM and CT, the student's prediction saturates
 code of the chunk beats the student's prediction, so the search usually keeps the residual alone
 (``benchmarks/results/unicompress`` records how often each mode was chosen): then the student's
 shared state and per-chunk index and latent sections are pure cost, which the fit-time judgement removes.
+
+``network=teacher`` stores and codes with the teacher instead (no distillation; its extractor reads
+the wavelet prior at encode time): the paper's teacher measured at equal bytes against its student.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from streamcomp.fit_unicompress import (
     distill_student,
     make_tileset,
     pretrain_extractor,
+    prior_names,
     refine_latent,
+    tile_components,
     train_teacher,
 )
 from streamcomp.methods.base import FitTargets, Method, Target, register
@@ -53,6 +58,7 @@ QUALITY_LATENT_REL_STEP = 2.0**-3  # latent step under an error target; the resi
 # Which payloads the encoder may choose from: the best of both, INR + residual only (ablation), or
 # the residual alone (no shared fit, no shared state, no per-chunk refinement: a wavelet codec).
 MODES = ("auto", "inr", "residual")
+NETWORKS = ("student", "teacher")
 HELD_OUT = 8  # sample chunks kept out of the fit to judge whether the student pays for its bytes
 
 
@@ -110,6 +116,7 @@ class UniCompressMethod(Method):
         "refine_lr": 0.02,
         "max_tiles": 512,
         "modes": "auto",
+        "network": "student",
         "seed": 0,
         "teacher": "",
         "save_teacher": "",
@@ -119,8 +126,16 @@ class UniCompressMethod(Method):
     # A decoder rebuilds the student from its architecture (and ``modes`` sizes payloads); the
     # rest only steers the teacher, the distillation and the per-chunk latent grid.
     encode_only = frozenset(defaults) - {
-        "features", "dim", "codebook", "latent_channels", "student_hidden", "layers", "w0", "modes"
+        "features", "dim", "codebook", "latent_channels", "student_hidden", "layers", "w0", "modes", "network"
     }
+
+    def stored_params(self) -> dict:
+        """The student's architecture; a teacher-coded array also needs the teacher's (its width
+        and the prior's modalities shape its stored weights)."""
+        stored = super().stored_params()
+        if self.params["network"] == "teacher":
+            stored.update(teacher_hidden=self.params["teacher_hidden"], prior=self.params["prior"])
+        return stored
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -131,7 +146,11 @@ class UniCompressMethod(Method):
             raise InputError(f"modes must be one of {', '.join(MODES)}, got {self.params['modes']!r}")
         if not 0 <= float(self.params["latent_share"]) < 1:
             raise InputError(f"latent_share must be in [0, 1), got {self.params['latent_share']!r}")
-        self.student: UniCompressNet | None = None
+        if self.params["network"] not in NETWORKS:
+            raise InputError(f"network must be one of {', '.join(NETWORKS)}, got {self.params['network']!r}")
+        # The network chunks are coded with: the distilled student, or (to measure the paper's
+        # teacher at equal bytes) the teacher itself, stored in the student's place.
+        self.net: UniCompressNet | None = None
         self.index_probs: np.ndarray | None = None
         self._blob: bytes | None = None
 
@@ -143,14 +162,16 @@ class UniCompressMethod(Method):
         sample chunks are kept out of the fit and encoded both ways at this run's rate: with the
         student (plus residual), and by the residual alone given the bytes the shared state would
         have taken. When the student does not pay for its shared state, it is dropped: the array
-        stores no shared state and every chunk is coded by its residual (``student`` stays None).
+        stores no shared state and every chunk is coded by its residual (``net`` stays None).
         """
         if self.params["modes"] == "residual":
             self.load_shared_state(b"")
             return
         judge = targets is not None and self.params["modes"] == "auto"
-        if judge and not self.params["save_teacher"] and self._no_room_for_student(samples, targets):
-            self._drop_student("the rate leaves no room next to the student's shared state, so it was not fitted")
+        if judge and not self.params["save_teacher"] and self._no_room_for_inr(samples, targets):
+            self._drop_inr(
+                f"the rate leaves no room next to the {self.params['network']}'s shared state, so it was not fitted"
+            )
             return
         held = min(HELD_OUT, len(samples) // 4) if judge else 0
         train = samples[: len(samples) - held]
@@ -178,23 +199,23 @@ class UniCompressMethod(Method):
                 with_inr += min(cost for cost, _ in self._candidates(block, less))
         if with_inr >= alone:
             what = "MSE" if targets[0].budget_bytes is not None else "bytes"
-            self._drop_student(
-                f"on {len(blocks)} held-out chunks the student's prediction did not pay for its shared state "
-                f"({what} {with_inr:.4g} with it, {alone:.4g} without)"
+            self._drop_inr(
+                f"on {len(blocks)} held-out chunks the {self.params['network']}'s prediction did not pay for its "
+                f"shared state ({what} {with_inr:.4g} with it, {alone:.4g} without)"
             )
 
-    def _no_room_for_student(self, samples: list[np.ndarray], targets: FitTargets) -> bool:
+    def _no_room_for_inr(self, samples: list[np.ndarray], targets: FitTargets) -> bool:
         """Whether no sample's budget, less its share of the student's smallest shared state, can
         hold the smallest payload that uses the student: then fitting it would be wasted."""
         if targets.targets[0].budget_bytes is None:
             return False
-        per_chunk = math.ceil(self._student_state_bytes() * 4 / 3 / max(targets.data_chunks, 1))
+        per_chunk = math.ceil(self._net_state_bytes() * 4 / 3 / max(targets.data_chunks, 1))
         return all(
-            t.budget_bytes - per_chunk < self._min_student_payload(b.shape)
+            t.budget_bytes - per_chunk < self._min_inr_payload(b.shape)
             for b, t in zip(samples, targets.targets, strict=True)
         )
 
-    def _drop_student(self, why: str) -> None:
+    def _drop_inr(self, why: str) -> None:
         self.load_shared_state(b"")
         if self.params["progress"]:
             tqdm.write(
@@ -211,18 +232,21 @@ class UniCompressMethod(Method):
         teacher, names = self._teacher(tiles)
         if not p["teacher"]:
             train_teacher(teacher, tiles, names, p, p["teacher_steps"], p["lr"], p["progress"])
-        student = build_student(p, teacher).to(tiles.raw.device)
-        distill_student(student, teacher, tiles, names, p, p["progress"])
+        net = teacher
+        if p["network"] == "student":
+            net = build_student(p, teacher).to(tiles.raw.device)
+            distill_student(net, teacher, tiles, names, p, p["progress"])
         if not p["teacher"] and p["finetune_steps"]:
             lr = p["lr"] * 0.3
             train_teacher(teacher, tiles, names, p, p["finetune_steps"], lr, p["progress"], "teacher fine-tune")
         if p["save_teacher"]:
             torch.save({"params": dict(p), "names": names, "state": teacher.cpu().state_dict()}, p["save_teacher"])
+        seen = [tiles.raw] if p["network"] == "student" else tiles.select(names, torch.arange(len(tiles)))
         with torch.no_grad():
-            idx = student.codebook.indices(student.encode_tokens([tiles.raw]))
+            idx = net.codebook.indices(net.encode_tokens(seen))
         counts = np.bincount(idx.cpu().numpy().reshape(-1), minlength=p["codebook"]).astype(np.float64)
         probs = ((counts + 0.5) / (counts + 0.5).sum()).astype(np.float32)
-        state = student.cpu().state_dict()
+        state = net.cpu().state_dict()
         tensors = [state[k].detach().numpy().astype(np.float32) for k in sorted(state)]
         # Quantize once; encoding then uses exactly the weights every decoder will load.
         self.load_shared_state(probs.tobytes() + pack_tensors(tensors, SHARED_REL_STEP))
@@ -251,44 +275,50 @@ class UniCompressMethod(Method):
         return self._blob
 
     def load_shared_state(self, blob: bytes) -> None:
-        """Restore the student; an empty blob means no INR (chunks carry their residual alone)."""
+        """Restore the coding network; an empty blob means no INR (chunks carry their residual alone)."""
         if not blob:
-            self.student, self.index_probs, self._blob = None, None, b""
+            self.net, self.index_probs, self._blob = None, None, b""
             return
         k = self.params["codebook"]
         if len(blob) < 4 * k:
             raise ChunkFormatError("unicompress shared state is truncated")
         self.index_probs = np.frombuffer(blob[: 4 * k], np.float32).astype(np.float64)
-        student = build_student(self.params, None)
-        state = student.state_dict()
+        net = self._build_net()
+        state = net.state_dict()
         keys = sorted(state)
         tensors = unpack_tensors(blob[4 * k :], [tuple(state[key].shape) for key in keys])
-        student.load_state_dict({key: torch.from_numpy(t) for key, t in zip(keys, tensors, strict=True)})
-        self.student = student.eval()
-        for q in self.student.parameters():
+        net.load_state_dict({key: torch.from_numpy(t) for key, t in zip(keys, tensors, strict=True)})
+        self.net = net.eval()
+        for q in self.net.parameters():
             q.requires_grad_(False)
         self._blob = bytes(blob)
 
     def shared_state_size_estimate(self) -> int:
         """Index prior plus the student's weights at no less than ~7 bits each (8.3 measured); 0
         unless the student is forced, since the fit drops it when the rate cannot carry it."""
-        return self._student_state_bytes() if self.params["modes"] == "inr" else 0
+        return self._net_state_bytes() if self.params["modes"] == "inr" else 0
 
-    def _student_state_bytes(self) -> int:
-        weights = sum(v.numel() for v in build_student(self.params, None).state_dict().values())
+    def _build_net(self) -> UniCompressNet:
+        """An untrained network of the stored architecture: the student, or the teacher when measured."""
+        if self.params["network"] == "student":
+            return build_student(self.params, None)
+        return build_teacher(self.params)[0]
+
+    def _net_state_bytes(self) -> int:
+        weights = sum(v.numel() for v in self._build_net().state_dict().values())
         return 4 * self.params["codebook"] + weights * 7 // 8
 
-    def _require_student(self) -> UniCompressNet:
-        if self.student is None:
+    def _require_net(self) -> UniCompressNet:
+        if self.net is None:
             raise InputError("unicompress needs its shared state: fit_shared() or a codec configuration")
-        return self.student
+        return self.net
 
     # ---- chunks -------------------------------------------------------------------------------
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
-        return self._min_student_payload(shape) if self.params["modes"] == "inr" else min_residual_bytes(shape)
+        return self._min_inr_payload(shape) if self.params["modes"] == "inr" else min_residual_bytes(shape)
 
     @staticmethod
-    def _min_student_payload(shape: tuple[int, ...]) -> int:
+    def _min_inr_payload(shape: tuple[int, ...]) -> int:
         """Indices at about 2 bits each, a minimal latent section and an all-zero residual."""
         tiles = math.prod(n // t for n, t in zip(padded_shape(shape), TILE, strict=True))
         return tiles * TOKENS // 4 + 32 + min_residual_bytes(shape)
@@ -314,10 +344,10 @@ class UniCompressMethod(Method):
             raise InputError("unicompress needs its shared state: fit_shared() or a codec configuration")
         modes = self.params["modes"]
         candidates = [] if modes == "inr" else [self._residual_candidate(block, target)]
-        if modes != "residual" and self.student is not None:
+        if modes != "residual" and self.net is not None:
             candidates.append(self._inr_candidate(block, target))
         if not candidates:
-            raise InputError("unicompress modes=inr needs a student, but this array stores none")
+            raise InputError("unicompress modes=inr needs its INR, but this array stores none")
         return candidates
 
     def _residual_candidate(self, block: np.ndarray, target: Target) -> tuple[float, list[bytes]]:
@@ -334,25 +364,25 @@ class UniCompressMethod(Method):
         9.5 dB with a 519 B grid, 24.3 dB with none), and refinement lowered PSNR by 0.2-1.1 dB, as a
         refined grid codes worse. The prediction's information comes from the codebook indices.
         """
-        student, p = self._require_student(), self.params
+        net, p = self._require_net(), self.params
         valid = tuple(block.shape)
         pshape = padded_shape(valid)
         padded = np.pad(block, [(0, a - b) for a, b in zip(pshape, valid, strict=True)], mode="edge")
         tiles, counts = split_tiles(padded)
         block_t = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
         with torch.no_grad():
-            idx = student.codebook.indices(student.encode_tokens([torch.from_numpy(tiles)]))
-        zq = tokens_to_grid(student.codebook.lookup(idx), counts)
+            idx = net.codebook.indices(net.encode_tokens(self._components(tiles)))
+        zq = tokens_to_grid(net.codebook.lookup(idx), counts)
         idx_bytes = self._code_indices(idx.numpy().reshape(-1))
         share = float(p["latent_share"])
         if share <= 0:
             packed = pack_tensors([np.zeros((1, *latent_shape(pshape, p["latent_channels"])), np.float32)], 1.0)
         else:
             with torch.no_grad():
-                start = student.encode_latent([block_t[None]])
+                start = net.encode_latent(self._components(padded[None].astype(np.float32)))
             with single_thread():
                 lat = refine_latent(
-                    student.inr, zq, block_t, valid, start,
+                    net.inr, zq, block_t, valid, start,
                     p["refine_steps"], p["refine_points"], p["refine_lr"], p["seed"],
                 ).numpy()
             if target.budget_bytes is None:
@@ -360,6 +390,13 @@ class UniCompressMethod(Method):
             else:
                 packed = pack_to_budget([lat], max(int((target.budget_bytes - len(idx_bytes)) * share), 1))
         return self._candidate(block, [idx_bytes, packed], self._predict(zq, packed, pshape, valid), target)
+
+    def _components(self, tiles: np.ndarray) -> list[torch.Tensor]:
+        """What the coding network's extractor reads: the raw tiles (student), or the prior (teacher)."""
+        if self.params["network"] == "student":
+            return [torch.from_numpy(tiles)]
+        comps = tile_components(tiles)
+        return [comps[n] for n in prior_names(self.params)]
 
     def _predict(self, zq: torch.Tensor, packed: bytes, pshape, valid) -> np.ndarray:
         lat = unpack_tensors(packed, [(1, *latent_shape(pshape, self.params["latent_channels"]))])[0]
@@ -379,7 +416,7 @@ class UniCompressMethod(Method):
     @torch.no_grad()
     def _evaluate(self, zq: torch.Tensor, lat: np.ndarray, valid: tuple[int, ...]) -> np.ndarray:
         """The student's prediction of a whole block: dense upsampling, one cache-sized box at a time."""
-        decode = self._require_student().inr.decoder(zq, torch.from_numpy(lat))
+        decode = self._require_net().inr.decoder(zq, torch.from_numpy(lat))
         out = np.empty(valid, np.float32)
         rows_y = max(STRIDE[1], DECODE_BOX // (DECODE_ROWS * valid[2]))
         for z in range(0, valid[0], DECODE_ROWS):
@@ -394,13 +431,13 @@ class UniCompressMethod(Method):
             raise ChunkFormatError("unicompress chunk must have index, latent and residual sections")
         if not sections[0] and not sections[1]:
             return None
-        student = self._require_student()
+        net = self._require_net()
         pshape = padded_shape(shape)
         counts = tuple(n // t for n, t in zip(pshape, TILE, strict=True))
         idx = self._decode_indices(sections[0], math.prod(counts) * TOKENS)
         if idx.min(initial=0) < 0 or idx.max(initial=0) >= self.params["codebook"]:
             raise ChunkFormatError("unicompress chunk has codebook indices out of range")
-        zq = tokens_to_grid(student.codebook.lookup(torch.from_numpy(idx.astype(np.int64))), counts)
+        zq = tokens_to_grid(net.codebook.lookup(torch.from_numpy(idx.astype(np.int64))), counts)
         lat = unpack_tensors(sections[1], [(1, *latent_shape(pshape, self.params["latent_channels"]))])[0]
         return zq, lat
 
