@@ -18,7 +18,8 @@ For each real volume (a crop of the EM ISBI-2012 stack and of the InVesalius hea
    sees), and the wavelet residual layer alone (``modes=residual``, no shared state), with the
    number of chunks whose chosen payload kept the INR prediction. Then the teacher is fitted again
    as the coding network (``network=teacher``, same seed: the teacher the student was distilled
-   from, fine-tuned) and scored the same way, counted and amortized, against the student.
+   from, fine-tuned) and scored the same way, counted and amortized, against the student. On CT
+   the student is also fitted with a coarser token patch (``COARSE_PATCH``) for the highest ratios.
 2. Per-block ``siren`` (``steps=300``) at the same ratios, chunk by chunk through ``encode_chunk``
    (budget = chunk raw bytes / ratio). On CPU it costs ~8 s per 16x64x64 chunk, so it runs on a
    fixed subset of chunks (``--siren-chunks``); the student (``modes=inr`` rows) is scored on the
@@ -54,6 +55,9 @@ CT_FILE = "ct_head_invesalius_cranium_108x256x256_i16.npy"
 CHUNK = (16, 64, 64)
 EM_RATIOS = [4, 8, 12, 16, 20]
 CT_RATIOS = [64, 128, 256, 512]
+# At CT 512x a 16x64x64 chunk has 256 B, less than its indices at the default 2x8x8 patch: the
+# student is also fitted with one token per 4x16x16 voxels (8x fewer indices) on CT.
+COARSE_PATCH = "4x16x16"
 
 
 def _crop(path: Path, shape: tuple[int, int, int], centre: bool) -> np.ndarray:
@@ -320,7 +324,12 @@ def analyse(res: dict) -> dict:
         # the student. Two byte accountings: this crop's (shared state counted) and a large volume's
         # (shared state amortized to nothing).
         sir = {p["target"]: p for p in v.get("siren", []) if "psnr" in p}
-        for key, rows in (("vs_siren", "inr_forced"), ("vs_siren_amortized", "inr_amortized")):
+        for key, rows in (
+            ("vs_siren", "inr_forced"),
+            ("vs_siren_amortized", "inr_amortized"),
+            ("vs_siren_coarse", "coarse_forced"),
+            ("vs_siren_coarse_amortized", "coarse_amortized"),
+        ):
             a[key] = [
                 {
                     "target": p["target"],
@@ -400,7 +409,11 @@ def write_report(res: dict, out: Path) -> None:
     for vname, v in res["volumes"].items():
         L.append(f"## {vname.upper()}: {v['shape']} {v['dtype']}, peak {v['peak']:.0f}")
         L.append("")
-        for what, f in (("UniCompress shared fit", v.get("fit", {})), ("Teacher as coder", v.get("teacher_fit"))):
+        for what, f in (
+            ("UniCompress shared fit", v.get("fit", {})),
+            (f"Student with patch {COARSE_PATCH}", v.get("coarse_fit")),
+            ("Teacher as coder", v.get("teacher_fit")),
+        ):
             if f:
                 L.append(
                     f"{what}: **{_fmt(f.get('fit_s'), '{:.1f}')} s** on {f.get('samples')} chunks; "
@@ -414,6 +427,10 @@ def write_report(res: dict, out: Path) -> None:
         rows = [("unicompress (auto: student + residual)", p) for p in v.get("student", [])]
         rows += [("unicompress modes=inr (INR forced)", p) for p in v.get("inr_forced", [])]
         rows += [("unicompress modes=inr, shared state amortized (not counted)", p) for p in v.get("inr_amortized", [])]
+        rows += [(f"student with coarser tokens (patch {COARSE_PATCH}, modes=inr)", p)
+                 for p in v.get("coarse_forced", [])]
+        rows += [(f"student with coarser tokens (patch {COARSE_PATCH}, modes=inr), shared state amortized", p)
+                 for p in v.get("coarse_amortized", [])]
         rows += [("teacher (network=teacher, modes=inr)", p) for p in v.get("teacher_forced", [])]
         rows += [("teacher (network=teacher, modes=inr), shared state amortized", p)
                  for p in v.get("teacher_amortized", [])]
@@ -459,16 +476,19 @@ def write_report(res: dict, out: Path) -> None:
             f"- BD-PSNR {bdp}; BD-rate {bdr} (unicompress auto vs {a['anchor']}; "
             "fit degree = points - 1 when < 4 points)"
         )
-        for key, bytes_note in (
-            ("vs_siren", "incl. shared state"),
-            ("vs_siren_amortized", "shared state amortized, as over a large volume"),
+        coarse = f"modes=inr, patch {COARSE_PATCH}"
+        for key, who, bytes_note in (
+            ("vs_siren", "modes=inr", "incl. shared state"),
+            ("vs_siren_amortized", "modes=inr", "shared state amortized, as over a large volume"),
+            ("vs_siren_coarse", coarse, "incl. shared state"),
+            ("vs_siren_coarse_amortized", coarse, "shared state amortized, as over a large volume"),
         ):
             for c in a.get(key, []):
                 verdict = "beats" if c["delta_db"] > 0 else "loses to"
                 if not c["equal_ratio"]:
                     verdict = "(NOT at equal ratio: the student's smallest payloads miss the target) is ahead of"
                 L.append(
-                    f"- student (modes=inr) vs siren at {c['target']}x on the same chunks, {bytes_note}: "
+                    f"- student ({who}) vs siren at {c['target']}x on the same chunks, {bytes_note}: "
                     f"student {c['student_subset_psnr']:.2f} dB, siren {c['siren_psnr']:.2f} dB → student "
                     f"{verdict} siren by {abs(c['delta_db']):.2f} dB (siren subset ratio "
                     f"{c['siren_ratio_subset']:.2f}, student whole-crop ratio {c['student_ratio_whole']:.2f})"
@@ -668,6 +688,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{vname}] {label}: {[(p.get('ratio'), p.get('psnr')) for p in v[label]]}", flush=True)
             save()
         method.params["modes"] = "auto"
+        if vname == "ct":
+            print(f"[{vname}] fitting the student with patch {COARSE_PATCH} ...", flush=True)
+            coarse, v["coarse_fit"] = fit_unicompress(blocks, {**params, "patch": COARSE_PATCH, "modes": "inr"})
+            for label, shared in (("coarse_forced", v["coarse_fit"]["shared_bytes"]), ("coarse_amortized", 0)):
+                v[label] = [student_at(coarse, vol, blocks, r, peak, shared, subset) for r in ratios]
+                print(f"[{vname}] {label}: {[(p.get('ratio'), p.get('psnr')) for p in v[label]]}", flush=True)
+                save()
         # the paper's teacher, coding in the student's place (same seed: the same teacher the
         # student was distilled from, plus its fine-tune), at equal bytes
         print(f"[{vname}] fitting the teacher as the coding network ...", flush=True)

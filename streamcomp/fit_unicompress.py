@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from streamcomp.device import default_device
+from streamcomp.errors import InputError
 from streamcomp.models.unicompress import (
+    PATCH,
+    STRIDE,
     TILE,
-    TOKEN_GRID,
     LatentINR,
     PatchExtractor,
     UniCompressNet,
@@ -124,9 +126,9 @@ def pretrain_extractor(
     return extractor.eval()
 
 
-def tile_grid(z: torch.Tensor) -> torch.Tensor:
-    """Tokens of single tiles (B, T, d) as token grids (B, d, *TOKEN_GRID)."""
-    return z.transpose(1, 2).reshape(z.shape[0], z.shape[2], *TOKEN_GRID)
+def tile_grid(z: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """Tokens of single tiles (B, T, d) as token grids (B, d, *grid)."""
+    return z.transpose(1, 2).reshape(z.shape[0], z.shape[2], *grid)
 
 
 def _latent(net: UniCompressNet, comps: list[torch.Tensor], p: dict) -> torch.Tensor:
@@ -141,7 +143,7 @@ def _teacher_loss(net, tiles, names, idx, pos, p):
     zq, _, lq = net.codebook(net.encode_tokens(comps))
     lat = _latent(net, comps, p)
     lat_noisy = lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5)
-    pred = net.inr(tile_grid(zq), lat_noisy, pos, TILE)
+    pred = net.inr(tile_grid(zq, net.token_grid), lat_noisy, pos, TILE)
     recon = F.mse_loss(pred, gather(tiles.raw[idx], pos))
     return recon + p["gamma"] * lq + p["latent_l2"] * lat.pow(2).mean(), recon
 
@@ -184,11 +186,12 @@ def distill_student(
             zt = teacher.encode_tokens(comps)
             zq_t = teacher.codebook.lookup(teacher.codebook.indices(zt))
             logits_t = teacher.codebook.logits(zt)
-            pred_t = teacher.inr(tile_grid(zq_t), _latent(teacher, comps, p), pos, TILE)
+            pred_t = teacher.inr(tile_grid(zq_t, teacher.token_grid), _latent(teacher, comps, p), pos, TILE)
         zs = student.encode_tokens([tiles.raw[idx]])
         zq_s, _, _ = student.codebook(zs)
         lat = _latent(student, [tiles.raw[idx]], p)
-        pred_s = student.inr(tile_grid(zq_s), lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5), pos, TILE)
+        noisy = lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5)
+        pred_s = student.inr(tile_grid(zq_s, student.token_grid), noisy, pos, TILE)
         loss = F.mse_loss(pred_s, gather(tiles.raw[idx], pos)) + p["latent_l2"] * lat.pow(2).mean()
         if p["kd_code"]:
             loss = loss + p["kd_code"] * (F.mse_loss(zs, zq_s.detach()) + F.mse_loss(zq_s, zq_t))
@@ -204,6 +207,21 @@ def distill_student(
         sched.step()
 
 
+def parse_patch(spec: str) -> tuple[int, int, int]:
+    """A token patch ``"ZxYxX"``: it must tile ``TILE`` and be a multiple of the latent ``STRIDE``."""
+    try:
+        patch = tuple(int(n) for n in str(spec).lower().split("x"))
+    except ValueError:
+        patch = ()
+    if len(patch) != 3 or any(p <= 0 or t % p or p % s for p, t, s in zip(patch, TILE, STRIDE, strict=True)):
+        coarsest = "x".join(map(str, TILE))
+        raise InputError(
+            f"patch must be ZxYxX dividing the {coarsest} tile and a multiple of the latent stride "
+            f"{'x'.join(map(str, STRIDE))} per axis (e.g. {'x'.join(map(str, PATCH))}, 4x16x16), got {spec!r}"
+        )
+    return patch
+
+
 def prior_names(p: dict) -> list[str]:
     """The prior's modalities the teacher sees, in MODALITIES order."""
     return [n for n in MODALITIES if n in p["prior"].split(",")]
@@ -215,7 +233,8 @@ def build_teacher(p: dict) -> tuple[UniCompressNet, list[str]]:
 
     codebook = Codebook(p["codebook"], p["dim"])
     net = UniCompressNet(
-        len(names), p["features"], p["dim"], codebook, p["latent_channels"], p["teacher_hidden"], p["layers"], p["w0"]
+        len(names), p["features"], p["dim"], codebook, p["latent_channels"], p["teacher_hidden"], p["layers"], p["w0"],
+        patch=parse_patch(p["patch"]),
     )
     return net, names
 
@@ -224,14 +243,15 @@ def build_student(p: dict, teacher: UniCompressNet | None) -> UniCompressNet:
     from streamcomp.models.unicompress import Codebook
 
     codebook = teacher.codebook if teacher is not None else Codebook(p["codebook"], p["dim"])
-    extractor = copy.deepcopy(teacher.extractor) if teacher is not None else PatchExtractor(p["features"])
+    patch = parse_patch(p["patch"])
+    extractor = copy.deepcopy(teacher.extractor) if teacher is not None else PatchExtractor(p["features"], patch)
     for q in extractor.parameters():
         q.requires_grad_(True)
     for q in codebook.parameters():
         q.requires_grad_(False)
     return UniCompressNet(
         1, p["features"], p["dim"], codebook, p["latent_channels"], p["student_hidden"], p["layers"], p["w0"],
-        extractor=extractor,
+        extractor=extractor, patch=patch,
     )
 
 

@@ -218,3 +218,22 @@ def test_teacher_network_codes_chunks_in_the_students_place(save, tmp_path, em):
     assert np.array_equal(decode_chunk(fresh, data), decode_chunk(teacher, data))
     with pytest.raises(InputError, match="network"):
         method_class("unicompress")(network="both")
+
+
+def test_coarser_token_patch_codes_fewer_indices(em):
+    """At rates where a chunk's indices at the default 2x8x8 patch would exceed its budget."""
+    block = np.ascontiguousarray(em[:, 64:, 64:])
+    index_bytes = {}
+    for patch in ("2x8x8", "4x16x16"):
+        method = method_class("unicompress")(**TINY, modes="inr", patch=patch)
+        method.fit_shared([normalize(em[:, :64, :64])[0]])
+        data = encode_chunk(method, block, budget_bytes=block.size // 8)
+        index_bytes[patch] = len(unpack(data).sections[0])
+        fresh = method_class("unicompress")(**method.stored_params())
+        fresh.load_shared_state(method.shared_state())
+        assert np.array_equal(decode_chunk(fresh, data), decode_chunk(method, data))
+        assert psnr(block, decode_chunk(fresh, data)) > 20
+    assert index_bytes["4x16x16"] * 4 < index_bytes["2x8x8"]
+    for bad in ("2x8", "3x8x8", "2x2x8", "big"):
+        with pytest.raises(InputError, match="patch"):
+            method_class("unicompress")(patch=bad)

@@ -3,7 +3,7 @@
 Shared state (fit once on a sample of the array's chunks, stored in the codec configuration):
 the student's extractor, fusion, codebook and INR, quantized and entropy coded, plus a learned
 categorical prior over codebook indices. A chunk's payload has three sections: its codebook
-indices (one per 2x8x8 patch, coded under that prior), its latent grid (the student's amortized
+indices (one per ``patch``, 2x8x8 voxels by default, coded under that prior), its latent grid (the student's amortized
 guess, optionally refined by gradient steps with the student frozen; quantized and entropy coded),
 and the wavelet-coded residual of the student's prediction (:mod:`streamcomp.residual`). The
 encoder tries that payload and the residual alone (empty index and latent sections), and keeps
@@ -40,6 +40,7 @@ from streamcomp.fit_unicompress import (
     cut_tiles,
     distill_student,
     make_tileset,
+    parse_patch,
     pretrain_extractor,
     prior_names,
     refine_latent,
@@ -47,7 +48,7 @@ from streamcomp.fit_unicompress import (
     train_teacher,
 )
 from streamcomp.methods.base import FitTargets, Method, Target, register
-from streamcomp.models.unicompress import STRIDE, TILE, TOKENS, UniCompressNet, latent_shape, tokens_to_grid
+from streamcomp.models.unicompress import STRIDE, TILE, UniCompressNet, latent_shape, token_grid, tokens_to_grid
 from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.residual import decode_residual, encode_residual, min_residual_bytes
 
@@ -91,6 +92,7 @@ class UniCompressMethod(Method):
         "dim": 16,
         "codebook": 256,
         "latent_channels": 8,
+        "patch": "2x8x8",
         "teacher_hidden": 48,
         "student_hidden": 32,
         "layers": 4,
@@ -126,7 +128,8 @@ class UniCompressMethod(Method):
     # A decoder rebuilds the student from its architecture (and ``modes`` sizes payloads); the
     # rest only steers the teacher, the distillation and the per-chunk latent grid.
     encode_only = frozenset(defaults) - {
-        "features", "dim", "codebook", "latent_channels", "student_hidden", "layers", "w0", "modes", "network"
+        "features", "dim", "codebook", "latent_channels", "patch", "student_hidden", "layers", "w0", "modes",
+        "network",
     }
 
     def stored_params(self) -> dict:
@@ -146,6 +149,7 @@ class UniCompressMethod(Method):
             raise InputError(f"modes must be one of {', '.join(MODES)}, got {self.params['modes']!r}")
         if not 0 <= float(self.params["latent_share"]) < 1:
             raise InputError(f"latent_share must be in [0, 1), got {self.params['latent_share']!r}")
+        parse_patch(self.params["patch"])
         if self.params["network"] not in NETWORKS:
             raise InputError(f"network must be one of {', '.join(NETWORKS)}, got {self.params['network']!r}")
         # The network chunks are coded with: the distilled student, or (to measure the paper's
@@ -256,10 +260,11 @@ class UniCompressMethod(Method):
         teacher, names = build_teacher(p)
         if p["teacher"]:
             saved = torch.load(p["teacher"], map_location="cpu", weights_only=True)
-            arch = ("features", "dim", "codebook", "latent_channels", "teacher_hidden", "layers")
-            if any(saved["params"][k] != p[k] for k in arch):
+            arch = ("features", "dim", "codebook", "latent_channels", "patch", "teacher_hidden", "layers")
+            known = {**self.defaults, **saved["params"]}
+            if any(known[k] != p[k] for k in arch):
                 raise InputError(f"teacher {p['teacher']} was trained with another architecture")
-            teacher, names = build_teacher(saved["params"])
+            teacher, names = build_teacher(known)
             teacher.load_state_dict(saved["state"])
             return teacher.to(tiles.raw.device), names
         teacher.to(tiles.raw.device)
@@ -317,11 +322,13 @@ class UniCompressMethod(Method):
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
         return self._min_inr_payload(shape) if self.params["modes"] == "inr" else min_residual_bytes(shape)
 
-    @staticmethod
-    def _min_inr_payload(shape: tuple[int, ...]) -> int:
+    def _tokens_per_tile(self) -> int:
+        return math.prod(token_grid(parse_patch(self.params["patch"])))
+
+    def _min_inr_payload(self, shape: tuple[int, ...]) -> int:
         """Indices at about 2 bits each, a minimal latent section and an all-zero residual."""
         tiles = math.prod(n // t for n, t in zip(padded_shape(shape), TILE, strict=True))
-        return tiles * TOKENS // 4 + 32 + min_residual_bytes(shape)
+        return tiles * self._tokens_per_tile() // 4 + 32 + min_residual_bytes(shape)
 
     def _code_indices(self, idx: np.ndarray) -> bytes:
         coder = constriction.stream.stack.AnsCoder()
@@ -372,7 +379,7 @@ class UniCompressMethod(Method):
         block_t = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
         with torch.no_grad():
             idx = net.codebook.indices(net.encode_tokens(self._components(tiles)))
-        zq = tokens_to_grid(net.codebook.lookup(idx), counts)
+        zq = tokens_to_grid(net.codebook.lookup(idx), counts, net.token_grid)
         idx_bytes = self._code_indices(idx.numpy().reshape(-1))
         share = float(p["latent_share"])
         if share <= 0:
@@ -434,10 +441,10 @@ class UniCompressMethod(Method):
         net = self._require_net()
         pshape = padded_shape(shape)
         counts = tuple(n // t for n, t in zip(pshape, TILE, strict=True))
-        idx = self._decode_indices(sections[0], math.prod(counts) * TOKENS)
+        idx = self._decode_indices(sections[0], math.prod(counts) * self._tokens_per_tile())
         if idx.min(initial=0) < 0 or idx.max(initial=0) >= self.params["codebook"]:
             raise ChunkFormatError("unicompress chunk has codebook indices out of range")
-        zq = tokens_to_grid(net.codebook.lookup(torch.from_numpy(idx.astype(np.int64))), counts)
+        zq = tokens_to_grid(net.codebook.lookup(torch.from_numpy(idx.astype(np.int64))), counts, net.token_grid)
         lat = unpack_tensors(sections[1], [(1, *latent_shape(pshape, self.params["latent_channels"]))])[0]
         return zq, lat
 

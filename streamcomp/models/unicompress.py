@@ -1,7 +1,9 @@
 """UniCompress networks: frequency-prior extractor, attention fusion, VQ codebook, conditional INR.
 
-Geometry: the encoder side works on tiles of ``TILE`` voxels cut into ``PATCH``-sized patches, one
-token per patch (4x4x4 = 64 tokens a tile). The decoder side is a SIREN evaluated per voxel on
+Geometry: the encoder side works on tiles of ``TILE`` voxels cut into patches, one token per patch
+(``PATCH`` by default: 4x4x4 = 64 tokens a tile; a coarser patch gives fewer indices per chunk,
+for rates whose budget a chunk's indices at the default patch would exceed). The decoder side is
+a SIREN evaluated per voxel on
 ``[trilerp(Z_q), trilerp(L), local phase]``: ``Z_q`` is the quantized token grid (codebook
 indices), ``L`` a per-chunk continuous latent grid at ``STRIDE`` refined at encode time. Trilinear
 interpolation spans tile borders, so tiles leave no seams in the output.
@@ -21,17 +23,20 @@ from streamcomp.models.siren import FunnelSiren
 TILE = (8, 32, 32)
 PATCH = (2, 8, 8)
 STRIDE = (2, 4, 4)
-TOKEN_GRID = tuple(t // p for t, p in zip(TILE, PATCH, strict=True))
-TOKENS = math.prod(TOKEN_GRID)
 PHASE_FEATURES = 6
+
+
+def token_grid(patch: tuple[int, ...]) -> tuple[int, ...]:
+    """Tokens per tile along each axis for patches of ``patch`` voxels."""
+    return tuple(t // p for t, p in zip(TILE, patch, strict=True))
 
 
 class PatchExtractor(nn.Module):
     """The feature extractor 𝔽: patch embedding plus a pointwise MLP, tokens (B, T, F)."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, patch: tuple[int, ...] = PATCH) -> None:
         super().__init__()
-        self.embed = nn.Conv3d(1, features, PATCH, stride=PATCH)
+        self.embed = nn.Conv3d(1, features, patch, stride=patch)
         self.mlp = nn.Sequential(nn.GELU(), nn.Conv3d(features, features, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +67,9 @@ class Fusion(nn.Module):
     tokens (the raw image) query that sequence by cross-attention to give ``Z``.
     """
 
-    def __init__(self, modalities: int, features: int, dim: int, heads: int = 2, bottleneck: int = 2) -> None:
+    def __init__(
+        self, modalities: int, features: int, dim: int, tokens: int, heads: int = 2, bottleneck: int = 2
+    ) -> None:
         super().__init__()
         self.embed = nn.ModuleList(
             nn.Sequential(nn.Linear(features, dim), nn.GELU(), nn.Linear(dim, dim)) for _ in range(modalities)
@@ -72,7 +79,7 @@ class Fusion(nn.Module):
             nn.MultiheadAttention(dim, heads, batch_first=True) for _ in range(modalities)
         )
         self.bottleneck = nn.Parameter(torch.randn(max(modalities - 1, 0), bottleneck, dim) * 0.02)
-        self.pos = nn.Parameter(torch.randn(modalities, TOKENS, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(modalities, tokens, dim) * 0.02)
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
         self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
@@ -127,10 +134,11 @@ class Codebook(nn.Module):
         self.embedding.copy_(flat[pick] + 0.01 * torch.randn_like(self.embedding))
 
 
-def tokens_to_grid(z: torch.Tensor, tiles: tuple[int, int, int]) -> torch.Tensor:
-    """Tile tokens (n_tiles, T, d), tiles in C order over a chunk, to a grid (1, d, Z, Y, X)."""
+def tokens_to_grid(z: torch.Tensor, tiles: tuple[int, int, int], grid: tuple[int, int, int]) -> torch.Tensor:
+    """Tile tokens (n_tiles, T, d), tiles in C order over a chunk, to a grid (1, d, Z, Y, X);
+    ``grid``: tokens per tile along each axis."""
     tz, ty, tx = tiles
-    gz, gy, gx = TOKEN_GRID
+    gz, gy, gx = grid
     d = z.shape[-1]
     g = z.reshape(tz, ty, tx, gz, gy, gx, d).permute(6, 0, 3, 1, 4, 2, 5)
     return g.reshape(1, d, tz * gz, ty * gy, tx * gx)
@@ -144,7 +152,7 @@ def centres(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
 class LatentINR(nn.Module):
     """Conditional SIREN F(x, Z_q, L) on per-voxel features ``[trilerp(G), phase(x)]``.
 
-    ``G`` is the token grid upsampled (exactly, by the integer factor PATCH/STRIDE) to the latent
+    ``G`` is the token grid upsampled (exactly, by the integer factor patch/STRIDE) to the latent
     grid's resolution and concatenated with the latent grid. Because the first layer is linear
     before its sine, it commutes with trilinear interpolation: a full-block decode projects ``G``
     at latent resolution (1/32 of the voxels) and upsamples one hidden-width grid.
@@ -164,9 +172,7 @@ class LatentINR(nn.Module):
 
     @staticmethod
     def combined_grid(zq: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        scale = tuple(p // s for p, s in zip(PATCH, STRIDE, strict=True))
-        up = F.interpolate(zq, size=tuple(n * k for n, k in zip(zq.shape[2:], scale, strict=True)),
-                           mode="trilinear", align_corners=False)
+        up = F.interpolate(zq, size=tuple(latent.shape[2:]), mode="trilinear", align_corners=False)
         return torch.cat([up, latent], dim=1)
 
     def features_at(self, zq: torch.Tensor, latent: torch.Tensor, index: torch.Tensor, shape: tuple) -> torch.Tensor:
@@ -260,11 +266,13 @@ class UniCompressNet(nn.Module):
     def __init__(
         self, modalities: int, features: int, dim: int, codebook: Codebook, latent_channels: int,
         hidden: int, layers: int, w0: float, extractor: PatchExtractor | None = None,
+        patch: tuple[int, ...] = PATCH,
     ) -> None:
         super().__init__()
         self.modalities = modalities
-        self.extractor = extractor if extractor is not None else PatchExtractor(features)
-        self.fusion = Fusion(modalities, features, dim)
+        self.token_grid = token_grid(patch)
+        self.extractor = extractor if extractor is not None else PatchExtractor(features, patch)
+        self.fusion = Fusion(modalities, features, dim, math.prod(self.token_grid))
         self.codebook = codebook
         self.latent_encoder = LatentEncoder(modalities, latent_channels)
         self.inr = LatentINR(dim, latent_channels, hidden, layers, w0)
