@@ -260,7 +260,7 @@ class UniCompressMethod(Method):
         teacher, names = build_teacher(p)
         if p["teacher"]:
             saved = torch.load(p["teacher"], map_location="cpu", weights_only=True)
-            arch = ("features", "dim", "codebook", "latent_channels", "patch", "teacher_hidden", "layers")
+            arch = ("features", "dim", "codebook", "latent_channels", "patch", "teacher_hidden", "layers", "prior")
             known = {**self.defaults, **saved["params"]}
             if any(known[k] != p[k] for k in arch):
                 raise InputError(f"teacher {p['teacher']} was trained with another architecture")
