@@ -21,46 +21,28 @@ import json
 import sys
 
 from streamcomp.archive import archive
+from streamcomp.cli import add_run_options, configure_logging, run_options
 from streamcomp.errors import StreamcompError
-from streamcomp.methods import DEFAULT_METHOD, METHODS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("source", help="source prefix: s3://bucket/prefix/, file:///path/ or a local folder")
     p.add_argument("destination", help="destination prefix (same forms)")
-    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(sorted(METHODS))}")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--ratio", type=float)
-    target.add_argument("--psnr", type=float)
-    p.add_argument("--params", default="{}", help="method parameters as JSON")
-    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
+    add_run_options(p)
     p.add_argument("--verify-chunks", type=int, default=8, help="chunks decoded per volume to verify (0: all)")
     p.add_argument("--min-psnr", type=float, help="fail verification below this PSNR (default: --psnr - 0.5)")
     p.add_argument("--max-volumes", type=int, help="stop after this many volumes (rerun for the rest)")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--ray-address", help="Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
-    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// URLs")
-    p.add_argument("--anon", action="store_true", help="anonymous access (public buckets)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    so: dict = {}
-    if args.endpoint_url:
-        so["endpoint_url"] = args.endpoint_url
-    if args.anon:
-        so["anon"] = True
-    ratio = args.ratio if args.ratio is not None or args.psnr is not None else 8.0
+    configure_logging(args)
     try:
-        report = archive(args.source, args.destination, method=args.method, ratio=ratio, psnr=args.psnr,
-                         method_params=json.loads(args.params), chunks=args.chunks, storage_options=so or None,
-                         ray_address=args.ray_address, workers=args.workers, gpu=args.gpu,
-                         verify_chunks=args.verify_chunks, min_psnr=args.min_psnr, max_volumes=args.max_volumes,
-                         log=print)
+        report = archive(args.source, args.destination, **run_options(args), verify_chunks=args.verify_chunks,
+                         min_psnr=args.min_psnr, max_volumes=args.max_volumes, log=print)
     except StreamcompError as exc:
         print(f"archive_bucket: error: {exc}", file=sys.stderr)
         return 2

@@ -14,14 +14,13 @@ and kept (``--no-resume`` refuses an existing output instead, ``--overwrite`` st
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from streamcomp.compress import compress
+from streamcomp.api import compress
+from streamcomp.cli import add_run_options, configure_logging, run_options
 from streamcomp.errors import StreamcompError
-from streamcomp.methods import DEFAULT_METHOD, METHODS
 from streamcomp.verify import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,60 +31,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--input", default=str(SAMPLE), help="volume: .npy, .tif, .h5[#volumes/raw], zarr/N5/precomputed")
     p.add_argument("--output", default=str(ROOT / "out" / "em_sample.zarr"), help="output zarr path/URL")
-    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(sorted(METHODS))}")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--ratio", type=float)
-    target.add_argument("--psnr", type=float)
-    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
-    p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
-    p.add_argument("--params", default="{}", help="method parameters as JSON")
+    add_run_options(p)
     p.add_argument("--verify-chunks", type=int, default=16, help="PSNR/SSIM on this many random chunks (0: all)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
     p.add_argument("--no-resume", action="store_true", help="refuse an existing output instead of completing it")
-    p.add_argument("--workers", type=int, help="encoder actors (default: one per CPU, or per GPU)")
-    p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else an embedded Ray)")
-    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None, help="workers request a GPU each")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// URLs")
-    p.add_argument("--anon", action="store_true", help="anonymous access to public buckets")
-    p.add_argument("--storage-options", default="{}", help="fsspec storage options as JSON")
     return p.parse_args(argv)
-
-
-def storage_options(args: argparse.Namespace) -> dict | None:
-    so = json.loads(args.storage_options)
-    if args.endpoint_url:
-        so["endpoint_url"] = args.endpoint_url
-    if args.anon:
-        so["anon"] = True
-    return so or None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    ratio = args.ratio if args.ratio is not None or args.psnr is not None else 8.0
+    configure_logging(args)
     overwrite = args.overwrite if args.overwrite is not None else args.input == str(SAMPLE)
-    so = storage_options(args)
     t0 = time.perf_counter()
     try:
+        options = run_options(args)
         result = compress(
-            args.input,
-            args.output,
-            method=args.method,
-            ratio=ratio,
-            psnr=args.psnr,
-            chunks=args.chunks,
-            zarr_format=args.zarr_format,
-            method_params=json.loads(args.params),
-            overwrite=overwrite,
-            resume=not args.no_resume,
-            storage_options=so,
-            workers=args.workers,
-            ray_address=args.ray_address,
-            executor="ray",
-            gpu=args.gpu,
+            args.input, args.output, **options, overwrite=overwrite, resume=not args.no_resume, executor="ray"
         )
         sample = args.verify_chunks or None
-        quality = evaluate(args.input, args.output, sample=sample, storage_options=so)
+        quality = evaluate(args.input, args.output, sample=sample, storage_options=options["storage_options"])
     except StreamcompError as exc:
         print(f"compress_cremi: error: {exc}", file=sys.stderr)
         return 2

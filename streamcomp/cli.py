@@ -7,37 +7,60 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from streamcomp.codec import codec_config_of
-from streamcomp.compress import compress
+from streamcomp.api import compress
 from streamcomp.errors import InputError, StreamcompError
-from streamcomp.io import is_url, local_path
-from streamcomp.methods import DEFAULT_METHOD, METHODS
+from streamcomp.format.codec import codec_config_of
+from streamcomp.format.store import array_stored_bytes
+from streamcomp.methods import DEFAULT_METHOD, method_names
 from streamcomp.plan import chunk_grid
-from streamcomp.store import array_stored_bytes
+from streamcomp.source import is_url, local_path
 from streamcomp.verify import evaluate, open_output
 
 
-def _params(text: str | None) -> dict:
+def json_object(text: str | None, what: str) -> dict:
+    """A JSON object given on the command line ({} when absent)."""
     if not text:
         return {}
     try:
-        params = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"--params must be a JSON object like '{{\"steps\": 300}}': {exc}") from exc
-    if not isinstance(params, dict):
-        raise InputError("--params must be a JSON object")
-    return params
+        raise InputError(f"{what} must be a JSON object like '{{\"steps\": 300}}': {exc}") from exc
+    if not isinstance(value, dict):
+        raise InputError(f"{what} must be a JSON object")
+    return value
 
 
-def _storage_options(args: argparse.Namespace) -> dict | None:
-    so = _params(args.storage_options)
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every compressing entry point takes (CLI, jobs): method, target, layout, cluster, storage."""
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(method_names())}")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--ratio", type=float, help="target compression ratio (default 8)")
+    target.add_argument("--psnr", type=float, help="target PSNR in dB (peak = max - min)")
+    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
+    p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
+    p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
+    p.add_argument("--workers", type=int, help="Ray encoder actors (default: one per CPU/GPU)")
+    p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
+    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="workers request one GPU each (default: when the cluster has GPUs)")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// URLs")
+    p.add_argument("--anon", action="store_true", help="anonymous access to public buckets")
+    p.add_argument("--storage-options", help="fsspec storage options as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages too (training progress)")
+
+
+def storage_options(args: argparse.Namespace) -> dict | None:
+    so = json_object(args.storage_options, "--storage-options")
     if args.endpoint_url:
         so["endpoint_url"] = args.endpoint_url
     if args.anon:
@@ -45,24 +68,39 @@ def _storage_options(args: argparse.Namespace) -> dict | None:
     return so or None
 
 
-def cmd_compress(args: argparse.Namespace) -> None:
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`streamcomp.api.compress` from :func:`add_run_options`' options."""
     ratio = args.ratio if args.ratio is not None or args.psnr is not None else 8.0
+    return {
+        "method": args.method,
+        "ratio": ratio,
+        "psnr": args.psnr,
+        "chunks": args.chunks,
+        "zarr_format": args.zarr_format,
+        "method_params": json_object(args.params, "--params"),
+        "workers": args.workers,
+        "ray_address": args.ray_address,
+        "gpu": args.gpu,
+        "storage_options": storage_options(args),
+        "progress": not args.quiet,
+    }
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Library messages (``logging``) on stderr: warnings with ``-q``, debug with ``-v``, else info."""
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    level = logging.DEBUG if getattr(args, "verbose", False) else level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s"))
+    root = logging.getLogger("streamcomp")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
     result = compress(
-        args.src,
-        args.dst,
-        method=args.method,
-        ratio=ratio,
-        psnr=args.psnr,
-        chunks=args.chunks,
-        zarr_format=args.zarr_format,
-        method_params=_params(args.params),
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        resume=args.resume,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        executor=args.executor,
-        storage_options=_storage_options(args),
+        args.src, args.dst, **run_options(args), overwrite=args.overwrite, resume=args.resume, executor=args.executor
     )
     if result.chunks_skipped:
         print(f"resumed: {result.chunks_skipped} chunks already done, {result.chunks_written} encoded now")
@@ -140,23 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="compress a volume into a zarr array")
     p.add_argument("src", help=".npy, .tif, .h5[#dataset] or a zarr path/URL")
     p.add_argument("dst", help="output zarr path or URL")
-    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(sorted(METHODS))}")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--ratio", type=float, help="target compression ratio (default 8)")
-    target.add_argument("--psnr", type=float, help="target PSNR in dB (peak = max - min)")
-    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
-    p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
-    p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
+    add_run_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true", help="complete an existing output (keeps valid chunks)")
-    p.add_argument("--workers", type=int, help="Ray encoder actors (default: one per CPU/GPU)")
-    p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
     p.add_argument("--executor", default="auto", choices=("auto", "ray", "local"),
                    help="auto: in-process for tiny inputs when no Ray is running, else Ray")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// URLs")
-    p.add_argument("--anon", action="store_true", help="anonymous access to public buckets")
-    p.add_argument("--storage-options", help="fsspec storage options as JSON")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("info", help="describe a compressed array")
@@ -183,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     try:
         args.func(args)
     except StreamcompError as exc:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from streamcomp.values import finite_range
+
 
 def value_range(original: np.ndarray) -> float:
     """max - min over the finite values (1.0 for a constant or empty array, so PSNR stays finite)."""
-    finite = original[np.isfinite(original)] if original.dtype.kind == "f" else original
-    if finite.size == 0:
-        return 1.0
-    peak = float(finite.max()) - float(finite.min())
-    return peak if peak > 0 else 1.0
+    lo_hi = finite_range(original)
+    return (lo_hi[1] - lo_hi[0]) or 1.0 if lo_hi is not None else 1.0
 
 
 def mse(original: np.ndarray, decoded: np.ndarray) -> float:
@@ -31,13 +30,14 @@ def mse(original: np.ndarray, decoded: np.ndarray) -> float:
     return float(np.mean((a - b) ** 2))
 
 
+def psnr_from_mse(mse_value: float, peak: float) -> float:
+    """PSNR in dB of a mean squared error at ``peak``; inf for exact data."""
+    return float("inf") if mse_value == 0 else float(10 * np.log10(peak**2 / mse_value))
+
+
 def psnr(original: np.ndarray, decoded: np.ndarray, peak: float | None = None) -> float:
     """PSNR in dB with peak = max - min of the original unless given; inf for exact data."""
-    peak = value_range(original) if peak is None else peak
-    err = mse(original, decoded)
-    if err == 0:
-        return float("inf")
-    return float(10 * np.log10(peak**2 / err))
+    return psnr_from_mse(mse(original, decoded), value_range(original) if peak is None else peak)
 
 
 def ssim(original: np.ndarray, decoded: np.ndarray, peak: float | None = None, sigma: float = 1.5) -> float:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamcomp.errors import InputError
-from streamcomp.frame import header_size
-from streamcomp.io import Source
+from streamcomp.format.frame import header_size
+from streamcomp.values import finite_range, finite_values
+
+SAMPLE_BLOCKS = 64  # sample chunks a shared-state fit reads
 
 
 @dataclass
@@ -93,12 +95,12 @@ def chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[Chun
 def block_stats(block: np.ndarray) -> tuple[float, float, str]:
     """(min, max, kind) of one chunk's finite values; kind is "fill" (all zero, not stored),
     "constant" (one value, header only) or "data". No finite value: (inf, -inf, "data")."""
-    finite = block[np.isfinite(block)] if block.dtype.kind == "f" else block
-    if not finite.size:
+    lo_hi = finite_range(block)
+    if lo_hi is None:
         return math.inf, -math.inf, "data"
-    lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = lo_hi
     kind = "data"
-    if lo == hi and finite.size == block.size:
+    if lo == hi and finite_values(block).size == block.size:
         kind = "fill" if lo == 0 else "constant"
     return lo, hi, kind
 
@@ -125,29 +127,20 @@ def plan_from_stats(
     return Plan(tuple(shape), tuple(chunks), np.dtype(dtype), items, vmin, vmax)
 
 
-def chunk_stats(block: np.ndarray, weight: Callable[[np.ndarray], float] | None = None) -> tuple:
-    """:func:`block_stats` plus, for data chunks, ``weight(block)`` (a method's ``chunk_weight``)."""
+def chunk_stats(block: np.ndarray, weight: Callable[[np.ndarray], float | None] | None = None) -> tuple:
+    """:func:`block_stats` plus, for data chunks, ``weight(block)`` (a method's ``chunk_weight``;
+    None stands for the chunk's voxel count)."""
     lo, hi, kind = block_stats(block)
-    return lo, hi, kind, (float(weight(block)) if weight is not None and kind == "data" else None)
+    w = weight(block) if weight is not None and kind == "data" else None
+    return lo, hi, kind, (None if w is None else float(w))
 
 
-def scan(
-    source: Source,
-    chunks: tuple[int, ...],
-    progress: bool = False,
-    weight: Callable[[np.ndarray], float] | None = None,
-) -> Plan:
-    """One streaming pass over the source in this process: chunk kinds, the global value range and
-    (with ``weight``, e.g. a method's ``chunk_weight``) each data chunk's budget weight.
-
-    (The Ray pipeline computes the same :func:`chunk_stats` on its workers instead.)
-    """
-    from tqdm import tqdm
-
-    items = list(chunk_grid(source.shape, chunks))
-    bar = tqdm(items, desc="scan", unit="chunk", disable=not progress)
-    stats = [chunk_stats(source.read(it.slices), weight) for it in bar]
-    return plan_from_stats(source.shape, chunks, source.dtype, items, stats)
+def sample_items(plan: Plan, count: int = SAMPLE_BLOCKS, seed: int = 0) -> list[ChunkPlan]:
+    """Data chunks drawn evenly at random, for methods that fit shared state."""
+    data = [it for it in plan.items if it.kind == "data"]
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(data), size=min(count, len(data)), replace=False) if data else []
+    return [data[i] for i in sorted(picks)]
 
 
 def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) -> None:

@@ -15,12 +15,13 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from streamcomp.codec import codec_config_of
 from streamcomp.errors import InputError
-from streamcomp.io import open_source
-from streamcomp.metrics import ssim
+from streamcomp.format.codec import codec_config_of
+from streamcomp.format.store import array_stored_bytes, store_for
+from streamcomp.metrics import psnr_from_mse, ssim
 from streamcomp.plan import chunk_grid
-from streamcomp.store import array_stored_bytes, store_for
+from streamcomp.source import open_source
+from streamcomp.values import finite_range
 
 
 @dataclass
@@ -71,10 +72,9 @@ def evaluate(
     blocks = []
     vmin, vmax = math.inf, -math.inf
     for item in items:
-        block = source.read(item.slices)
-        fin = block[np.isfinite(block)] if block.dtype.kind == "f" else block
-        if fin.size:
-            vmin, vmax = min(vmin, float(fin.min())), max(vmax, float(fin.max()))
+        lo_hi = finite_range(source.read(item.slices))
+        if lo_hi is not None:
+            vmin, vmax = min(vmin, lo_hi[0]), max(vmax, lo_hi[1])
         blocks.append(item)
     peak = (vmax - vmin) if vmax > vmin else 1.0
     sse, count, ssim_sum, max_err, decode_s = 0.0, 0, 0.0, 0.0, 0.0
@@ -95,7 +95,7 @@ def evaluate(
     stored = array_stored_bytes(array)
     raw = source.nbytes
     return Quality(
-        psnr=float("inf") if mse == 0 else 10 * math.log10(peak**2 / mse),
+        psnr=psnr_from_mse(mse, peak),
         ssim=ssim_sum / max(voxels, 1),
         max_abs_error=max_err,
         ratio=raw / max(stored, 1),

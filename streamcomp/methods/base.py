@@ -9,14 +9,13 @@ then encodes each chunk independently into byte sections under a byte budget or 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, get_type_hints
 
 import numpy as np
 import torch
 
 from streamcomp.errors import InputError
-from streamcomp.models.coords import grid
 
 
 @dataclass(frozen=True)
@@ -41,40 +40,102 @@ class FitTargets:
     data_chunks: int
 
 
+ENCODE_ONLY = {"encode_only": True}
+
+
+def encode_only(default: Any) -> Any:
+    """A parameter that only steers fitting or encoding (steps, learning rates, seeds): the codec
+    configuration leaves it out, since no decoder reads it and every array would carry it."""
+    return field(default=default, metadata=ENCODE_ONLY)
+
+
+@dataclass(frozen=True)
+class Params:
+    """A method's parameters, typed: subclasses declare each field once, with its default and
+    whether a decoder needs it (plain field) or only the encoder (:func:`encode_only`)."""
+
+    @classmethod
+    def parse(cls, method: str, values: dict[str, Any]) -> Params:
+        """From JSON-able values: unknown names and wrong types are an :class:`InputError`."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise InputError(f"method {method!r} has no parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        hints = get_type_hints(cls)
+        return cls(**{k: _typed(method, k, v, hints[k]) for k, v in values.items()})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def stored(self) -> dict[str, Any]:
+        """What an array's codec configuration keeps: every parameter decoding can depend on."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("encode_only")}
+
+
+@dataclass(frozen=True)
+class FitParams(Params):
+    """The optimizer knobs of a method that fits a network per chunk (never stored)."""
+
+    steps: int = encode_only(500)
+    lr: float = encode_only(1e-3)
+    batch: int = encode_only(8192)
+    seed: int = encode_only(0)
+
+
+def _typed(method: str, name: str, value: Any, kind: type) -> Any:
+    if kind is float and type(value) is int:
+        return float(value)
+    ok = type(value) is bool if kind is bool else isinstance(value, kind) and not isinstance(value, bool)
+    if not ok:
+        raise InputError(f"method {method!r} parameter {name!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
 class Method(ABC):
-    """A compression method: constructed from its JSON-able parameters."""
+    """A compression method, constructed from its parameters (:attr:`Params`).
+
+    The contract: ``encode`` and ``decode`` one normalized block; optional hooks say what else the
+    method does: a budget weight per chunk (:meth:`chunk_weight`), shared state fitted once per
+    array (:meth:`needs_fit`, :meth:`fit_shared`, :meth:`shared_state`, :meth:`load_shared_state`)
+    and evaluation at arbitrary coordinates (:meth:`decode_at`).
+    """
 
     name: ClassVar[str]
     method_id: ClassVar[int]
+    Params: ClassVar[type[Params]] = Params
     ndims: ClassVar[tuple[int, ...]] = (3,)
-    defaults: ClassVar[dict[str, Any]] = {}
-    # Parameters that only steer fitting or encoding (steps, learning rates, seeds, progress): the
-    # codec configuration leaves them out, since no decoder reads them and every array would carry them.
-    encode_only: ClassVar[frozenset[str]] = frozenset()
     # How many byte sections encode() returns: the frame spends 4 bytes on each one's length.
     payload_sections: ClassVar[int] = 2
     # Chunk shape per ndim when the user names none: per-chunk fits want small blocks to train fast.
     default_chunks: ClassVar[dict[int, tuple[int, ...]]] = {3: (16, 64, 64), 4: (4, 16, 32, 32)}
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise InputError(
-                f"method {self.name!r} has no parameter(s) {sorted(unknown)}; "
-                f"known: {sorted(self.defaults)}"
-            )
-        self.params: dict[str, Any] = {**self.defaults, **params}
+        self.params = self.Params.parse(self.name, params)
 
     def stored_params(self) -> dict[str, Any]:
         """The parameters an array's codec configuration keeps: all that decoding can depend on."""
-        return {k: v for k, v in self.params.items() if k not in self.encode_only}
+        return self.params.stored()
 
-    def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> None:  # noqa: B027
-        """Fit array-level state on normalized sample blocks; per-chunk methods need none.
+    def chunk_weight(self, block: np.ndarray) -> float | None:
+        """A data chunk's share of the array's byte budget; None: its voxel count."""
+        return None
+
+    def needs_fit(self) -> bool:
+        """Whether :meth:`fit_shared` has work to do (the pipeline skips the fit phase otherwise)."""
+        return False
+
+    def fit_note(self) -> str:
+        """One line on why this run fits nothing, logged when :meth:`needs_fit` is False (empty
+        for methods that never fit shared state)."""
+        return ""
+
+    def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
+        """Fit array-level state on normalized sample blocks; returns what it decided, in words.
 
         ``targets`` (one per sample; None when the caller has no rate or quality target yet) lets a
         method judge whether its shared state pays for itself at this run's rate.
         """
+        return []
 
     def shared_state(self) -> bytes:
         """Array-level state to store (compressed and hashed) in the codec configuration."""
@@ -96,34 +157,9 @@ class Method(ABC):
         """Encode a normalized block into byte sections."""
 
     @abstractmethod
-    def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
-        """Values (normalized) at ``coords`` in the block's [-1, 1] cube, shape (n,)."""
-
     def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
         """The whole normalized block on its own voxel grid."""
-        return self.decode_at(sections, shape, grid(shape)).reshape(shape)
 
-
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry under its name and id."""
-    for other in METHODS.values():
-        if other.method_id == cls.method_id and other is not cls:
-            raise RuntimeError(f"method id {cls.method_id} used by {other.name} and {cls.name}")
-    METHODS[cls.name] = cls
-    return cls
-
-
-def method_class(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
-
-
-def method_class_by_id(method_id: int) -> type[Method]:
-    for cls in METHODS.values():
-        if cls.method_id == method_id:
-            return cls
-    raise InputError(f"no method with id {method_id} in this build")
+    def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
+        """Values (normalized) at ``coords`` in the block's [-1, 1] cube, shape (n,)."""
+        raise InputError(f"method {self.name!r} cannot evaluate a chunk at arbitrary coordinates")

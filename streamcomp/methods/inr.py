@@ -10,17 +10,18 @@ from __future__ import annotations
 import math
 import struct
 from abc import abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.device import default_device, single_thread
 from streamcomp.errors import ChunkFormatError
-from streamcomp.methods.base import Method, Target
+from streamcomp.methods.base import FitParams, Method, Target
 from streamcomp.models.coords import grid
 from streamcomp.models.siren import mlp_params
-from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
 
 _ARCH = struct.Struct("<H")
 MAX_HIDDEN = 1024
@@ -93,11 +94,23 @@ def evaluate(model: nn.Module, coords: torch.Tensor, batch: int = 1 << 18) -> np
     return torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
 
 
+@dataclass(frozen=True)
+class INRParams(FitParams):
+    """What a per-chunk INR's decoder needs: its depth and the bits per weight it was sized for."""
+
+    layers: int = 7
+    bits_per_param: float = 6.0
+
+
+def decode_on_grid(method: Method, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    """A coordinate method's whole block: its ``decode_at`` on the block's own voxel grid."""
+    return method.decode_at(sections, shape, grid(shape)).reshape(shape)
+
+
 class PerChunkINR(Method):
     """Shared machinery of the per-chunk INR methods; subclasses define the network."""
 
-    defaults = {"layers": 7, "steps": 500, "lr": 1e-3, "batch": 8192, "seed": 0, "bits_per_param": 6.0}
-    encode_only = frozenset({"steps", "lr", "batch", "seed"})
+    Params = INRParams
 
     @abstractmethod
     def widths(self, hidden: int) -> list[int]:
@@ -115,7 +128,7 @@ class PerChunkINR(Method):
 
     def hidden_for_budget(self, ndim: int, budget_bytes: int) -> int:
         """Largest base width whose weights fit the budget at the expected bits per weight."""
-        target = budget_bytes * 8 / self.params["bits_per_param"]
+        target = budget_bytes * 8 / self.params.bits_per_param
         hidden = 1
         while hidden < MAX_HIDDEN and self.param_count(ndim, hidden + 1) <= target:
             hidden += 1
@@ -123,14 +136,14 @@ class PerChunkINR(Method):
 
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
         """Architecture, side information (4 + 2 bytes per tensor + model), ~1.5 bits per weight."""
-        side = 4 + 2 * 2 * self.params["layers"] + 17
+        side = 4 + 2 * 2 * self.params.layers + 17
         return _ARCH.size + side + math.ceil(self.param_count(len(shape), 2) * 1.5 / 8)
 
     def _fit(self, block: np.ndarray, hidden: int) -> nn.Module:
         p = self.params
-        torch.manual_seed(p["seed"])
+        torch.manual_seed(p.seed)
         model = self.build(block.ndim, hidden)
-        return fit_model(model, block, p["steps"], p["lr"], p["batch"], p["seed"])
+        return fit_model(model, block, p.steps, p.lr, p.batch, p.seed)
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         ndim = block.ndim
@@ -154,6 +167,9 @@ class PerChunkINR(Method):
             if float(np.mean((decoded - block) ** 2)) <= max_mse or too_big:
                 return sections
             hidden = min(MAX_HIDDEN, math.ceil(hidden * 1.4))
+
+    def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+        return decode_on_grid(self, sections, shape)
 
     def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
         if len(sections) != 2 or len(sections[0]) != _ARCH.size:

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from streamcomp.methods.base import register
-from streamcomp.methods.inr import PerChunkINR
+from streamcomp.methods.base import encode_only
+from streamcomp.methods.inr import INRParams, PerChunkINR
 from streamcomp.models.nerf import NerfMLP
 
 
-@register
+@dataclass(frozen=True)
+class NerfParams(INRParams):
+    layers: int = 5
+    frequencies: int = 10
+    lr: float = encode_only(5e-3)
+
+
 class NerfMethod(PerChunkINR):
     name = "nerf"
     method_id = 2
-    defaults = {**PerChunkINR.defaults, "layers": 5, "frequencies": 10, "lr": 5e-3}
+    Params = NerfParams
 
     def widths(self, hidden: int) -> list[int]:
-        return [hidden] * (self.params["layers"] - 1)
+        return [hidden] * (self.params.layers - 1)
 
     def input_dim(self, ndim: int) -> int:
-        return ndim * (1 + 2 * self.params["frequencies"])
+        return ndim * (1 + 2 * self.params.frequencies)
 
     def build(self, ndim: int, hidden: int) -> nn.Module:
-        return NerfMLP(ndim, self.widths(hidden), frequencies=self.params["frequencies"])
+        return NerfMLP(ndim, self.widths(hidden), frequencies=self.params.frequencies)

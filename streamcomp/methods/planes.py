@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.methods.base import Method, Target, register
-from streamcomp.methods.inr import QUALITY_REL_STEP, evaluate, fit_model
+from streamcomp.methods.base import FitParams, Method, Target, encode_only
+from streamcomp.methods.inr import QUALITY_REL_STEP, decode_on_grid, evaluate, fit_model
 from streamcomp.models.planes import (
     HybridPlanes,
     decoder_param_count,
@@ -30,54 +32,59 @@ from streamcomp.models.planes import (
     plane_param_count,
     plane_resolution,
 )
-from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
 
 _RES = struct.Struct("<H")
 _MEAN = struct.Struct("<f")
 MAX_RES = 4096
 
 
-@register
+@dataclass(frozen=True)
+class PlanesParams(FitParams):
+    features: int = 8
+    hidden: int = 16
+    bits_per_param: float = 6.0
+    scaling: str = "adaptive"
+    steps: int = encode_only(600)
+    lr: float = encode_only(5e-3)
+    lr_planes: float = encode_only(2e-2)
+
+
 class PlanesMethod(Method):
     name = "planes"
     method_id = 4
     ndims = (3, 4)
-    defaults = {
-        "features": 8, "hidden": 16, "steps": 600, "lr": 5e-3, "lr_planes": 2e-2, "batch": 8192,
-        "seed": 0, "bits_per_param": 6.0, "scaling": "adaptive",
-    }
-    encode_only = frozenset({"steps", "lr", "lr_planes", "batch", "seed"})
+    Params = PlanesParams
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        if self.params["scaling"] not in ("adaptive", "equal"):
-            raise InputError(f"scaling must be 'adaptive' or 'equal', got {self.params['scaling']!r}")
-        if not (1 <= int(self.params["features"]) <= 256 and 1 <= int(self.params["hidden"]) <= 1024):
+        if self.params.scaling not in ("adaptive", "equal"):
+            raise InputError(f"scaling must be 'adaptive' or 'equal', got {self.params.scaling!r}")
+        if not (1 <= int(self.params.features) <= 256 and 1 <= int(self.params.hidden) <= 1024):
             raise InputError("planes needs 1 <= features <= 256 and 1 <= hidden <= 1024")
 
     def _arch_size(self, ndim: int) -> int:
         return _RES.size * ndim + _MEAN.size * len(plane_pairs(ndim))
 
     def resolution(self, shape: tuple[int, ...], n_params: float) -> tuple[int, ...]:
-        k, hidden = int(self.params["features"]), int(self.params["hidden"])
-        return plane_resolution(shape, k, n_params - decoder_param_count(k, hidden), self.params["scaling"])
+        k, hidden = int(self.params.features), int(self.params.hidden)
+        return plane_resolution(shape, k, n_params - decoder_param_count(k, hidden), self.params.scaling)
 
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
-        k, hidden = int(self.params["features"]), int(self.params["hidden"])
+        k, hidden = int(self.params.features), int(self.params.hidden)
         n = plane_param_count(tuple(min(2, s) for s in shape), k) + decoder_param_count(k, hidden)
         side = 4 + 2 * (len(plane_pairs(len(shape))) + 4) + 13
         return self._arch_size(len(shape)) + side + math.ceil(n * 1.5 / 8)
 
     def fit(self, block: np.ndarray, res: tuple[int, ...]) -> HybridPlanes:
         p = self.params
-        torch.manual_seed(int(p["seed"]))
-        model = HybridPlanes(res, int(p["features"]), int(p["hidden"]))
-        lr = float(p["lr"])
+        torch.manual_seed(int(p.seed))
+        model = HybridPlanes(res, int(p.features), int(p.hidden))
+        lr = float(p.lr)
         groups = [
-            {"params": list(model.planes), "lr": float(p["lr_planes"])},
+            {"params": list(model.planes), "lr": float(p.lr_planes)},
             {"params": list(model.decoder.parameters()), "lr": lr},
         ]
-        return fit_model(model, block, int(p["steps"]), lr, int(p["batch"]), int(p["seed"]), groups, 0.02)
+        return fit_model(model, block, int(p.steps), lr, int(p.batch), int(p.seed), groups, 0.02)
 
     def _sections(self, model: HybridPlanes, budget: int | None) -> list[bytes]:
         tensors = [t.detach().numpy().astype(np.float32) for t in model.tensors()]
@@ -92,7 +99,7 @@ class PlanesMethod(Method):
         return [arch, weights]
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
-        bpp = float(self.params["bits_per_param"])
+        bpp = float(self.params.bits_per_param)
         ndim = block.ndim
         if target.budget_bytes is not None:
             n_params = max(target.budget_bytes - self._arch_size(ndim), 1) * 8 / bpp
@@ -119,13 +126,16 @@ class PlanesMethod(Method):
         n_planes = len(plane_pairs(ndim))
         off = _RES.size * ndim
         means = [_MEAN.unpack_from(arch, off + _MEAN.size * i)[0] for i in range(n_planes)]
-        model = HybridPlanes(res, int(self.params["features"]), int(self.params["hidden"]))
+        model = HybridPlanes(res, int(self.params.features), int(self.params.hidden))
         params = model.tensors()
         tensors = unpack_tensors(sections[1], [tuple(t.shape) for t in params])
         with torch.no_grad():
             for i, (p, t) in enumerate(zip(params, tensors, strict=True)):
                 p.copy_(torch.from_numpy(t + (means[i] if i < n_planes else 0.0)))
         return model
+
+    def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+        return decode_on_grid(self, sections, shape)
 
     def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
         return evaluate(self.load(sections, shape), coords.float())

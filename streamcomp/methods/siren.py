@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from streamcomp.methods.base import register
-from streamcomp.methods.inr import PerChunkINR
+from streamcomp.methods.inr import INRParams, PerChunkINR
 from streamcomp.models.siren import FunnelSiren, funnel_widths
 
 
-@register
+@dataclass(frozen=True)
+class SirenParams(INRParams):
+    fr: float = 2.2
+    w0: float = 20.0
+
+
 class SirenMethod(PerChunkINR):
     name = "siren"
     method_id = 1
-    defaults = {**PerChunkINR.defaults, "fr": 2.2, "w0": 20.0}
+    Params = SirenParams
 
     def widths(self, hidden: int) -> list[int]:
-        return funnel_widths(hidden, self.params["layers"], self.params["fr"])
+        return funnel_widths(hidden, self.params.layers, self.params.fr)
 
     def build(self, ndim: int, hidden: int) -> nn.Module:
-        return FunnelSiren(ndim, self.widths(hidden), w0=self.params["w0"])
+        return FunnelSiren(ndim, self.widths(hidden), w0=self.params.w0)

@@ -2,7 +2,7 @@
 
 Why: the shared student saturates (its decoder's capacity bounds quality, not its code's bytes),
 so budget beyond what its latents can use would buy nothing. A 3D CDF 9/7 wavelet transform of
-the residual (mirrored, not wrapped, at the chunk's faces: :mod:`streamcomp.lifting`), one
+the residual (mirrored, not wrapped, at the chunk's faces: :mod:`streamcomp.coding.lifting`), one
 dead-zone uniform quantizer step for every subband (the transform is nearly orthogonal, so one step
 is close to MSE-optimal), and ANS coding under Laplace models turn the remaining bytes into
 quality, and a bisection over the step fills a byte budget or meets an error target exactly as the
@@ -11,8 +11,8 @@ latent packing does.
 The models are context-adaptive where that pays: a subband's coefficients are split into two
 interleaved halves (a checkerboard); the first is classed by its parent coefficient's magnitude,
 the second also by its decoded neighbours in the first, and each class gets its own Laplace scale,
-chosen by code length. Measured on real data at equal bytes against one moment-fitted Laplace
-per subband: +4 dB on head CT at 64x, +1.5 dB on EM at 8x, with decode no slower.
+chosen by code length; on real data this beats one moment-fitted Laplace per subband at equal
+bytes, with decode no slower (``benchmarks/results/REPORT.md``).
 
 Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric
 extension), uint8 symbol range bits, one descriptor per subband (0: all zero, none stored; a scale
@@ -27,8 +27,8 @@ import struct
 import constriction
 import numpy as np
 
+from streamcomp.coding.lifting import band_shapes, wavedec, waverec
 from streamcomp.errors import ChunkFormatError
-from streamcomp.lifting import band_shapes, wavedec, waverec
 
 MAX_LEVELS = 4
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
@@ -227,7 +227,7 @@ class ResidualCoder:
     """Transform once, then quantize and code at any step (the rate control calls it repeatedly).
 
     ``planar`` transforms only the last two axes: serial-section EM, whose sections barely
-    correlate, codes ~1 dB better so; CT, smooth along z, ~3 dB worse. :func:`encode_residual`
+    correlate, often codes better so; CT, smooth along z, worse. :func:`encode_residual`
     tries both.
     """
 

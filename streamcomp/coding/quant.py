@@ -15,7 +15,7 @@ import struct
 
 import numpy as np
 
-from streamcomp.entropy import decode_ints, encode_ints
+from streamcomp.coding.entropy import decode_ints, encode_ints
 from streamcomp.errors import ChunkFormatError
 
 _REL = struct.Struct("<f")

@@ -3,8 +3,7 @@ transform), over any subset of an array's axes.
 
 Why not pywt's periodization: it wraps each chunk around on itself, so a head-CT chunk whose top
 rows are brain and whose bottom rows are skull and air gets an artificial edge along its border,
-and the ringing of that edge costs bytes and error along every chunk face (1.6-1.9 dB at equal
-bytes on head CT, 64-512x). Mirroring at the border adds no edge, and unlike pywt's symmetric
+and the ringing of that edge costs bytes and error along every chunk face. Mirroring at the border adds no edge, and unlike pywt's symmetric
 modes it is non-expansive: n samples give ceil(n/2) low-pass and floor(n/2) high-pass
 coefficients. Scaled like pywt's ``bior4.4`` (synthesis nearly orthonormal), so one quantizer step
 suits every subband.

@@ -14,18 +14,11 @@ import zlib
 import numpy as np
 
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.frame import DTYPE_CODES, FLAG_CONSTANT, FLAG_NONFINITE, Frame, header_size, pack, unpack
+from streamcomp.format.frame import FLAG_CONSTANT, FLAG_NONFINITE, Frame, check_dtype, header_size, pack, unpack
 from streamcomp.methods.base import Method, Target
+from streamcomp.values import normalize
 
-SUPPORTED_DTYPES = tuple(DTYPE_CODES)
 _NONFINITE_VALUES = np.array([0.0, np.nan, np.inf, -np.inf])
-
-
-def check_dtype(dtype: np.dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype.name not in SUPPORTED_DTYPES:
-        raise InputError(f"dtype {dtype} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
-    return dtype
 
 
 def _nonfinite_section(block: np.ndarray) -> bytes:
@@ -34,23 +27,6 @@ def _nonfinite_section(block: np.ndarray) -> bytes:
     classes[np.isposinf(block)] = 2
     classes[np.isneginf(block)] = 3
     return zlib.compress(classes.tobytes(), 9)
-
-
-def normalize(block: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """The block as a method sees it: finite values mapped from [vmin, vmax] to [-1, 1], others 0.
-
-    Shared models are trained on samples normalized by this same function, so what they learn
-    matches what they are asked to encode.
-    """
-    values = block.astype(np.float64)
-    finite = np.isfinite(values)
-    fin = values[finite]
-    vmin = float(fin.min()) if fin.size else 0.0
-    vmax = float(fin.max()) if fin.size else 0.0
-    if vmax == vmin:
-        return np.zeros(block.shape, np.float32), vmin, vmax
-    norm = np.where(finite, 2.0 * (values - vmin) / (vmax - vmin) - 1.0, 0.0)
-    return norm.astype(np.float32), vmin, vmax
 
 
 def normalized_mse(max_mse: float, vmin: float, vmax: float) -> float:
@@ -150,3 +126,20 @@ def decode_frame(method: Method, frame: Frame) -> np.ndarray:
 def decode_chunk(method: Method, data: bytes | memoryview) -> np.ndarray:
     """Framed bytes back to the full chunk array; any defect raises :class:`ChunkFormatError`."""
     return decode_frame(method, unpack(data))
+
+
+def constant_chunk(method: Method, block: np.ndarray, chunk_shape: tuple[int, ...]) -> bytes:
+    """The header-only frame of a chunk whose voxels all hold one value."""
+    value = float(block.reshape(-1)[0])
+    return pack(Frame(method.method_id, block.dtype, chunk_shape, block.shape, value, value, FLAG_CONSTANT))
+
+
+def chunk_is_valid(data: bytes | None, method_id: int, chunk_shape: tuple[int, ...], valid: tuple[int, ...]) -> bool:
+    """Whether stored chunk bytes are a whole frame (magic, version, CRC) of this chunk."""
+    if data is None:
+        return False
+    try:
+        frame = unpack(data)
+    except ChunkFormatError:
+        return False
+    return frame.method_id == method_id and tuple(frame.shape) == chunk_shape and tuple(frame.valid) == valid

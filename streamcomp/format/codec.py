@@ -25,9 +25,9 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import Buffer, NDBuffer
 
-from streamcomp.chunk import decode_chunk, encode_chunk
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.frame import FORMAT_VERSION
+from streamcomp.format.chunk import decode_chunk, encode_chunk
+from streamcomp.format.frame import FORMAT_VERSION
 from streamcomp.methods import Method, method_class
 
 CODEC_NAME = "streamcomp"
@@ -88,7 +88,7 @@ def _method_from_json(config_json: str, encode_params_json: str) -> Method:
 def method_from_config(config: dict[str, Any], encode_params: dict[str, Any] | None = None) -> Method:
     """The (cached) method instance, shared state loaded, that a configuration describes.
 
-    ``encode_params`` adds what the configuration leaves out (:attr:`Method.encode_only`), so
+    ``encode_params`` adds what the configuration leaves out (the encode-only fields of :attr:`Method.Params`), so
     a writer encodes with the steps and rates its run asked for; decoders need none.
     """
     extra = json.dumps(encode_params or {}, sort_keys=True)

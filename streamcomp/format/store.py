@@ -13,16 +13,14 @@ import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 
-from streamcomp.codec import StreamcompCodec, StreamcompNumcodec
 from streamcomp.errors import InputError
-from streamcomp.io import is_url, local_path
+from streamcomp.format.codec import StreamcompCodec, StreamcompNumcodec
+from streamcomp.source import is_url, local_path, s3_options
 
 
 def store_for(url: str, storage_options: dict | None = None, read_only: bool = False) -> Any:
     """A zarr store for a local path, ``file://`` or fsspec URL."""
     if is_url(url):
-        from streamcomp.io import s3_options
-
         so = s3_options(url, storage_options)
         return zarr.storage.FsspecStore.from_url(url, storage_options=so, read_only=read_only)
     return zarr.storage.LocalStore(local_path(url), read_only=read_only)
@@ -105,12 +103,6 @@ def stored_chunk_keys(array: zarr.Array) -> set[str]:
 def open_output_array(url: str, storage_options: dict | None = None) -> zarr.Array:
     """An existing output array, opened for chunk writes."""
     return zarr.open_array(store_for(url, storage_options), mode="r+")
-
-
-def chunk_exists(array: zarr.Array, coords: tuple[int, ...]) -> bool:
-    from zarr.core.sync import sync
-
-    return sync(array.store_path.store.exists(chunk_key(array, coords)))
 
 
 def stored_bytes(store: Any, prefix: str) -> int:

@@ -1,4 +1,4 @@
-"""Sources: open an input volume lazily, whatever it is stored in, and read blocks of it.
+"""Readers: open an input volume lazily, whatever it is stored in, and read blocks of it.
 
 Small inputs: ``.npy`` is memory-mapped, ``.tif`` read through tifffile, HDF5 (CREMI's
 ``volumes/raw``) through h5py. Chunked arrays (zarr v2/v3, N5, neuroglancer precomputed) at a
@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from streamcomp.chunk import check_dtype
 from streamcomp.errors import InputError
+from streamcomp.format.frame import check_dtype
+from streamcomp.source.urls import filesystem, is_url, local_path, s3_options, tensorstore_kvstore
 
 HDF5_DEFAULT_DATASET = "volumes/raw"
 
@@ -37,14 +38,6 @@ class Source:
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-
-def is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def local_path(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
 
 
 def _from_array_like(url: str, arr: Any, chunks: tuple[int, ...] | None = None, reader: str = "") -> Source:
@@ -126,69 +119,9 @@ def split_format(src: str) -> tuple[str | None, str]:
     return None, src
 
 
-def _endpoint(storage_options: dict | None) -> str | None:
-    so = storage_options or {}
-    return (
-        so.get("endpoint_url")
-        or (so.get("client_kwargs") or {}).get("endpoint_url")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-
-
-def s3_options(url: str, storage_options: dict | None) -> dict | None:
-    """fsspec storage options for ``url``, with the S3 endpoint taken from the environment if unset.
-
-    (s3fs reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` itself; the endpoint it does not.)
-    """
-    so = dict(storage_options or {})
-    if url.startswith(("s3://", "s3a://")):
-        endpoint = _endpoint(so)
-        if endpoint and "endpoint_url" not in so and "endpoint_url" not in (so.get("client_kwargs") or {}):
-            so["endpoint_url"] = endpoint
-    return so or None
-
-
 def _explicit_credentials(storage_options: dict | None) -> bool:
     so = storage_options or {}
     return any(k in so for k in _EXPLICIT_KEYS) or bool(so.get("profile"))
-
-
-def tensorstore_kvstore(url: str, storage_options: dict | None = None) -> dict:
-    """tensorstore kvstore spec for a local path, ``file://``, ``s3://``, ``gs://`` or ``http(s)://`` URL.
-
-    S3: the endpoint is ``storage_options["endpoint_url"]`` (or ``client_kwargs.endpoint_url``, or
-    ``AWS_ENDPOINT_URL[_S3]``), the region ``client_kwargs.region_name`` / ``AWS_REGION`` /
-    ``AWS_DEFAULT_REGION`` (``us-east-1`` for a custom endpoint), credentials the default AWS chain
-    (environment, profile, instance metadata) or none with ``{"anon": true}``.
-    """
-    so = storage_options or {}
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme == "file":
-        return {"driver": "file", "path": os.path.abspath(local_path(url)).rstrip("/") + "/"}
-    bucket, _, path = rest.partition("/")
-    path = path.strip("/") + "/" if path.strip("/") else ""
-    if scheme in ("s3", "s3a"):
-        spec: dict[str, Any] = {"driver": "s3", "bucket": bucket, "path": path}
-        endpoint = _endpoint(so)
-        region = (
-            (so.get("client_kwargs") or {}).get("region_name")
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-        )
-        if endpoint:
-            spec["endpoint"] = endpoint
-            region = region or "us-east-1"
-        if region:
-            spec["aws_region"] = region
-        if so.get("anon"):
-            spec["aws_credentials"] = {"type": "anonymous"}
-        return spec
-    if scheme in ("gs", "gcs"):
-        return {"driver": "gcs", "bucket": bucket, "path": path}
-    if scheme in ("http", "https"):
-        return {"driver": "http", "base_url": url.rstrip("/") + "/"}
-    raise InputError(f"unsupported URL scheme {scheme!r} in {url}; use a path, file://, s3://, gs:// or https://")
 
 
 def _ts_context() -> Any:
@@ -246,9 +179,7 @@ def _probe_format(kvstore: dict, url: str) -> str | None:
 def _bucket_exists(url: str, storage_options: dict | None) -> bool | None:
     """Whether the URL's bucket exists (None when that cannot be told), for a clearer error."""
     try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url, **(s3_options(url, storage_options) or {}))
+        fs, path = filesystem(url, storage_options)
         return bool(fs.exists(path.split("/")[0]))
     except Exception:
         return None

@@ -1,21 +1,21 @@
-"""``unicompress`` (default): one shared conditional INR for all chunks, distilled to a student.
+"""``unicompress`` (the default method): one shared conditional INR for all chunks, distilled to a student.
 
 Shared state (fit once on a sample of the array's chunks, stored in the codec configuration):
 the student's extractor, fusion, codebook and INR, quantized and entropy coded, plus a learned
 categorical prior over codebook indices. A chunk's payload has three sections: its codebook
 indices (one per ``patch``, 2x8x8 voxels by default, coded under that prior), its latent grid (the student's amortized
 guess, optionally refined by gradient steps with the student frozen; quantized and entropy coded),
-and the wavelet-coded residual of the student's prediction (:mod:`streamcomp.residual`). The
+and the wavelet-coded residual of the student's prediction (:mod:`streamcomp.coding.residual`). The
 encoder tries that payload and the residual alone (empty index and latent sections), and keeps
 the one with the lowest error; under an error target, the fewest bytes. Encoding never
-retrains the shared network. At fit time, held-out sample chunks decide whether the student pays
-for its shared state at the run's rate; when it does not, it is dropped and nothing is stored.
+retrains the shared network. With ``modes=auto``, held-out sample chunks decide at fit time
+whether the student pays for its shared state at the run's rate; when it does not, it is dropped
+and nothing is stored.
 
-Why the residual: measured on real EM and CT, the student's prediction saturates near 23 dB
-(decoder capacity), so without it extra bytes bought nothing; and at the same bytes a wavelet
-code of the chunk beats the student's prediction, so the search usually keeps the residual alone
-(``benchmarks/results/unicompress`` records how often each mode was chosen): then the student's
-shared state and per-chunk index and latent sections are pure cost, which the fit-time judgement removes.
+Why the residual, and why it is the default alone (``modes=residual``): the student's prediction
+saturates (decoder capacity), and at the same bytes a wavelet code of the chunk beats it, so the
+search kept the residual alone and the student was dropped on every volume measured
+(``benchmarks/results/unicompress``); fitting it by default only spent time on work thrown away.
 
 ``network=teacher`` stores and codes with the teacher instead (no distillation; its extractor reads
 the wavelet prior at encode time): the paper's teacher measured at equal bytes against its student.
@@ -24,142 +24,77 @@ the wavelet prior at encode time): the paper's teacher measured at equal bytes a
 from __future__ import annotations
 
 import math
-import sys
 
-import constriction
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
+from streamcomp.coding.residual import decode_residual, encode_residual, min_residual_bytes
 from streamcomp.device import single_thread
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.fit_unicompress import (
+from streamcomp.methods.base import FitTargets, Method, Target
+from streamcomp.methods.unicompress.bitstream import code_indices, decode_indices, padded_shape, split_tiles
+from streamcomp.methods.unicompress.model import (
+    STRIDE,
+    TILE,
+    UniCompressNet,
+    latent_shape,
+    parse_patch,
+    token_grid,
+    tokens_to_grid,
+)
+from streamcomp.methods.unicompress.params import UniCompressParams
+from streamcomp.methods.unicompress.train import (
     build_student,
     build_teacher,
     cut_tiles,
     distill_student,
     make_tileset,
-    parse_patch,
     pretrain_extractor,
     prior_names,
     refine_latent,
     tile_components,
     train_teacher,
 )
-from streamcomp.methods.base import FitTargets, Method, Target, register
-from streamcomp.models.unicompress import STRIDE, TILE, UniCompressNet, latent_shape, token_grid, tokens_to_grid
-from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
-from streamcomp.residual import decode_residual, encode_residual, min_residual_bytes
 
 SHARED_REL_STEP = 2.0**-6
 DECODE_BOX = 1 << 16
 DECODE_ROWS = 4
 QUALITY_LATENT_REL_STEP = 2.0**-3  # latent step under an error target; the residual meets the target
-# Which payloads the encoder may choose from: the best of both, INR + residual only (ablation), or
-# the residual alone (no shared fit, no shared state, no per-chunk refinement: a wavelet codec).
-MODES = ("auto", "inr", "residual")
-NETWORKS = ("student", "teacher")
 HELD_OUT = 8  # sample chunks kept out of the fit to judge whether the student pays for its bytes
 
 
-def padded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(math.ceil(n / t) * t for n, t in zip(shape, TILE, strict=True))
-
-
-def split_tiles(block: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Tiles of an edge-padded block, C order, and the tile counts per axis."""
-    counts = tuple(n // t for n, t in zip(block.shape, TILE, strict=True))
-    (cz, cy, cx), (tz, ty, tx) = counts, TILE
-    tiles = block.reshape(cz, tz, cy, ty, cx, tx).transpose(0, 2, 4, 1, 3, 5).reshape(-1, *TILE)
-    return np.ascontiguousarray(tiles), counts
-
-
-def _categorical(probs: np.ndarray):
-    return constriction.stream.model.Categorical(probs.astype(np.float64), perfect=False)
-
-
-@register
 class UniCompressMethod(Method):
     name = "unicompress"
     method_id = 5
     # Larger chunks give the wavelet residual longer transforms and richer contexts at the same
-    # rate (measured with context coding, at equal bytes: head CT 32x128x128 +4.6 dB over 16x64x64
-    # at 64x, EM +0.3 dB); one still decodes in under 0.1 s.
+    # rate (benchmarks/results/REPORT.md), and one still decodes quickly.
     default_chunks = {3: (32, 128, 128)}
-    defaults = {
-        "features": 16,
-        "dim": 16,
-        "codebook": 256,
-        "latent_channels": 8,
-        "patch": "2x8x8",
-        "teacher_hidden": 48,
-        "student_hidden": 32,
-        "layers": 4,
-        "w0": 10.0,
-        "prior": "high,low,raw",
-        "pretrain_steps": 50,
-        "teacher_steps": 300,
-        "student_steps": 200,
-        "finetune_steps": 50,
-        "batch": 16,
-        "train_points": 2048,
-        "lr": 3e-3,
-        "gamma": 1.0,
-        "latent_l2": 1e-3,
-        "latent_noise": 0.05,
-        "tau": 2.0,
-        "kd_code": 1.0,
-        "kd_logits": 1.0,
-        "kd_out": 1.0,
-        "latent_share": 0.0,
-        "refine_steps": 0,
-        "refine_points": 16384,
-        "refine_lr": 0.02,
-        "max_tiles": 512,
-        "modes": "auto",
-        "network": "student",
-        "seed": 0,
-        "teacher": "",
-        "save_teacher": "",
-        "progress": True,
-    }
+    Params = UniCompressParams
     payload_sections = 3  # codebook indices, latent grid, residual
-    # A decoder rebuilds the student from its architecture (and ``modes`` sizes payloads); the
-    # rest only steers the teacher, the distillation and the per-chunk latent grid.
-    encode_only = frozenset(defaults) - {
-        "features", "dim", "codebook", "latent_channels", "patch", "student_hidden", "layers", "w0", "modes",
-        "network",
-    }
-
-    def stored_params(self) -> dict:
-        """The student's architecture; a teacher-coded array also needs the teacher's (its width
-        and the prior's modalities shape its stored weights)."""
-        stored = super().stored_params()
-        if self.params["network"] == "teacher":
-            stored.update(teacher_hidden=self.params["teacher_hidden"], prior=self.params["prior"])
-        return stored
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        prior = [m for m in self.params["prior"].split(",") if m]
-        if not prior or set(prior) - {"high", "low", "raw"}:
-            raise InputError(f"prior must name some of high,low,raw, got {self.params['prior']!r}")
-        if self.params["modes"] not in MODES:
-            raise InputError(f"modes must be one of {', '.join(MODES)}, got {self.params['modes']!r}")
-        if not 0 <= float(self.params["latent_share"]) < 1:
-            raise InputError(f"latent_share must be in [0, 1), got {self.params['latent_share']!r}")
-        parse_patch(self.params["patch"])
-        if self.params["network"] not in NETWORKS:
-            raise InputError(f"network must be one of {', '.join(NETWORKS)}, got {self.params['network']!r}")
         # The network chunks are coded with: the distilled student, or (to measure the paper's
         # teacher at equal bytes) the teacher itself, stored in the student's place.
         self.net: UniCompressNet | None = None
         self.index_probs: np.ndarray | None = None
         self._blob: bytes | None = None
+        if not self.needs_fit():
+            self.load_shared_state(b"")
 
     # ---- shared state -------------------------------------------------------------------------
-    def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> None:
+    def needs_fit(self) -> bool:
+        return self.params.modes != "residual"
+
+    def fit_note(self) -> str:
+        return (
+            "chunks are coded by the wavelet residual alone, no network is fitted (modes=residual, the default; "
+            "modes=auto fits the student and keeps it where it pays)"
+        )
+
+    def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
         """Fit teacher and student; nothing to fit when chunks are coded by their residual alone.
 
         With ``targets`` (the pipeline passes them) and ``modes=auto``, up to :data:`HELD_OUT`
@@ -168,15 +103,14 @@ class UniCompressMethod(Method):
         have taken. When the student does not pay for its shared state, it is dropped: the array
         stores no shared state and every chunk is coded by its residual (``net`` stays None).
         """
-        if self.params["modes"] == "residual":
+        if not self.needs_fit():
             self.load_shared_state(b"")
-            return
-        judge = targets is not None and self.params["modes"] == "auto"
-        if judge and not self.params["save_teacher"] and self._no_room_for_inr(samples, targets):
-            self._drop_inr(
-                f"the rate leaves no room next to the {self.params['network']}'s shared state, so it was not fitted"
-            )
-            return
+            return []
+        judge = targets is not None and self.params.modes == "auto"
+        if judge and not self.params.save_teacher and self._no_room_for_inr(samples, targets):
+            return [self._drop_inr(
+                f"the rate leaves no room next to the {self.params.network}'s shared state, so it was not fitted"
+            )]
         held = min(HELD_OUT, len(samples) // 4) if judge else 0
         train = samples[: len(samples) - held]
         with single_thread():
@@ -184,9 +118,10 @@ class UniCompressMethod(Method):
             if judge:
                 pick = range(len(train), len(samples)) if held else range(len(samples))
                 blocks = [samples[i] for i in pick]
-                self._judge_inr(blocks, [targets.targets[i] for i in pick], targets.data_chunks)
+                return self._judge_inr(blocks, [targets.targets[i] for i in pick], targets.data_chunks)
+        return []
 
-    def _judge_inr(self, blocks: list[np.ndarray], targets: list[Target], data_chunks: int) -> None:
+    def _judge_inr(self, blocks: list[np.ndarray], targets: list[Target], data_chunks: int) -> list[str]:
         """Keep the student only if, on ``blocks``, it beats the residual alone given its bytes.
 
         ``targets`` are planned without shared state (:meth:`shared_state_size_estimate` is 0), so
@@ -203,10 +138,11 @@ class UniCompressMethod(Method):
                 with_inr += min(cost for cost, _ in self._candidates(block, less))
         if with_inr >= alone:
             what = "MSE" if targets[0].budget_bytes is not None else "bytes"
-            self._drop_inr(
-                f"on {len(blocks)} held-out chunks the {self.params['network']}'s prediction did not pay for its "
+            return [self._drop_inr(
+                f"on {len(blocks)} held-out chunks the {self.params.network}'s prediction did not pay for its "
                 f"shared state ({what} {with_inr:.4g} with it, {alone:.4g} without)"
-            )
+            )]
+        return []
 
     def _no_room_for_inr(self, samples: list[np.ndarray], targets: FitTargets) -> bool:
         """Whether no sample's budget, less its share of the student's smallest shared state, can
@@ -219,36 +155,33 @@ class UniCompressMethod(Method):
             for b, t in zip(samples, targets.targets, strict=True)
         )
 
-    def _drop_inr(self, why: str) -> None:
+    def _drop_inr(self, why: str) -> str:
+        """Forget the network; the note says why (the pipeline logs it on the driver)."""
         self.load_shared_state(b"")
-        if self.params["progress"]:
-            tqdm.write(
-                f"unicompress: {why}; every chunk is coded by its wavelet residual and no shared state is stored",
-                file=sys.stderr,
-            )
+        return f"{why}; every chunk is coded by its wavelet residual and no shared state is stored"
 
     def _fit_shared(self, samples: list[np.ndarray]) -> None:
         p = self.params
         if not samples:
             raise InputError("unicompress needs at least one non-constant chunk to learn from")
-        torch.manual_seed(p["seed"])
-        tiles = make_tileset(cut_tiles(samples, p["max_tiles"], p["seed"]))
+        torch.manual_seed(p.seed)
+        tiles = make_tileset(cut_tiles(samples, p.max_tiles, p.seed))
         teacher, names = self._teacher(tiles)
-        if not p["teacher"]:
-            train_teacher(teacher, tiles, names, p, p["teacher_steps"], p["lr"], p["progress"])
+        if not p.teacher:
+            train_teacher(teacher, tiles, names, p, p.teacher_steps, p.lr)
         net = teacher
-        if p["network"] == "student":
+        if p.network == "student":
             net = build_student(p, teacher).to(tiles.raw.device)
-            distill_student(net, teacher, tiles, names, p, p["progress"])
-        if not p["teacher"] and p["finetune_steps"]:
-            lr = p["lr"] * 0.3
-            train_teacher(teacher, tiles, names, p, p["finetune_steps"], lr, p["progress"], "teacher fine-tune")
-        if p["save_teacher"]:
-            torch.save({"params": dict(p), "names": names, "state": teacher.cpu().state_dict()}, p["save_teacher"])
-        seen = [tiles.raw] if p["network"] == "student" else tiles.select(names, torch.arange(len(tiles)))
+            distill_student(net, teacher, tiles, names, p)
+        if not p.teacher and p.finetune_steps:
+            lr = p.lr * 0.3
+            train_teacher(teacher, tiles, names, p, p.finetune_steps, lr, "teacher fine-tune")
+        if p.save_teacher:
+            torch.save({"params": p.as_dict(), "names": names, "state": teacher.cpu().state_dict()}, p.save_teacher)
+        seen = [tiles.raw] if p.network == "student" else tiles.select(names, torch.arange(len(tiles)))
         with torch.no_grad():
             idx = net.codebook.indices(net.encode_tokens(seen))
-        counts = np.bincount(idx.cpu().numpy().reshape(-1), minlength=p["codebook"]).astype(np.float64)
+        counts = np.bincount(idx.cpu().numpy().reshape(-1), minlength=p.codebook).astype(np.float64)
         probs = ((counts + 0.5) / (counts + 0.5).sum()).astype(np.float32)
         state = net.cpu().state_dict()
         tensors = [state[k].detach().numpy().astype(np.float32) for k in sorted(state)]
@@ -258,17 +191,18 @@ class UniCompressMethod(Method):
     def _teacher(self, tiles) -> tuple[UniCompressNet, list[str]]:
         p = self.params
         teacher, names = build_teacher(p)
-        if p["teacher"]:
-            saved = torch.load(p["teacher"], map_location="cpu", weights_only=True)
+        if p.teacher:
+            saved = torch.load(p.teacher, map_location="cpu", weights_only=True)
             arch = ("features", "dim", "codebook", "latent_channels", "patch", "teacher_hidden", "layers", "prior")
-            known = {**self.defaults, **saved["params"]}
-            if any(known[k] != p[k] for k in arch):
+            names_known = set(p.as_dict())
+            known = UniCompressParams.parse(self.name, {k: v for k, v in saved["params"].items() if k in names_known})
+            if any(getattr(known, k) != getattr(p, k) for k in arch):
                 raise InputError(f"teacher {p['teacher']} was trained with another architecture")
             teacher, names = build_teacher(known)
             teacher.load_state_dict(saved["state"])
             return teacher.to(tiles.raw.device), names
         teacher.to(tiles.raw.device)
-        pretrain_extractor(teacher.extractor, tiles, p["pretrain_steps"], p["batch"], p["lr"], p["seed"], p["progress"])
+        pretrain_extractor(teacher.extractor, tiles, p.pretrain_steps, p.batch, p.lr, p.seed)
         with torch.no_grad():
             pick = torch.arange(min(len(tiles), 64))
             teacher.codebook.init_from(teacher.encode_tokens(tiles.select(names, pick)))
@@ -284,7 +218,7 @@ class UniCompressMethod(Method):
         if not blob:
             self.net, self.index_probs, self._blob = None, None, b""
             return
-        k = self.params["codebook"]
+        k = self.params.codebook
         if len(blob) < 4 * k:
             raise ChunkFormatError("unicompress shared state is truncated")
         self.index_probs = np.frombuffer(blob[: 4 * k], np.float32).astype(np.float64)
@@ -301,17 +235,17 @@ class UniCompressMethod(Method):
     def shared_state_size_estimate(self) -> int:
         """Index prior plus the student's weights at no less than ~7 bits each (8.3 measured); 0
         unless the student is forced, since the fit drops it when the rate cannot carry it."""
-        return self._net_state_bytes() if self.params["modes"] == "inr" else 0
+        return self._net_state_bytes() if self.params.modes == "inr" else 0
 
     def _build_net(self) -> UniCompressNet:
         """An untrained network of the stored architecture: the student, or the teacher when measured."""
-        if self.params["network"] == "student":
+        if self.params.network == "student":
             return build_student(self.params, None)
         return build_teacher(self.params)[0]
 
     def _net_state_bytes(self) -> int:
         weights = sum(v.numel() for v in self._build_net().state_dict().values())
-        return 4 * self.params["codebook"] + weights * 7 // 8
+        return 4 * self.params.codebook + weights * 7 // 8
 
     def _require_net(self) -> UniCompressNet:
         if self.net is None:
@@ -320,26 +254,15 @@ class UniCompressMethod(Method):
 
     # ---- chunks -------------------------------------------------------------------------------
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
-        return self._min_inr_payload(shape) if self.params["modes"] == "inr" else min_residual_bytes(shape)
+        return self._min_inr_payload(shape) if self.params.modes == "inr" else min_residual_bytes(shape)
 
     def _tokens_per_tile(self) -> int:
-        return math.prod(token_grid(parse_patch(self.params["patch"])))
+        return math.prod(token_grid(parse_patch(self.params.patch)))
 
     def _min_inr_payload(self, shape: tuple[int, ...]) -> int:
         """Indices at about 2 bits each, a minimal latent section and an all-zero residual."""
         tiles = math.prod(n // t for n, t in zip(padded_shape(shape), TILE, strict=True))
         return tiles * self._tokens_per_tile() // 4 + 32 + min_residual_bytes(shape)
-
-    def _code_indices(self, idx: np.ndarray) -> bytes:
-        coder = constriction.stream.stack.AnsCoder()
-        coder.encode_reverse(idx.astype(np.int32), _categorical(self.index_probs))
-        return coder.get_compressed().tobytes()
-
-    def _decode_indices(self, data: bytes, count: int) -> np.ndarray:
-        if len(data) % 4:
-            raise ChunkFormatError("unicompress index section is not whole 32-bit words")
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, np.uint32).copy())
-        return coder.decode(_categorical(self.index_probs), count)
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         """Index, latent and residual sections; the split of bytes between them is searched per chunk."""
@@ -349,7 +272,7 @@ class UniCompressMethod(Method):
         """(cost, sections) of every payload the modes allow: residual alone, student + residual."""
         if self._blob is None:
             raise InputError("unicompress needs its shared state: fit_shared() or a codec configuration")
-        modes = self.params["modes"]
+        modes = self.params.modes
         candidates = [] if modes == "inr" else [self._residual_candidate(block, target)]
         if modes != "residual" and self.net is not None:
             candidates.append(self._inr_candidate(block, target))
@@ -365,11 +288,10 @@ class UniCompressMethod(Method):
 
         ``latent_share`` of the budget left after the indices goes to the latent grid: the
         student's amortized guess, refined by ``refine_steps`` gradient steps. Both are 0 by
-        default, which stores an all-zero grid (about 23 B). Measured with the student forced on EM
-        4-20x and head CT 64-256x: every byte moved from the latents to the residual bought more
-        (of shares 0.5, 0.25, 0.1, 0.05, 0.01 and 0, each beat the one before; one CT chunk at 256x:
-        9.5 dB with a 519 B grid, 24.3 dB with none), and refinement lowered PSNR by 0.2-1.1 dB, as a
-        refined grid codes worse. The prediction's information comes from the codebook indices.
+        default, which stores an all-zero grid: measured with the student forced, every byte moved
+        from the latents to the residual bought more, and refinement lowered PSNR, as a refined grid
+        codes worse (``benchmarks/results/unicompress``). The prediction's information comes from
+        the codebook indices.
         """
         net, p = self._require_net(), self.params
         valid = tuple(block.shape)
@@ -380,17 +302,17 @@ class UniCompressMethod(Method):
         with torch.no_grad():
             idx = net.codebook.indices(net.encode_tokens(self._components(tiles)))
         zq = tokens_to_grid(net.codebook.lookup(idx), counts, net.token_grid)
-        idx_bytes = self._code_indices(idx.numpy().reshape(-1))
-        share = float(p["latent_share"])
+        idx_bytes = code_indices(self.index_probs, idx.numpy().reshape(-1))
+        share = float(p.latent_share)
         if share <= 0:
-            packed = pack_tensors([np.zeros((1, *latent_shape(pshape, p["latent_channels"])), np.float32)], 1.0)
+            packed = pack_tensors([np.zeros((1, *latent_shape(pshape, p.latent_channels)), np.float32)], 1.0)
         else:
             with torch.no_grad():
                 start = net.encode_latent(self._components(padded[None].astype(np.float32)))
             with single_thread():
                 lat = refine_latent(
                     net.inr, zq, block_t, valid, start,
-                    p["refine_steps"], p["refine_points"], p["refine_lr"], p["seed"],
+                    p.refine_steps, p.refine_points, p.refine_lr, p.seed,
                 ).numpy()
             if target.budget_bytes is None:
                 packed = pack_tensors([lat], QUALITY_LATENT_REL_STEP)
@@ -400,13 +322,13 @@ class UniCompressMethod(Method):
 
     def _components(self, tiles: np.ndarray) -> list[torch.Tensor]:
         """What the coding network's extractor reads: the raw tiles (student), or the prior (teacher)."""
-        if self.params["network"] == "student":
+        if self.params.network == "student":
             return [torch.from_numpy(tiles)]
         comps = tile_components(tiles)
         return [comps[n] for n in prior_names(self.params)]
 
     def _predict(self, zq: torch.Tensor, packed: bytes, pshape, valid) -> np.ndarray:
-        lat = unpack_tensors(packed, [(1, *latent_shape(pshape, self.params["latent_channels"]))])[0]
+        lat = unpack_tensors(packed, [(1, *latent_shape(pshape, self.params.latent_channels))])[0]
         return self._evaluate(zq, lat, valid)
 
     @staticmethod
@@ -441,11 +363,11 @@ class UniCompressMethod(Method):
         net = self._require_net()
         pshape = padded_shape(shape)
         counts = tuple(n // t for n, t in zip(pshape, TILE, strict=True))
-        idx = self._decode_indices(sections[0], math.prod(counts) * self._tokens_per_tile())
-        if idx.min(initial=0) < 0 or idx.max(initial=0) >= self.params["codebook"]:
+        idx = decode_indices(self.index_probs, sections[0], math.prod(counts) * self._tokens_per_tile())
+        if idx.min(initial=0) < 0 or idx.max(initial=0) >= self.params.codebook:
             raise ChunkFormatError("unicompress chunk has codebook indices out of range")
         zq = tokens_to_grid(net.codebook.lookup(torch.from_numpy(idx.astype(np.int64))), counts, net.token_grid)
-        lat = unpack_tensors(sections[1], [(1, *latent_shape(pshape, self.params["latent_channels"]))])[0]
+        lat = unpack_tensors(sections[1], [(1, *latent_shape(pshape, self.params.latent_channels))])[0]
         return zq, lat
 
     def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:

@@ -16,28 +16,28 @@
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from streamcomp.device import default_device
-from streamcomp.errors import InputError
-from streamcomp.models.unicompress import (
-    PATCH,
-    STRIDE,
+from streamcomp.methods.unicompress.model import (
     TILE,
     LatentINR,
     PatchExtractor,
     UniCompressNet,
     gather,
+    parse_patch,
     random_index,
 )
-from streamcomp.wavelet import wavelet_components
+from streamcomp.methods.unicompress.params import MODALITIES, UniCompressParams
+from streamcomp.methods.unicompress.prior import wavelet_components
 
-MODALITIES = ("high", "low", "raw")
+log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -82,9 +82,12 @@ def make_tileset(tiles: np.ndarray) -> TileSet:
     return TileSet(comps["raw"], comps)
 
 
-def _batches(n: int, batch: int, steps: int, seed: int, desc: str, progress: bool):
+def _batches(n: int, batch: int, steps: int, seed: int, desc: str):
+    """Random minibatch indices, one per step; progress goes to the debug log every quarter."""
     gen = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False):
+    for step in range(steps):
+        if step % max(steps // 4, 1) == 0:
+            log.debug("%s: step %d of %d", desc, step, steps)
         yield torch.randint(0, n, (min(batch, n),), generator=gen)
 
 
@@ -97,7 +100,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def pretrain_extractor(
-    extractor: PatchExtractor, tiles: TileSet, steps: int, batch: int, lr: float, seed: int, progress: bool
+    extractor: PatchExtractor, tiles: TileSet, steps: int, batch: int, lr: float, seed: int
 ) -> PatchExtractor:
     """Barlow Twins on token features of two augmented views of every modality; then frozen."""
     dev = default_device()
@@ -108,7 +111,7 @@ def pretrain_extractor(
     extractor.to(dev).train()
     opt = torch.optim.Adam([*extractor.parameters(), *projector.parameters()], lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    for idx in _batches(len(tiles), batch, steps, seed, "pretrain extractor (Barlow Twins)", progress):
+    for idx in _batches(len(tiles), batch, steps, seed, "pretrain extractor (Barlow Twins)"):
         x = torch.cat(tiles.select(list(MODALITIES), idx))
         z1 = projector(extractor(_augment(x, gen)).reshape(-1, feat))
         z2 = projector(extractor(_augment(x, gen)).reshape(-1, feat))
@@ -131,25 +134,25 @@ def tile_grid(z: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
     return z.transpose(1, 2).reshape(z.shape[0], z.shape[2], *grid)
 
 
-def _latent(net: UniCompressNet, comps: list[torch.Tensor], p: dict) -> torch.Tensor:
+def _latent(net: UniCompressNet, comps: list[torch.Tensor], p: UniCompressParams) -> torch.Tensor:
     """The latent grid the networks train with: the amortized guess when chunks will code one
     (``latent_share`` > 0), else zeros, which is what every chunk then stores."""
     lat = net.encode_latent(comps)
-    return lat if p["latent_share"] > 0 else torch.zeros_like(lat)
+    return lat if p.latent_share > 0 else torch.zeros_like(lat)
 
 
 def _teacher_loss(net, tiles, names, idx, pos, p):
     comps = tiles.select(names, idx)
     zq, _, lq = net.codebook(net.encode_tokens(comps))
     lat = _latent(net, comps, p)
-    lat_noisy = lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5)
+    lat_noisy = lat + p.latent_noise * (torch.rand_like(lat) - 0.5)
     pred = net.inr(tile_grid(zq, net.token_grid), lat_noisy, pos, TILE)
     recon = F.mse_loss(pred, gather(tiles.raw[idx], pos))
-    return recon + p["gamma"] * lq + p["latent_l2"] * lat.pow(2).mean(), recon
+    return recon + p.gamma * lq + p.latent_l2 * lat.pow(2).mean(), recon
 
 
 def train_teacher(
-    net: UniCompressNet, tiles: TileSet, names: list[str], p: dict, steps: int, lr: float, progress: bool,
+    net: UniCompressNet, tiles: TileSet, names: list[str], p: UniCompressParams, steps: int, lr: float,
     desc: str = "teacher",
 ) -> float:
     """Joint training of fusion, codebook, latent encoder and INR (extractor frozen)."""
@@ -157,9 +160,9 @@ def train_teacher(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.05)
     recon = torch.tensor(0.0)
     net.train()
-    gen = torch.Generator(device=tiles.raw.device).manual_seed(p["seed"] + 3)
-    for idx in _batches(len(tiles), p["batch"], steps, p["seed"] + 1, desc, progress):
-        pos = random_index(len(idx), p["train_points"], TILE, gen, tiles.raw.device)
+    gen = torch.Generator(device=tiles.raw.device).manual_seed(p.seed + 3)
+    for idx in _batches(len(tiles), p.batch, steps, p.seed + 1, desc):
+        pos = random_index(len(idx), p.train_points, TILE, gen, tiles.raw.device)
         loss, recon = _teacher_loss(net, tiles, names, idx, pos, p)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -169,18 +172,18 @@ def train_teacher(
 
 
 def distill_student(
-    student: UniCompressNet, teacher: UniCompressNet, tiles: TileSet, names: list[str], p: dict, progress: bool
+    student: UniCompressNet, teacher: UniCompressNet, tiles: TileSet, names: list[str], p: UniCompressParams
 ) -> None:
     """Two-stage KD: codebook alignment (eq. 9), soft assignment KD (eq. 10), output match (eq. 11)."""
-    lr = p["lr"]
+    lr = p.lr
     opt = torch.optim.Adam([q for q in student.parameters() if q.requires_grad], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(p["student_steps"], 1), eta_min=lr * 0.05)
-    tau = p["tau"]
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(p.student_steps, 1), eta_min=lr * 0.05)
+    tau = p.tau
     teacher.eval()
     student.train()
-    gen = torch.Generator(device=tiles.raw.device).manual_seed(p["seed"] + 4)
-    for idx in _batches(len(tiles), p["batch"], p["student_steps"], p["seed"] + 2, "distill student", progress):
-        pos = random_index(len(idx), p["train_points"], TILE, gen, tiles.raw.device)
+    gen = torch.Generator(device=tiles.raw.device).manual_seed(p.seed + 4)
+    for idx in _batches(len(tiles), p.batch, p.student_steps, p.seed + 2, "distill student"):
+        pos = random_index(len(idx), p.train_points, TILE, gen, tiles.raw.device)
         with torch.no_grad():
             comps = tiles.select(names, idx)
             zt = teacher.encode_tokens(comps)
@@ -190,67 +193,52 @@ def distill_student(
         zs = student.encode_tokens([tiles.raw[idx]])
         zq_s, _, _ = student.codebook(zs)
         lat = _latent(student, [tiles.raw[idx]], p)
-        noisy = lat + p["latent_noise"] * (torch.rand_like(lat) - 0.5)
+        noisy = lat + p.latent_noise * (torch.rand_like(lat) - 0.5)
         pred_s = student.inr(tile_grid(zq_s, student.token_grid), noisy, pos, TILE)
-        loss = F.mse_loss(pred_s, gather(tiles.raw[idx], pos)) + p["latent_l2"] * lat.pow(2).mean()
-        if p["kd_code"]:
-            loss = loss + p["kd_code"] * (F.mse_loss(zs, zq_s.detach()) + F.mse_loss(zq_s, zq_t))
-        if p["kd_logits"]:
+        loss = F.mse_loss(pred_s, gather(tiles.raw[idx], pos)) + p.latent_l2 * lat.pow(2).mean()
+        if p.kd_code:
+            loss = loss + p.kd_code * (F.mse_loss(zs, zq_s.detach()) + F.mse_loss(zq_s, zq_t))
+        if p.kd_logits:
             log_s = F.log_softmax(student.codebook.logits(zs) / tau, -1)
             log_t = F.log_softmax(logits_t / tau, -1)
-            loss = loss + p["kd_logits"] * tau**2 * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
-        if p["kd_out"]:
-            loss = loss + p["kd_out"] * F.mse_loss(pred_s, pred_t)
+            loss = loss + p.kd_logits * tau**2 * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+        if p.kd_out:
+            loss = loss + p.kd_out * F.mse_loss(pred_s, pred_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
 
 
-def parse_patch(spec: str) -> tuple[int, int, int]:
-    """A token patch ``"ZxYxX"``: it must tile ``TILE`` and be a multiple of the latent ``STRIDE``."""
-    try:
-        patch = tuple(int(n) for n in str(spec).lower().split("x"))
-    except ValueError:
-        patch = ()
-    if len(patch) != 3 or any(p <= 0 or t % p or p % s for p, t, s in zip(patch, TILE, STRIDE, strict=True)):
-        coarsest = "x".join(map(str, TILE))
-        raise InputError(
-            f"patch must be ZxYxX dividing the {coarsest} tile and a multiple of the latent stride "
-            f"{'x'.join(map(str, STRIDE))} per axis (e.g. {'x'.join(map(str, PATCH))}, 4x16x16), got {spec!r}"
-        )
-    return patch
-
-
-def prior_names(p: dict) -> list[str]:
+def prior_names(p: UniCompressParams) -> list[str]:
     """The prior's modalities the teacher sees, in MODALITIES order."""
-    return [n for n in MODALITIES if n in p["prior"].split(",")]
+    return [n for n in MODALITIES if n in p.prior.split(",")]
 
 
-def build_teacher(p: dict) -> tuple[UniCompressNet, list[str]]:
+def build_teacher(p: UniCompressParams) -> tuple[UniCompressNet, list[str]]:
     names = prior_names(p)
-    from streamcomp.models.unicompress import Codebook
+    from streamcomp.methods.unicompress.model import Codebook
 
-    codebook = Codebook(p["codebook"], p["dim"])
+    codebook = Codebook(p.codebook, p.dim)
     net = UniCompressNet(
-        len(names), p["features"], p["dim"], codebook, p["latent_channels"], p["teacher_hidden"], p["layers"], p["w0"],
-        patch=parse_patch(p["patch"]),
+        len(names), p.features, p.dim, codebook, p.latent_channels, p.teacher_hidden, p.layers, p.w0,
+        patch=parse_patch(p.patch),
     )
     return net, names
 
 
-def build_student(p: dict, teacher: UniCompressNet | None) -> UniCompressNet:
-    from streamcomp.models.unicompress import Codebook
+def build_student(p: UniCompressParams, teacher: UniCompressNet | None) -> UniCompressNet:
+    from streamcomp.methods.unicompress.model import Codebook
 
-    codebook = teacher.codebook if teacher is not None else Codebook(p["codebook"], p["dim"])
-    patch = parse_patch(p["patch"])
-    extractor = copy.deepcopy(teacher.extractor) if teacher is not None else PatchExtractor(p["features"], patch)
+    codebook = teacher.codebook if teacher is not None else Codebook(p.codebook, p.dim)
+    patch = parse_patch(p.patch)
+    extractor = copy.deepcopy(teacher.extractor) if teacher is not None else PatchExtractor(p.features, patch)
     for q in extractor.parameters():
         q.requires_grad_(True)
     for q in codebook.parameters():
         q.requires_grad_(False)
     return UniCompressNet(
-        1, p["features"], p["dim"], codebook, p["latent_channels"], p["student_hidden"], p["layers"], p["w0"],
+        1, p.features, p.dim, codebook, p.latent_channels, p.student_hidden, p.layers, p.w0,
         extractor=extractor, patch=patch,
     )
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamcomp.errors import InputError
 from streamcomp.models.siren import FunnelSiren
 
 TILE = (8, 32, 32)
@@ -284,3 +285,18 @@ class UniCompressNet(nn.Module):
     def encode_latent(self, components: list[torch.Tensor]) -> torch.Tensor:
         """The amortized latent grid (B, C, ...) of blocks whose sizes are multiples of STRIDE."""
         return self.latent_encoder(components[-self.modalities :])
+
+
+def parse_patch(spec: str) -> tuple[int, int, int]:
+    """A token patch ``"ZxYxX"``: it must tile ``TILE`` and be a multiple of the latent ``STRIDE``."""
+    try:
+        patch = tuple(int(n) for n in str(spec).lower().split("x"))
+    except ValueError:
+        patch = ()
+    if len(patch) != 3 or any(p <= 0 or t % p or p % s for p, t, s in zip(patch, TILE, STRIDE, strict=True)):
+        coarsest = "x".join(map(str, TILE))
+        raise InputError(
+            f"patch must be ZxYxX dividing the {coarsest} tile and a multiple of the latent stride "
+            f"{'x'.join(map(str, STRIDE))} per axis (e.g. {'x'.join(map(str, PATCH))}, 4x16x16), got {spec!r}"
+        )
+    return patch

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamcomp.errors import ChunkFormatError
+from streamcomp.errors import ChunkFormatError, InputError
 
 MAGIC = b"SCMP"
 FORMAT_VERSION = 1
@@ -39,6 +39,15 @@ DTYPE_CODES: dict[str, int] = {
     "float64": 8,
 }
 CODE_DTYPES = {v: np.dtype(k) for k, v in DTYPE_CODES.items()}
+SUPPORTED_DTYPES = tuple(DTYPE_CODES)
+
+
+def check_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype, if a frame can carry it; otherwise an :class:`InputError` naming those it can."""
+    dtype = np.dtype(dtype)
+    if dtype.name not in SUPPORTED_DTYPES:
+        raise InputError(f"dtype {dtype} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
+    return dtype
 
 _FIXED = struct.Struct("<4sBBBBBB")
 _RANGE = struct.Struct("<dd")

@@ -23,21 +23,24 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from streamcomp import deblock as dbk
-from streamcomp import partition as part
+from streamcomp.coding.entropy import decode_ints, encode_ints
+from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.device import default_device
-from streamcomp.entropy import decode_ints, encode_ints
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.methods.base import Method, Target, register
+from streamcomp.methods.base import Method, Target
 from streamcomp.methods.inr import MAX_HIDDEN, QUALITY_REL_STEP, evaluate, load_linear_tensors
+from streamcomp.methods.sci import deblock as dbk
+from streamcomp.methods.sci import partition as part
+from streamcomp.methods.siren import SirenParams
 from streamcomp.models.coords import grid
 from streamcomp.models.siren import BatchedFunnelSiren, FunnelSiren, funnel_widths, mlp_params
-from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
+from streamcomp.values import normalize
 
 _LEN = struct.Struct("<H")
 ALLOCATIONS = ("sci", "by_size", "by_d", "equal")
@@ -58,44 +61,42 @@ def allocation_weights(sizes: np.ndarray, ds: np.ndarray, mode: str) -> np.ndarr
     raise InputError(f"allocation must be one of {ALLOCATIONS}, got {mode!r}")
 
 
-def _normalize(block: np.ndarray) -> np.ndarray:
-    x = np.asarray(block, np.float64)
-    finite = np.isfinite(x)
-    if not finite.any():
-        return np.zeros(x.shape, np.float32)
-    lo, hi = float(x[finite].min()), float(x[finite].max())
-    if hi == lo:
-        return np.zeros(x.shape, np.float32)
-    return np.where(finite, 2 * (x - lo) / (hi - lo) - 1, 0).astype(np.float32)
+@dataclass(frozen=True)
+class SciParams(SirenParams):
+    """SIREN's leaf network, plus the partition and the allocation of parameters over leaves."""
+
+    levels: int = 3
+    min_side: int = 4
+    a_max: int = 50
+    m: int = 1
+    min_leaf_params: int = 1000
+    flat_tol: float = 1e-3
+    partition: str = "adaptive"
+    allocation: str = "sci"
+    deblock: str = "auto"
 
 
-@register
 class SciMethod(Method):
     name = "sci"
     method_id = 3
     ndims = (3,)
-    defaults = {
-        "layers": 7, "fr": 2.2, "w0": 20.0, "steps": 500, "lr": 1e-3, "batch": 8192, "seed": 0,
-        "bits_per_param": 6.0, "levels": 3, "min_side": 4, "a_max": 50, "m": 1, "min_leaf_params": 1000,
-        "flat_tol": 1e-3, "partition": "adaptive", "allocation": "sci", "deblock": "auto",
-    }
-    encode_only = frozenset({"steps", "lr", "batch", "seed"})
+    Params = SciParams
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         p = self.params
-        if p["partition"] not in part.PARTITIONERS:
-            raise InputError(f"partition must be one of {sorted(part.PARTITIONERS)}, got {p['partition']!r}")
-        if p["allocation"] not in ALLOCATIONS:
-            raise InputError(f"allocation must be one of {ALLOCATIONS}, got {p['allocation']!r}")
-        if p["deblock"] not in ("auto", "off"):
-            raise InputError(f"deblock must be 'auto' or 'off', got {p['deblock']!r}")
-        if int(p["layers"]) < 3 or not 1 <= int(p["levels"]) <= 6 or int(p["min_side"]) < 1:
+        if p.partition not in part.PARTITIONERS:
+            raise InputError(f"partition must be one of {sorted(part.PARTITIONERS)}, got {p.partition!r}")
+        if p.allocation not in ALLOCATIONS:
+            raise InputError(f"allocation must be one of {ALLOCATIONS}, got {p.allocation!r}")
+        if p.deblock not in ("auto", "off"):
+            raise InputError(f"deblock must be 'auto' or 'off', got {p.deblock!r}")
+        if int(p.layers) < 3 or not 1 <= int(p.levels) <= 6 or int(p.min_side) < 1:
             raise InputError("sci needs layers >= 3, 1 <= levels <= 6 and min_side >= 1")
 
     # ---- sizes -------------------------------------------------------------------------------
     def widths(self, hidden: int) -> list[int]:
-        return funnel_widths(hidden, int(self.params["layers"]), float(self.params["fr"]))
+        return funnel_widths(hidden, int(self.params.layers), float(self.params.fr))
 
     def leaf_params(self, hidden: int, ndim: int = 3) -> int:
         return mlp_params(ndim, self.widths(hidden))
@@ -108,23 +109,23 @@ class SciMethod(Method):
 
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
         """One leaf of width 2: layout, side information, ~1.5 bits per weight."""
-        side = 4 + 2 * 2 * int(self.params["layers"]) + 13
+        side = 4 + 2 * 2 * int(self.params.layers) + 13
         return 1 + 8 + 16 + side + math.ceil(self.leaf_params(2, len(shape)) * 1.5 / 8)
 
     def chunk_weight(self, block: np.ndarray) -> float:
         """Cross-chunk budget weight for :func:`streamcomp.plan.assign_budgets`: |x| / D(x) under
         the ``sci`` allocation (the chunk normalized as the chunk layer will), else |x|."""
-        if self.params["allocation"] != "sci":
+        if self.params.allocation != "sci":
             return float(block.size)
-        d = part.spectrum_concentration(_normalize(block), int(self.params["m"]))
+        d = part.spectrum_concentration(normalize(block)[0], int(self.params.m))
         return float(block.size) / max(d, 1e-6)
 
     # ---- partition + allocation --------------------------------------------------------------
     def partition(self, block: np.ndarray, total_params: float) -> tuple[list[part.Node], list[int]]:
         p = self.params
-        nodes = part.build_tree(block, int(p["levels"]), int(p["min_side"]), int(p["m"]), float(p["flat_tol"]))
-        a_max = max(1, min(int(p["a_max"]), int(total_params // max(int(p["min_leaf_params"]), 1))))
-        leaves = part.PARTITIONERS[p["partition"]](nodes, a_max)
+        nodes = part.build_tree(block, int(p.levels), int(p.min_side), int(p.m), float(p.flat_tol))
+        a_max = max(1, min(int(p.a_max), int(total_params // max(int(p.min_leaf_params), 1))))
+        leaves = part.PARTITIONERS[p.partition](nodes, a_max)
         return nodes, leaves
 
     def allocate(self, nodes: list[part.Node], leaves: list[int], total_params: float, ndim: int) -> list[int]:
@@ -135,7 +136,7 @@ class SciMethod(Method):
             return [0] * len(leaves)
         sizes = np.array([nodes[i].size for i in net], np.float64)
         ds = np.array([nodes[i].d for i in net])
-        w = allocation_weights(sizes, ds, self.params["allocation"])
+        w = allocation_weights(sizes, ds, self.params.allocation)
         targets = total_params * w / w.sum()
         hs = [self.hidden_for(t, ndim) for t in targets]
         used = sum(self.leaf_params(h, ndim) for h in hs)
@@ -158,7 +159,7 @@ class SciMethod(Method):
         """Fit one funnel SIREN per box (batched); each as FunnelSiren-ordered numpy tensors."""
         p = self.params
         device = default_device()
-        torch.manual_seed(int(p["seed"]))
+        torch.manual_seed(int(p.seed))
         order = sorted(range(len(boxes)), key=lambda i: hiddens[i])
         groups: list[list[int]] = []
         for i in order:
@@ -167,9 +168,9 @@ class SciMethod(Method):
             else:
                 groups.append([i])
         out: list[list[np.ndarray]] = [[] for _ in boxes]
-        leaf_batch = max(256, int(p["batch"]) // max(len(boxes), 1))
+        leaf_batch = max(256, int(p.batch) // max(len(boxes), 1))
         for g, members in enumerate(groups):
-            model = BatchedFunnelSiren(block.ndim, [self.widths(hiddens[i]) for i in members], float(p["w0"]))
+            model = BatchedFunnelSiren(block.ndim, [self.widths(hiddens[i]) for i in members], float(p.w0))
             model = model.to(device)
             sizes = [math.prod(hi - lo for lo, hi in boxes[i]) for i in members]
             nmax = max(sizes)
@@ -183,10 +184,10 @@ class SciMethod(Method):
             counts = torch.tensor(sizes, device=device, dtype=torch.float32)[:, None]
             b = min(leaf_batch, nmax)
             full = all(s <= b for s in sizes) and len(set(sizes)) == 1
-            gen = torch.Generator(device=device).manual_seed(int(p["seed"]) + g)
-            opt = torch.optim.Adam(model.parameters(), lr=float(p["lr"]))
-            steps = int(p["steps"])
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=float(p["lr"]) * 0.05)
+            gen = torch.Generator(device=device).manual_seed(int(p.seed) + g)
+            opt = torch.optim.Adam(model.parameters(), lr=float(p.lr))
+            steps = int(p.steps)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=float(p.lr) * 0.05)
             rows = torch.arange(len(members), device=device)[:, None]
             for _ in range(steps):
                 if full:
@@ -225,7 +226,7 @@ class SciMethod(Method):
         nodes, leaves = self.partition(block, total_params)
         hiddens = self.allocate(nodes, leaves, total_params, ndim)
         boxes = [nodes[i].box for i in leaves]
-        splits = part.encode_splits(block.shape, int(p["levels"]), int(p["min_side"]), boxes)
+        splits = part.encode_splits(block.shape, int(p.levels), int(p.min_side), boxes)
         flat_values = [float(block[nodes[i].slices].mean()) for i, h in zip(leaves, hiddens, strict=True) if h == 0]
         net_idx = [k for k, h in enumerate(hiddens) if h > 0]
         fitted = self.fit_leaves(block, [boxes[k] for k in net_idx], [hiddens[k] for k in net_idx]) if net_idx else []
@@ -239,16 +240,16 @@ class SciMethod(Method):
             weights = pack_tensors(roles, QUALITY_REL_STEP)
         raw = self._decode_raw(boxes, hiddens, flat_values, weights, block.shape)
         code = 0
-        if p["deblock"] == "auto":
+        if p.deblock == "auto":
             code = dbk.best_strength(raw, block, boxes)
         out = dbk.deblock(raw, boxes, dbk.strength_of(code)) if code else raw
         layout = self._layout(block.shape, splits, hiddens, flat_values, code)
         return [layout, weights], float(np.mean((out - block) ** 2))
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
-        bpp = float(self.params["bits_per_param"])
+        bpp = float(self.params.bits_per_param)
         if target.budget_bytes is not None:
-            layout_guess = 24 + 2 * min(int(self.params["a_max"]), 64)
+            layout_guess = 24 + 2 * min(int(self.params.a_max), 64)
             total = max(target.budget_bytes - layout_guess, 1) * 8 / bpp
             sections, _ = self._encode_with(block, total, target.budget_bytes)
             return sections
@@ -265,7 +266,7 @@ class SciMethod(Method):
         layout, weights = sections
         p = self.params
         code = layout[0]
-        boxes, used = part.decode_splits(layout[1:], shape, int(p["levels"]), int(p["min_side"]))
+        boxes, used = part.decode_splits(layout[1:], shape, int(p.levels), int(p.min_side))
         pos = 1 + used
         if len(layout) < pos + _LEN.size:
             raise ChunkFormatError("sci layout section is truncated")
@@ -280,7 +281,7 @@ class SciMethod(Method):
         return code, boxes, hiddens, flats, weights
 
     def _leaf_models(self, boxes, hiddens, weights: bytes, ndim: int) -> list[FunnelSiren | None]:
-        nets = [FunnelSiren(ndim, self.widths(h), w0=float(self.params["w0"])) if h else None for h in hiddens]
+        nets = [FunnelSiren(ndim, self.widths(h), w0=float(self.params.w0)) if h else None for h in hiddens]
         live = [m for m in nets if m is not None]
         if not live:
             return nets

@@ -1,0 +1,1 @@
+"""The on-disk contract: chunk frames, the registered zarr/numcodecs codec, output stores."""

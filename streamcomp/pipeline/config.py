@@ -1,0 +1,73 @@
+"""One typed run configuration: what the user asked for, checked before anything is written."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamcomp.errors import InputError
+from streamcomp.methods import DEFAULT_METHOD
+from streamcomp.source import local_path
+
+EXECUTORS = ("auto", "ray", "local")
+
+
+def validate_target(ratio: float | None, psnr: float | None) -> None:
+    """Exactly one of a ratio (> 1) or a PSNR (0-200 dB)."""
+    if (ratio is None) == (psnr is None):
+        raise InputError("give exactly one target: a ratio (e.g. --ratio 8) or a PSNR (e.g. --psnr 32)")
+    if ratio is not None and not ratio > 1:
+        raise InputError(f"ratio must be greater than 1 (raw size / compressed size), got {ratio}")
+    if psnr is not None and not 0 < psnr < 200:
+        raise InputError(f"PSNR target must be between 0 and 200 dB, got {psnr}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one compression run needs; :func:`streamcomp.api.compress` takes these as keywords.
+
+    ``executor``: ``auto`` runs tiny inputs (under 64 MiB) in-process when no Ray is running, no
+    address and no ``workers`` are given, Ray otherwise; ``ray`` / ``local`` force one. ``gpu``
+    (default: whether the cluster has GPUs) makes workers request one GPU each. ``manifest``
+    writes ``<dst>.manifest.json`` beside the output.
+    """
+
+    src: str
+    dst: str
+    method: str = DEFAULT_METHOD
+    ratio: float | None = None
+    psnr: float | None = None
+    chunks: str | tuple[int, ...] | None = None
+    zarr_format: int = 3
+    method_params: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+    resume: bool = False
+    progress: bool = True
+    storage_options: dict | None = None
+    workers: int | None = None
+    ray_address: str | None = None
+    executor: str = "auto"
+    gpu: bool | None = None
+    manifest: bool = True
+
+    def __post_init__(self) -> None:
+        validate_target(self.ratio, self.psnr)
+        if self.zarr_format not in (2, 3):
+            raise InputError(f"zarr format must be 2 or 3, not {self.zarr_format}")
+        if self.executor not in EXECUTORS:
+            raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"workers must be at least 1, got {self.workers}")
+        if not isinstance(self.method_params, dict):
+            raise InputError("method parameters must be a JSON object (a dict)")
+        if os.path.abspath(local_path(self.src.partition("#")[0])) == os.path.abspath(local_path(self.dst)):
+            raise InputError("the output must not be the source: streamcomp never overwrites its input")
+
+    @property
+    def target(self) -> dict[str, float]:
+        return {"ratio": self.ratio} if self.ratio is not None else {"psnr": self.psnr}
+
+    def max_mse(self, peak: float) -> float | None:
+        """The PSNR target as an MSE in data units (None under a ratio target)."""
+        return None if self.psnr is None else peak**2 / 10 ** (self.psnr / 10)

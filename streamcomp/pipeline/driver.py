@@ -1,0 +1,314 @@
+"""The driver: a run as a short sequence of named phases over one :class:`RunConfig`.
+
+::
+
+    driver                                   ChunkWorker actors (one CPU, or one GPU, each)
+    ------                                   -----------------------------------------------
+    open: source metadata, method, output
+    scan: batches of chunk slices     --->   read own blocks, (min, max, kind, weight) per chunk
+    plan: kinds, value range, budgets
+    fit (methods with shared state)   --->   one actor reads the sample blocks, fit_shared(),
+                                             returns the codec configuration
+    create the output array (or, on resume, take its configuration: never refit)
+    encode: batches of chunk tasks    --->   build the method once from the array's codec config,
+    (bounded in flight, progress)            read own block, encode, write its key atomically
+                                             (present keys: frame + CRC check, re-encode if bad)
+    manifest: counts, rates, times
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tqdm import tqdm
+
+from streamcomp.errors import InputError
+from streamcomp.format.codec import make_config, method_from_config
+from streamcomp.format.store import (
+    array_stored_bytes,
+    chunk_key,
+    create_array,
+    metadata_bytes,
+    store_for,
+    stored_chunk_keys,
+)
+from streamcomp.methods import Method, build_method
+from streamcomp.pipeline import manifest as mf
+from streamcomp.pipeline.config import RunConfig
+from streamcomp.pipeline.executors import LocalPool, RayPool, start_ray
+from streamcomp.pipeline.worker import Task
+from streamcomp.plan import Plan, assign_budgets, chunk_grid, parse_chunks, plan_from_stats, sample_items
+from streamcomp.source import Source, open_source, path_exists
+
+log = logging.getLogger(__name__)
+
+TINY_BYTES = 64 * 2**20  # in-process below this size when no Ray is running or asked for
+
+
+@dataclass
+class Run:
+    """The state the phases hand on: what was opened, planned and created."""
+
+    cfg: RunConfig
+    source: Source
+    method: Method
+    chunks: tuple[int, ...]
+    existing: mf.Existing | None
+    plan: Plan | None = None
+    config: dict[str, Any] | None = None
+    array: Any = None
+
+    @property
+    def max_mse(self) -> float | None:
+        return self.cfg.max_mse(self.plan.peak)
+
+
+def run(cfg: RunConfig) -> tuple[dict[str, Any], mf.RunStats]:
+    """Run the whole pipeline; returns (summary for :class:`~streamcomp.api.CompressResult`, statistics)."""
+    t0 = time.perf_counter()
+    state = open_run(cfg)
+    executor = choose_executor(cfg, state.source)
+    started_ray = start_ray(cfg.ray_address, cfg.workers) if executor == "ray" else False
+    pool: LocalPool | RayPool | None = None
+    try:
+        pool = RayPool(cfg.src, cfg.storage_options, cfg.workers, cfg.gpu) if executor == "ray" else LocalPool(
+            cfg.src, cfg.storage_options
+        )
+        times = {"scan": timed(scan, state, pool)}
+        check_feasible(state)
+        times["fit"] = timed(fit, state, pool)
+        assign_final_budgets(state)
+        tasks = prepare_output(state)
+        stats = mf.RunStats(
+            executor=pool.kind, workers=pool.size, gpu=pool.gpu, ray_address=pool.address,
+            resumed=state.existing is not None, chunks_total=len(state.plan.items),
+            chunks_fill=len(state.plan.items) - len(tasks), chunks_todo=len(tasks),
+        )
+        doc = manifest_doc(state, stats)
+        if cfg.manifest:
+            mf.write_manifest(cfg.dst, {**doc, "run": asdict(stats)}, cfg.storage_options)
+        times["encode"] = timed(encode, state, pool, tasks, stats)
+        times["total"] = time.perf_counter() - t0
+        return finish(state, stats, doc, times, pool.resubmitted)
+    finally:
+        if pool is not None:
+            pool.close()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def timed(phase: Any, *args: Any) -> float:
+    t = time.perf_counter()
+    phase(*args)
+    return time.perf_counter() - t
+
+
+def open_run(cfg: RunConfig) -> Run:
+    """Open the source, build the method and decide between a fresh output and a resume."""
+    source = open_source(cfg.src, cfg.storage_options)
+    method = build_method(cfg.method, cfg.method_params, len(source.shape))
+    exists = path_exists(cfg.dst, cfg.storage_options)
+    if exists and not (cfg.overwrite or cfg.resume):
+        raise InputError(
+            f"output {cfg.dst} already exists; pass --overwrite to replace it or --resume to complete it"
+        )
+    if not (exists and cfg.resume and not cfg.overwrite):
+        return Run(cfg, source, method, parse_chunks(cfg.chunks, source.shape, method.default_chunks), None)
+    existing = mf.open_for_resume(cfg.dst, cfg.storage_options, source)
+    stored = tuple(existing.array.chunks)
+    chunks = stored if cfg.chunks is None else parse_chunks(cfg.chunks, source.shape, method.default_chunks)
+    mf.check_same_layout(existing, cfg.dst, chunks, cfg.zarr_format)
+    mf.check_same_method(existing, cfg.dst, method)
+    return Run(cfg, source, method, chunks, existing)
+
+
+def choose_executor(cfg: RunConfig, source: Source) -> str:
+    if cfg.executor != "auto":
+        return cfg.executor
+    import ray
+
+    ray_wanted = ray.is_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS") or cfg.workers
+    return "ray" if ray_wanted or source.nbytes > TINY_BYTES else "local"
+
+
+def batches(seq: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def batch_size(n: int, workers: int, cap: int) -> int:
+    return max(1, min(cap, n // (workers * 8)))
+
+
+def scan(state: Run, pool: LocalPool | RayPool) -> None:
+    """Every chunk's kind, value range and budget weight, computed by the workers."""
+    source, cfg = state.source, state.cfg
+    items = list(chunk_grid(source.shape, state.chunks))
+    stats: list[Any] = [None] * len(items)
+    work = [(i, it.slices) for i, it in enumerate(items)]
+    with tqdm(total=len(items), desc="scan", unit="chunk", disable=not cfg.progress) as bar:
+        params = state.method.params.as_dict()
+        for results in pool.map("stats", batches(work, batch_size(len(work), pool.size, 64)), cfg.method, params):
+            for i, st in results:
+                stats[i] = st
+            bar.update(len(results))
+    state.plan = plan_from_stats(source.shape, state.chunks, source.dtype, items, stats)
+
+
+def check_feasible(state: Run) -> None:
+    """An impossible ratio fails before the fit: the shared state's size is bounded below."""
+    cfg, method, source = state.cfg, state.method, state.source
+    if cfg.ratio is None or state.existing is not None:
+        return
+    config = make_config(method, with_shared=False)
+    shared = math.ceil(method.shared_state_size_estimate() * 4 / 3)  # base64 in the metadata
+    meta = metadata_bytes(source.shape, state.chunks, source.dtype, config, cfg.zarr_format) + shared
+    assign_budgets(state.plan, cfg.ratio, meta, method.min_payload_bytes(state.chunks))
+
+
+def fit(state: Run, pool: LocalPool | RayPool) -> None:
+    """The codec configuration: the resumed array's own, or shared state fitted on a sample by one
+    worker (its GPU when it has one), or none for methods without shared state."""
+    method, cfg = state.method, state.cfg
+    if state.existing is not None:
+        state.config = dict(state.existing.config)
+        mf.check_same_target(cfg.dst, "quality", state.config["max_mse"], state.max_mse)
+        return
+    if not method.needs_fit():
+        if method.fit_note():
+            log.info("%s: %s", cfg.method, method.fit_note())
+        state.config = make_config(method, max_mse=state.max_mse)
+        return
+    sample = sample_items(state.plan)
+    data_chunks = sum(it.kind == "data" for it in state.plan.items)
+    args = (cfg.method, method.params.as_dict(), [it.slices for it in sample], state.max_mse,
+            [it.budget for it in sample], data_chunks)
+    with tqdm(total=1, desc=f"fit {cfg.method}", unit="fit", disable=not cfg.progress) as bar:
+        result = pool.call("fit", *args)
+        bar.update(1)
+    for note in result.notes:
+        log.info("%s: %s", cfg.method, note)
+    state.config = result.config
+
+
+def assign_final_budgets(state: Run) -> None:
+    """Budgets with the real metadata size: the same arithmetic on a resume as on the first run,
+    so a resume plans exactly the budgets the first run stored."""
+    cfg, source = state.cfg, state.source
+    if cfg.ratio is None:
+        return
+    fresh = {**state.config, "bytes_per_voxel": None}
+    meta = metadata_bytes(source.shape, state.chunks, source.dtype, fresh, cfg.zarr_format)
+    assign_budgets(state.plan, cfg.ratio, meta, method_from_config(fresh).min_payload_bytes(state.chunks))
+    data_voxels = sum(it.voxels for it in state.plan.items if it.kind == "data") or 1
+    bpv = sum(it.budget or 0 for it in state.plan.items) / data_voxels
+    if state.existing is not None:
+        mf.check_same_target(cfg.dst, "ratio", state.config["bytes_per_voxel"], bpv)
+    state.config["bytes_per_voxel"] = bpv
+
+
+def prepare_output(state: Run) -> list[Task]:
+    """Create the output array (or take the resumed one) and list the chunks left to encode."""
+    cfg, source = state.cfg, state.source
+    if state.existing is not None:
+        state.array = state.existing.array
+        mf.remove_partial_writes(cfg.dst)
+        present = stored_chunk_keys(state.array)
+    else:
+        store = store_for(cfg.dst, cfg.storage_options)
+        state.array = create_array(
+            store, source.shape, state.chunks, source.dtype, state.config, cfg.zarr_format, overwrite=cfg.overwrite
+        )
+        present = set()
+    return [
+        Task(i, it.coords, it.slices, it.kind, it.budget, chunk_key(state.array, it.coords) in present)
+        for i, it in enumerate(state.plan.items)
+        if it.kind != "fill"
+    ]
+
+
+def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
+    cfg, source, plan = state.cfg, state.source, state.plan
+    return {
+        "streamcomp_manifest": 1,
+        "status": "running",
+        "source": cfg.src,
+        "output": cfg.dst,
+        "method": cfg.method,
+        "params": state.method.params.as_dict(),
+        "target": cfg.target,
+        "shape": list(source.shape),
+        "dtype": source.dtype.name,
+        "chunks": list(state.chunks),
+        "zarr_format": cfg.zarr_format,
+        "plan": {
+            "chunks": len(plan.items),
+            "data": sum(it.kind == "data" for it in plan.items),
+            "constant": sum(it.kind == "constant" for it in plan.items),
+            "fill": stats.chunks_fill,
+            "vmin": plan.vmin,
+            "vmax": plan.vmax,
+        },
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task], stats: mf.RunStats) -> None:
+    """Bounded batches through the pool, one progress bar with Mvoxel/s and ETA."""
+    cfg, t, voxels, pids = state.cfg, time.perf_counter(), 0, set()
+    bar = tqdm(total=len(tasks), desc=f"encode {cfg.method}", unit="chunk", disable=not cfg.progress, smoothing=0.1)
+    params = state.method.params.as_dict()
+    for results in pool.map("encode", batches(tasks, batch_size(len(tasks), pool.size, 8)), cfg.dst, params,
+                            state.max_mse):
+        for index, status, _nbytes, pid in results:
+            pids.add(pid)
+            if status == "skipped":
+                stats.chunks_skipped += 1
+            else:
+                stats.chunks_encoded += 1
+                stats.chunks_repaired += status == "repaired"
+                voxels += state.plan.items[index].voxels
+        bar.update(len(results))
+        bar.set_postfix_str(f"{voxels / max(time.perf_counter() - t, 1e-9) / 1e6:.2f} Mvox/s", refresh=False)
+    bar.close()
+    stats.worker_pids = sorted(pids)
+    stats.voxels_per_second = voxels / max(time.perf_counter() - t, 1e-9)
+
+
+def finish(
+    state: Run, stats: mf.RunStats, doc: dict[str, Any], times: dict[str, float], resubmitted: int
+) -> tuple[dict[str, Any], mf.RunStats]:
+    """Count every stored byte, complete the manifest and summarize."""
+    cfg, plan = state.cfg, state.plan
+    stats.resubmitted = resubmitted
+    stats.seconds = {k: round(v, 3) for k, v in times.items()}
+    stored = array_stored_bytes(state.array)
+    if cfg.manifest:
+        doc.update(
+            status="complete",
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            stored_bytes=stored,
+            raw_bytes=plan.raw_bytes,
+            ratio=plan.raw_bytes / max(stored, 1),
+            run=asdict(stats),
+        )
+        mf.write_manifest(cfg.dst, doc, cfg.storage_options)
+    summary = {
+        "shape": tuple(state.source.shape),
+        "dtype": state.source.dtype.name,
+        "chunks": state.chunks,
+        "raw_bytes": plan.raw_bytes,
+        "stored_bytes": stored,
+        "target": cfg.target,
+        "manifest": mf.manifest_url(cfg.dst) if cfg.manifest else None,
+    }
+    return summary, stats

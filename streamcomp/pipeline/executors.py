@@ -1,0 +1,187 @@
+"""Executors: a pool of :class:`ChunkWorker` Ray actors with bounded in-flight work, or the same
+worker called in-process.
+
+At most ``inflight`` task batches per actor are outstanding (``ray.wait`` with a cap), so memory
+stays flat. A worker that dies is restarted by Ray (``max_restarts``) and its calls retried
+(``max_task_retries``); a batch that still fails is resubmitted on a fresh actor. Tiny inputs with
+no Ray running run the very same worker in-process: starting Ray costs ~10 s, more than such a
+job takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from streamcomp.errors import InputError, StreamcompError
+from streamcomp.pipeline.worker import ChunkWorker
+
+ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GCS_", "STREAMCOMP_")
+
+
+class PipelineError(StreamcompError, RuntimeError):
+    """The pipeline could not finish (workers kept dying, the cluster has no room, ...)."""
+
+
+class LocalPool:
+    """The in-process executor: one :class:`ChunkWorker`, called directly."""
+
+    kind = "local"
+    address = None
+    gpu = False
+
+    def __init__(self, src: str, storage_options: dict | None) -> None:
+        self.worker = ChunkWorker(src, storage_options)
+        self.size = 1
+        self.resubmitted = 0
+
+    def map(self, name: str, batches: Iterable[Any], *args: Any) -> Iterator[Any]:
+        fn = getattr(self.worker, name)
+        for batch in batches:
+            yield fn(batch, *args)
+
+    def call(self, name: str, *args: Any) -> Any:
+        return getattr(self.worker, name)(*args)
+
+    def close(self) -> None:
+        pass
+
+
+def _worker_env() -> dict[str, str]:
+    """Credentials and endpoints the workers need, from the driver's environment."""
+    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+
+
+class RayPool:
+    """A pool of :class:`ChunkWorker` actors fed through ``ray.wait`` with a cap on work in flight."""
+
+    kind = "ray"
+
+    def __init__(
+        self,
+        src: str,
+        storage_options: dict | None,
+        workers: int | None,
+        gpu: bool | None,
+        inflight: int = 2,
+        max_resubmits: int = 3,
+    ) -> None:
+        import ray
+
+        resources = ray.cluster_resources()
+        self.gpu = bool(resources.get("GPU", 0) >= 1) if gpu is None else bool(gpu)
+        capacity = int(resources.get("GPU", 0)) if self.gpu else int(resources.get("CPU", 1))
+        self.size = max(1, workers or capacity)
+        self.inflight = max(1, inflight)
+        self.max_resubmits = max_resubmits
+        self.resubmitted = 0
+        self.address = ray.get_runtime_context().gcs_address
+        env = _worker_env()
+        self._options = {
+            "num_cpus": 1,
+            "num_gpus": 1 if self.gpu else 0,  # GPU actors make an autoscaler add GPU nodes
+            "max_restarts": 4,
+            "max_task_retries": 4,
+            "runtime_env": {"env_vars": env} if env else None,
+        }
+        self._args = (src, storage_options)
+        self._remote = ray.remote(ChunkWorker)
+        self.actors = [self._new_actor() for _ in range(self.size)]
+
+    def _new_actor(self) -> Any:
+        return self._remote.options(**self._options).remote(*self._args)
+
+    def _replace(self, slot: int) -> None:
+        import ray
+
+        ray.kill(self.actors[slot], no_restart=True)
+        self.actors[slot] = self._new_actor()
+
+    def map(self, name: str, batches: Iterable[Any], *args: Any) -> Iterator[Any]:
+        """Results of ``worker.name(batch, *args)`` for every batch, as they finish."""
+        import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        def submit(slot: int, batch: Any) -> Any:
+            return getattr(self.actors[slot], name).remote(batch, *args)
+
+        source = iter(batches)
+        retry: deque[tuple[Any, int]] = deque()
+        pending: dict[Any, tuple[int, Any, int]] = {}
+        load = [0] * len(self.actors)
+        exhausted = False
+        while True:
+            while len(pending) < self.inflight * len(self.actors):
+                if retry:
+                    batch, tries = retry.popleft()
+                elif not exhausted:
+                    try:
+                        batch, tries = next(source), 0
+                    except StopIteration:
+                        exhausted = True
+                        continue
+                else:
+                    break
+                slot = min(range(len(load)), key=load.__getitem__)
+                pending[submit(slot, batch)] = (slot, batch, tries)
+                load[slot] += 1
+            if not pending:
+                return
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                slot, batch, tries = pending.pop(ref)
+                load[slot] -= 1
+                try:
+                    result = ray.get(ref)
+                except (RayActorError, ActorUnavailableError) as exc:
+                    # Ray already restarted the actor and retried; give the batch a fresh actor.
+                    if tries >= self.max_resubmits:
+                        raise PipelineError(f"a worker kept dying on the same chunks: {exc}") from exc
+                    self.resubmitted += 1
+                    self._replace(slot)
+                    retry.append((batch, tries + 1))
+                    continue
+                yield result
+
+    def call(self, name: str, *args: Any) -> Any:
+        import ray
+
+        return ray.get(getattr(self.actors[0], name).remote(*args))
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+
+
+def start_ray(address: str | None, workers: int | None) -> bool:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray on loopback.
+
+    Returns whether this call initialized Ray here (and so should shut it down or disconnect).
+    """
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise InputError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+        return True
+    ray.init(
+        address="local",
+        num_cpus=workers or os.cpu_count() or 1,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=256 * 2**20,  # only slices and small results travel through it
+        log_to_driver=True,
+        logging_level=logging.WARNING,  # Ray's own start-up lines are not the user's concern
+    )
+    return True

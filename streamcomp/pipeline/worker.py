@@ -1,0 +1,121 @@
+"""The per-chunk work, shared by the Ray actors and the in-process executor.
+
+Only slices, small tuples and configurations cross the object store: a worker reads its own blocks
+from the source and writes its own chunk keys (atomic, idempotent), so memory stays flat whatever
+the volume size and a rerun only encodes what is missing or invalid.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from streamcomp.format.chunk import chunk_is_valid, constant_chunk, encode_chunk, method_target
+from streamcomp.format.codec import codec_config_of, make_config, method_from_config
+from streamcomp.format.store import open_output_array, read_chunk, write_chunk
+from streamcomp.methods import FitTargets, Method, build_method
+from streamcomp.plan import chunk_stats
+from streamcomp.source import open_source
+from streamcomp.values import normalize
+
+
+@dataclass(frozen=True)
+class Task:
+    """One chunk to encode: where it is, what it is, its budget, whether a stored copy may exist."""
+
+    index: int
+    coords: tuple[int, ...]
+    slices: tuple[slice, ...]
+    kind: str
+    budget: int | None
+    present: bool = False
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What the fit phase hands back: the codec configuration and what the method decided."""
+
+    config: dict[str, Any]
+    notes: tuple[str, ...]
+
+
+class ChunkWorker:
+    """Reads its own blocks from the source, encodes them, writes their keys.
+
+    Constructed from picklable arguments only, so Ray can (re)start it anywhere; the output array
+    and the method (built once from the array's codec configuration) are opened on first use.
+    """
+
+    def __init__(self, src: str, storage_options: dict | None = None) -> None:
+        self.storage_options = storage_options
+        self.source = open_source(src, storage_options)
+        self._outputs: dict[str, Any] = {}
+
+    def stats(
+        self, batch: list[tuple[int, tuple[slice, ...]]], method: str, params: dict[str, Any]
+    ) -> list[tuple[int, tuple]]:
+        """Per chunk: (min, max, kind, budget weight), the weight from :meth:`Method.chunk_weight`."""
+        weigh = build_method(method, params).chunk_weight
+        return [(i, chunk_stats(self.source.read(sl), weigh)) for i, sl in batch]
+
+    def fit(
+        self,
+        method: str,
+        params: dict[str, Any],
+        sample: list[tuple[slice, ...]],
+        max_mse: float | None,
+        budgets: list[int | None],
+        data_chunks: int,
+    ) -> FitResult:
+        """Fit the method's shared state on the sample blocks, whose planned budgets (or the error
+        target) come along so the method can judge what its shared state buys."""
+        codec_method = build_method(method, params)
+        blocks = [normalize(self.source.read(sl)) for sl in sample]
+        targets = None
+        if max_mse is not None or all(b is not None for b in budgets):
+            dtype, per_sample = self.source.dtype, zip(sample, blocks, budgets, strict=True)
+            targets = FitTargets(
+                tuple(
+                    method_target(dtype, len(sl), lo, hi, b, max_mse, codec_method)
+                    for sl, (_, lo, hi), b in per_sample
+                ),
+                data_chunks,
+            )
+        notes = codec_method.fit_shared([norm for norm, _, _ in blocks], targets)
+        return FitResult(make_config(codec_method, max_mse=max_mse), tuple(notes))
+
+    def _output(self, dst: str, params: dict[str, Any]) -> tuple[Any, Method]:
+        if dst not in self._outputs:
+            array = open_output_array(dst, self.storage_options)
+            self._outputs[dst] = (array, method_from_config(codec_config_of(array), params))
+        return self._outputs[dst]
+
+    def encode(
+        self, batch: list[Task], dst: str, params: dict[str, Any], max_mse: float | None
+    ) -> list[tuple[int, str, int, int]]:
+        """Encode and write each task's chunk: (index, "written" | "skipped" | "repaired", bytes, pid).
+
+        ``params`` are the run's full method parameters: the array's configuration keeps only
+        those a decoder needs."""
+        array, method = self._output(dst, params)
+        return [(t.index, *encode_task(method, self.source, array, t, max_mse), os.getpid()) for t in batch]
+
+
+def encode_task(method: Method, source: Any, array: Any, task: Task, max_mse: float | None) -> tuple[str, int]:
+    """Verify a stored copy of the chunk, else read, encode and write it."""
+    chunk_shape = tuple(array.chunks)
+    status = "written"
+    if task.present:
+        data = read_chunk(array, task.coords)
+        valid = tuple(s.stop - s.start for s in task.slices)
+        if chunk_is_valid(data, method.method_id, chunk_shape, valid):
+            return "skipped", len(data or b"")
+        status = "repaired"
+    block = source.read(task.slices)
+    if task.kind == "constant":
+        data = constant_chunk(method, block, chunk_shape)
+    else:
+        data = encode_chunk(method, block, chunk_shape, budget_bytes=task.budget, max_mse=max_mse)
+    write_chunk(array, task.coords, data)
+    return status, len(data)
