@@ -3,10 +3,10 @@ transform), over any subset of an array's axes.
 
 Why not pywt's periodization: it wraps each chunk around on itself, so a head-CT chunk whose top
 rows are brain and whose bottom rows are skull and air gets an artificial edge along its border,
-and the ringing of that edge costs bytes and error along every chunk face. Mirroring at the border adds no edge, and unlike pywt's symmetric
-modes it is non-expansive: n samples give ceil(n/2) low-pass and floor(n/2) high-pass
-coefficients. Scaled like pywt's ``bior4.4`` (synthesis nearly orthonormal), so one quantizer step
-suits every subband.
+and the ringing of that edge costs bytes and error along every chunk face. Mirroring at the
+border adds no edge, and unlike pywt's symmetric modes it is non-expansive: n samples give
+ceil(n/2) low-pass and floor(n/2) high-pass coefficients. Scaled like pywt's ``bior4.4``
+(synthesis nearly orthonormal), so one quantizer step suits every subband.
 
 Layout: ``wavedec`` returns the coarsest approximation, then each level's detail bands from the
 coarsest level to the finest, a level's bands in the order of their ``a``/``d`` keys over the

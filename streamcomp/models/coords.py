@@ -17,9 +17,3 @@ def grid(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Te
     axes = [axis_coords(n, device) for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
-
-
-def scaled_grid(shape: tuple[int, ...], scale: float, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Grid covering the same block at ``scale`` times its resolution (decode at another scale)."""
-    out = tuple(max(1, round(n * scale)) for n in shape)
-    return grid(out, device), out

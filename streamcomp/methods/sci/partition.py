@@ -225,10 +225,6 @@ def encode_splits(shape: tuple[int, ...], levels: int, min_side: int, leaf_boxes
     return np.packbits(np.array(bits, np.uint8)).tobytes() if bits else b""
 
 
-def split_bits_needed(shape: tuple[int, ...], levels: int, min_side: int) -> int:
-    return sum(1 for node in tree_geometry(shape, levels, min_side) if node.children)
-
-
 def decode_splits(data: bytes, shape: tuple[int, ...], levels: int, min_side: int) -> tuple[list[Box], int]:
     """Inverse of :func:`encode_splits`: (leaf boxes in pre-order, bytes consumed)."""
     nodes = tree_geometry(shape, levels, min_side)

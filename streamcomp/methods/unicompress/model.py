@@ -145,11 +145,6 @@ def tokens_to_grid(z: torch.Tensor, tiles: tuple[int, int, int], grid: tuple[int
     return g.reshape(1, d, tz * gz, ty * gy, tx * gx)
 
 
-def centres(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Voxel centres of an axis in grid_sample's align_corners=False convention."""
-    return (2 * torch.arange(n, device=device, dtype=torch.float32) + 1) / n - 1
-
-
 class LatentINR(nn.Module):
     """Conditional SIREN F(x, Z_q, L) on per-voxel features ``[trilerp(G), phase(x)]``.
 
