@@ -158,7 +158,7 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
         best = plan.raw_bytes / (meta_bytes + n_const * const_cost + need)
         raise InputError(
             f"impossible ratio {ratio:g}: with chunks {plan.chunks} the smallest encoding takes "
-            f"about {need + meta_bytes} bytes, so at most {best:.1f}x is reachable; "
+            f"about {meta_bytes + n_const * const_cost + need} bytes, so at most {best:.1f}x is reachable; "
             "ask for a lower ratio or use larger chunks"
         )
     for it, budget in zip(data, _share(available, [it.budget_weight for it in data], floor), strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streamcomp.errors import InputError
@@ -40,7 +40,7 @@ class RunConfig:
     psnr: float | None = None
     chunks: str | tuple[int, ...] | None = None
     zarr_format: int = 3
-    method_params: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, Any] | None = None
     overwrite: bool = False
     resume: bool = False
     progress: bool = True
@@ -59,7 +59,7 @@ class RunConfig:
             raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         if self.workers is not None and self.workers < 1:
             raise InputError(f"workers must be at least 1, got {self.workers}")
-        if not isinstance(self.method_params, dict):
+        if self.method_params is not None and not isinstance(self.method_params, dict):
             raise InputError("method parameters must be a JSON object (a dict)")
         if os.path.abspath(local_path(self.src.partition("#")[0])) == os.path.abspath(local_path(self.dst)):
             raise InputError("the output must not be the source: streamcomp never overwrites its input")

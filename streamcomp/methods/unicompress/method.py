@@ -197,7 +197,7 @@ class UniCompressMethod(Method):
             names_known = set(p.as_dict())
             known = UniCompressParams.parse(self.name, {k: v for k, v in saved["params"].items() if k in names_known})
             if any(getattr(known, k) != getattr(p, k) for k in arch):
-                raise InputError(f"teacher {p['teacher']} was trained with another architecture")
+                raise InputError(f"teacher {p.teacher} was trained with another architecture")
             teacher, names = build_teacher(known)
             teacher.load_state_dict(saved["state"])
             return teacher.to(tiles.raw.device), names
