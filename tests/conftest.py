@@ -1,31 +1,19 @@
-"""Shared fixtures: small crops of the real volumes in ../shared/data (and the bundled sample)."""
+"""Shared fixtures: small real crops shipped in tests/data and the bundled EM sample, plus the
+session-wide real servers of tests/servers.py. Shared non-fixture code is in tests/helpers.py."""
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("STREAMCOMP_DATA", ROOT.parent / "shared" / "data"))
-SAMPLE = ROOT / "examples" / "em_isbi2012_crop_30x256x256_u8.npy"
-FAST = {"steps": 15, "batch": 4096}
+from helpers import SAMPLE, load_data
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Ray 2.60 heads use token auth, and Ray reads this once per process: set it before any test
 # touches Ray in-process, so job clients and embedded instances agree for the whole session.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-
-def real_volume(name: str) -> np.ndarray:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"real data {path} is missing (set STREAMCOMP_DATA to the shared data folder)")
-    return np.load(path, mmap_mode="r")
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +24,31 @@ def em() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def ct() -> np.ndarray:
-    """Real head CT crop in HU, 16x64x64 int16."""
-    return np.ascontiguousarray(real_volume("ct_head_invesalius_cranium_108x256x256_i16.npy")[40:56, 96:160, 96:160])
+    """Real head CT crop in HU, 16x64x64 int16 (InVesalius cranium [40:56, 96:160, 96:160])."""
+    return load_data("ct_head_invesalius_16x64x64_i16.npy")
 
 
 @pytest.fixture(scope="session")
-def mri4d() -> np.ndarray:
-    """Real 4D diffusion MRI crop, 4x8x32x32 uint16."""
-    return np.ascontiguousarray(real_volume("mri4d_dwi_toshiba_13x40x64x64_u16.npy")[:4, 16:24, 16:48, 16:48])
+def mri4d_crop() -> np.ndarray:
+    """Real 4D diffusion MRI crop as shipped, 4x20x32x32 uint16 (dcm_qa_toshiba [:4, 12:32, 16:48, 16:48])."""
+    return load_data("mri4d_dwi_toshiba_4x20x32x32_u16.npy")
+
+
+@pytest.fixture(scope="session")
+def mri4d(mri4d_crop) -> np.ndarray:
+    """Real 4D diffusion MRI crop, 4x8x32x32 uint16 (dcm_qa_toshiba [:4, 16:24, 16:48, 16:48])."""
+    return np.ascontiguousarray(mri4d_crop[:, 4:12])
+
+
+@pytest.fixture(autouse=True)
+def _streamcomp_logging_restored():
+    """The CLI's main() configures the ``streamcomp`` logger (own handler, no propagation): undo
+    that after each test, so a later test's ``caplog`` still sees the library's records."""
+    logger = logging.getLogger("streamcomp")
+    saved = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = saved[0]
+    logger.level, logger.propagate = saved[1], saved[2]
 
 
 @pytest.fixture
@@ -54,11 +59,6 @@ def save(tmp_path):
         return str(path)
 
     return _save
-
-
-def run_fresh_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run code in a new interpreter (which never imports streamcomp unless the code does)."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
 
 
 # Real servers (a local Ray head, a moto S3 server), session-wide: see tests/servers.py.

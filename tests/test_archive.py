@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import zarr
-from conftest import FAST, ROOT
+from helpers import FAST, ROOT
 
 from streamcomp.archive import MANIFEST, ArchiveError, archive, discover, read_manifest
 

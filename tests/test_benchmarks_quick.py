@@ -1,7 +1,11 @@
-"""The benchmark suite: Bjøntegaard deltas on curves with known answers, and a tiny end-to-end run.
+"""The benchmark suite: Bjøntegaard deltas on curves with known answers, the data resolver, and
+tiny end-to-end runs of the rate-distortion harness and of the studies.
 
-The end-to-end run checks structure only (files, one entry per registered codec and method per
-volume, a reason wherever something did not run, finite numbers), never timings or who wins.
+The end-to-end runs take the small crops shipped in the repository (``tests/data/``, and the EM
+sample in ``examples/``), so they need no ``../shared/data``; a volume whose bundled crop is absent
+is left out, never skipped silently as a whole. They check structure only (files, one entry per
+registered codec and method per volume, a reason wherever something did not run, finite numbers)
+and that the studies' numbers come from the shipped paths, never timings or who wins.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import baselines, project_methods, run  # noqa: E402
+from benchmarks import baselines, data, project_methods, run  # noqa: E402
 from benchmarks.bd import BDError, bd_psnr, bd_rate  # noqa: E402
-from benchmarks.volumes import VOLUMES, missing_files  # noqa: E402
+from benchmarks.volumes import VOLUMES  # noqa: E402
 
 # Curves given as exact cubics, so the cubic fit is exact and the deltas are known in closed form.
 PSNR = np.array([28.0, 31.0, 34.0, 37.0, 40.0])
@@ -97,18 +101,51 @@ TINY_CROPS = {
     "mri4d": ((0, 2), (18, 22), (16, 48), (16, 48)),
 }
 TINY_TARGETS = {"em": (4.0,), "ct_head": (16.0,), "mri4d": (8.0,)}
+# The volumes with a crop in the repository (the EM sample always; CT and MRI from tests/data).
+BUNDLED = [v for v in TINY_CROPS if VOLUMES[v].bundled_path is not None]
 
 
-@pytest.mark.skipif(bool(missing_files(list(TINY_CROPS))), reason="sample volumes in shared/data not found")
+def test_data_resolver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(data.ENV, raising=False)
+    assert data.data_dir() == ROOT.parent / "shared" / "data"
+    monkeypatch.setenv(data.ENV, str(tmp_path))
+    assert data.data_dir() == tmp_path and VOLUMES["em"].path == tmp_path / VOLUMES["em"].file
+    assert data.missing([VOLUMES["em"].path]) == [str(tmp_path / VOLUMES["em"].file)]
+    with pytest.raises(SystemExit, match=data.ENV):
+        data.load(VOLUMES["em"].path)
+    assert VOLUMES["em"].bundled_path == ROOT / "examples" / "em_isbi2012_crop_30x256x256_u8.npy"
+    assert data.fit_crop(((48, 64), (64, 128)), (16, 64)) == ((0, 16), (0, 64))
+    assert data.fit_crop(((2, 6), (10, 20)), (30, 15)) == ((2, 6), (5, 15))
+    assert data.centred_crop((30, 256), (16, 300)) == ((7, 23), (0, 256))
+    # quick runs never write over the committed reports
+    assert data.out_dir("unicompress", quick=False) == ROOT / "benchmarks" / "results" / "unicompress"
+    assert not data.out_dir("unicompress", quick=True).is_relative_to(ROOT)
+    assert data.out_dir("x", quick=True, given=tmp_path) == tmp_path
+
+
+def test_bundled_config_reads_the_repository_crops() -> None:
+    cfg = run.build_config("quick", bundled=True)
+    assert cfg.volumes == BUNDLED
+    for name in cfg.volumes:
+        assert Path(cfg.files[name]) == VOLUMES[name].bundled_path
+        shape = data.shape_of(cfg.files[name])
+        assert all(0 <= a < b <= n for (a, b), n in zip(cfg.crops[name], shape, strict=True)), name
+    lacking = [n for n, v in VOLUMES.items() if v.bundled_path is None]
+    if lacking:
+        with pytest.raises(SystemExit, match="no bundled crop"):
+            run.build_config("quick", volumes=lacking[:1], bundled=True)
+
+
 def test_quick_run_structure(tmp_path: Path) -> None:
     cfg = run.build_config(
         "quick",
-        volumes=list(TINY_CROPS),
+        volumes=BUNDLED,
         crops=TINY_CROPS,
         targets=TINY_TARGETS,
         inr_steps=10,
         max_evals=4,
         worker_timeout_s=300,
+        bundled=True,
     )
     results = run.run_benchmarks(tmp_path, cfg, log=lambda _msg: None)
 
@@ -118,7 +155,7 @@ def test_quick_run_structure(tmp_path: Path) -> None:
     report = (tmp_path / "REPORT.md").read_text()
     for heading in ("## Machine", "## Not run", "Bjøntegaard"):
         assert heading in report
-    for v in TINY_CROPS:
+    for v in BUNDLED:
         assert (tmp_path / f"rd_{v}.png").stat().st_size > 1000
         assert f"rd_{v}.png" in report
 
@@ -129,7 +166,7 @@ def test_quick_run_structure(tmp_path: Path) -> None:
     methods, methods_reason = project_methods.method_names()
     api_reason = None if methods_reason else project_methods.api_reason()
     expected = set(baselines.REGISTRY) | (set(methods) if methods else {"streamcomp"})
-    for v in TINY_CROPS:
+    for v in BUNDLED:
         entries = [e for e in on_disk["entries"] if e["volume"] == v]
         names = [e["codec"] for e in entries]
         assert sorted(names) == sorted(expected), v
@@ -179,3 +216,62 @@ def test_standard_mode_is_the_default_and_takes_crops_of_a_few_chunks() -> None:
     assert full.max_steps is None and all(c is None for c in full.crops.values()) and "ct_thorax" in full.volumes
     with pytest.raises(SystemExit, match="unknown mode"):
         run.build_config("huge")
+
+
+def test_unicompress_study_quick(tmp_path: Path) -> None:
+    """The study's quick mode on bundled crops; its bytes are the shipped planner's and store's."""
+    from benchmarks.studies.unicompress import cli
+    from benchmarks.studies.unicompress.measure import CHUNK, plan_for, student_at, with_modes
+
+    volumes = ["em"] + (["ct"] if VOLUMES["ct_head"].bundled_path else [])
+    argv = ["--quick", "--bundled", "--volumes", *volumes, "--em-shape", "16,64,128", "--em-ratios", "4", "64",
+            "--ct-ratios", "4", "--siren-chunks", "1", "--siren-steps", "5", "--no-big-chunk",
+            "--out", str(tmp_path)]  # fmt: skip
+    res = cli.main(argv)
+    for name in ("results.json", "REPORT.md", "rd.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert json.loads((tmp_path / "results.json").read_text())["volumes"].keys() == set(volumes)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Findings" in report and "streamcomp.plan.assign_budgets" in report
+    em = res["volumes"]["em"]
+    assert em["shape"] == [16, 64, 128] and em["chunks"] == 2 and em["fit"]["samples"] == 2
+    ok, impossible = em["student"]
+    # counted rows: every framed chunk plus the array's zarr metadata with the shared state inside
+    assert ok["possible"] and ok["stored_bytes"] == ok["chunk_bytes"] + ok["meta_bytes"]
+    assert ok["meta_bytes"] > em["fit"]["shared_stored_bytes"] > 0
+    assert ok["ratio"] >= 4 * 0.99 and math.isfinite(ok["psnr"]) and 0 < ok["ssim"] <= 1
+    assert impossible["possible"] is False and "impossible ratio 64" in impossible["reason"]
+    amortized = em["inr_amortized"][0]
+    assert amortized["meta_bytes"] == 0 and amortized["inr_chunks"] == amortized["chunks"] == 2
+    assert em["residual_only"][0]["inr_chunks"] == 0 and em["siren"][0]["chunks"] == [0]
+    assert {"jpegxl", "x265"} <= set(em["baselines"]) and "psnr" in em["baselines"]["jpegxl"][0]
+    assert "vs_siren" in res["analysis"]["em"]
+
+    # The residual layer alone has no fit: the study's bytes must be what streamcomp.api.compress
+    # stores for the same crop, chunks and ratio (up to the rate the array's metadata records).
+    from streamcomp.api import compress
+    from streamcomp.methods import build_method
+
+    vol = data.load(VOLUMES["em"].bundled_path, ((0, 16), (0, 64), (0, 128)))
+    method = build_method("unicompress", {"modes": "residual"})
+    method.load_shared_state(b"")
+    rec = student_at(method, vol, 4.0, 255.0, True, [])
+    np.save(tmp_path / "crop.npy", vol)
+    api = compress(str(tmp_path / "crop.npy"), str(tmp_path / "crop.zarr"), method="unicompress", ratio=4.0,
+                   chunks=CHUNK, method_params={"modes": "residual"}, progress=False, executor="local")  # fmt: skip
+    assert 0 <= api.stored_bytes - rec["stored_bytes"] <= 32, (api.stored_bytes, rec["stored_bytes"])
+    assert [it.kind for it in plan_for(vol, method).items] == ["data", "data"]
+    assert with_modes(method, "residual").params.modes == "residual" and method.params.modes == "residual"
+
+
+def test_seed_methods_study_quick(tmp_path: Path) -> None:
+    from benchmarks.studies import seed_methods
+
+    seed_methods.main(["--quick", "--bundled", "--steps", "5", "--planes-steps", "5", "--variants", "2",
+                       "--out", str(tmp_path)])  # fmt: skip
+    doc = json.loads((tmp_path / "seed_methods.json").read_text())
+    assert doc["runs"] and all(len(rows) == 2 for rows in doc["runs"].values())
+    for rows in doc["runs"].values():
+        for r in rows:
+            assert r["ratio"] > 1 and math.isfinite(r["psnr"]) and r["bytes"] > 0
+    assert (tmp_path / "seed_methods.md").is_file() and (tmp_path / "seed_methods.png").is_file()

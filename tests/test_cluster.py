@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import FAST
+from helpers import FAST
 from servers import BIN, ROOT, RayHead, free_port, stop_tree, wait_for
 
 CLUSTER = ROOT / "cluster"
@@ -115,7 +115,7 @@ def test_fake_multinode_gpu_nodes_scale_up_for_the_pipeline_and_down_when_idle(t
     os.environ["RAY_AUTH_MODE"] = "token"  # before ray reads its configuration in this process
     import ray
 
-    from streamcomp.compress import compress
+    from streamcomp.api import compress
     from streamcomp.verify import evaluate
 
     src = tmp_path / "crop.npy"

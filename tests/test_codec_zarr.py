@@ -1,17 +1,18 @@
 """The codec contract: plain zarr/dask read streamcomp arrays in a process that never imports it."""
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from conftest import FAST, run_fresh_python
+from helpers import FAST, run_fresh_python
 
-from streamcomp.codec import StreamcompCodec, StreamcompNumcodec, make_config
-from streamcomp.compress import compress
+from streamcomp.api import compress
 from streamcomp.errors import ChunkFormatError
-from streamcomp.methods import method_class
+from streamcomp.format.codec import StreamcompCodec, StreamcompNumcodec, make_config
+from streamcomp.methods import Params, method_class
 from streamcomp.metrics import psnr
 
 
@@ -38,7 +39,7 @@ def test_fresh_process_reads_with_plain_zarr(compressed, em, fmt):
         "import sys, zarr, numpy as np\n"
         f"a = zarr.open_array({dsts[fmt]!r}, mode='r')\n"
         f"np.save({dsts[fmt] + '.npy'!r}, a[...])\n"
-        "print('streamcomp.codec' in sys.modules)\n"
+        "print('streamcomp.format.codec' in sys.modules)\n"
     )
     proc = run_fresh_python(code)
     assert proc.returncode == 0, proc.stderr
@@ -62,9 +63,16 @@ def test_v2_and_v3_registrations_share_one_configuration(compressed):
 
 @pytest.mark.parametrize("name", ["siren", "nerf", "sci", "planes", "unicompress"])
 def test_configuration_keeps_only_what_decoding_needs(name):
-    method = method_class(name)()
-    assert method.encode_only < set(method.defaults)
-    assert set(make_config(method, with_shared=False)["params"]) == set(method.defaults) - method.encode_only
+    cls = method_class(name)
+    assert issubclass(cls.Params, Params)
+    method = cls()
+    assert isinstance(method.params, cls.Params)
+    names = {f.name for f in fields(cls.Params)}
+    encode_only = {f.name for f in fields(cls.Params) if f.metadata.get("encode_only")}
+    assert encode_only < names  # some parameters only steer the encoder, and some reach the decoder
+    stored = make_config(method, with_shared=False)["params"]
+    assert set(stored) == names - encode_only
+    assert stored == {k: v for k, v in method.params.as_dict().items() if k not in encode_only}
 
 
 def test_encode_only_parameters_reach_the_writers(compressed, em, tmp_path):

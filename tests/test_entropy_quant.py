@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from streamcomp.entropy import decode_ints, encode_ints
-from streamcomp.quant import pack_tensors, pack_to_budget, unpack_tensors
+from streamcomp.coding.entropy import decode_ints, encode_ints
+from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.3, 4.0, 300.0])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from streamcomp.errors import ChunkFormatError
-from streamcomp.frame import FORMAT_VERSION, MAGIC, Frame, pack, unpack
+from streamcomp.format.frame import FORMAT_VERSION, MAGIC, Frame, pack, unpack
 
 
 def sample_frame() -> bytes:

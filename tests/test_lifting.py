@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import pywt
 
-from streamcomp.lifting import band_shapes, wavedec, waverec
+from streamcomp.coding.lifting import band_shapes, wavedec, waverec
 
 
 @pytest.mark.parametrize(

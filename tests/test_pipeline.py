@@ -15,13 +15,14 @@ import h5py
 import numpy as np
 import pytest
 import zarr
-from conftest import FAST, ROOT, real_volume, run_fresh_python
+from helpers import FAST, ROOT, SAMPLE, run_fresh_python
 from servers import wait_for
 
-from streamcomp.codec import codec_config_of, method_from_config
-from streamcomp.pipeline import chunk_is_valid, read_manifest
+from streamcomp.format.chunk import chunk_is_valid
+from streamcomp.format.codec import codec_config_of, method_from_config
+from streamcomp.format.store import read_chunk
+from streamcomp.pipeline import read_manifest
 from streamcomp.plan import chunk_grid
-from streamcomp.store import read_chunk
 
 JOB = "jobs/compress_cremi.py"
 pytestmark = pytest.mark.slow
@@ -49,10 +50,16 @@ def read_in_fresh_process(dst: Path) -> np.ndarray:
     return np.load(out)
 
 
+BIG_SHAPE = (30, 256, 256)
+
+
 @pytest.fixture(scope="module")
 def em_big(tmp_path_factory) -> str:
-    """A real EM crop big enough to kill things mid-run: 16x256x512 uint8, 64 chunks of 8x64x64."""
-    vol = np.ascontiguousarray(real_volume("em_isbi2012_train_30x512x512_u8.npy")[:16, :256, :512])
+    """A real EM volume big enough to kill things mid-run: the bundled 30x256x256 uint8 sample,
+    64 chunks of 8x64x64 (the last row of chunks 6 sections deep). A copy: the job starts the demo
+    sample itself over (``--overwrite``) instead of resuming."""
+    vol = np.load(SAMPLE)
+    assert vol.shape == BIG_SHAPE
     path = tmp_path_factory.mktemp("src") / "em_big.npy"
     np.save(path, vol)
     return str(path)
@@ -145,5 +152,5 @@ def test_killed_driver_rerun_encodes_only_missing_chunks(ray_head, tmp_path, em_
     assert f"{run['chunks_encoded']} encoded, {run['chunks_skipped']} already done" in proc.stdout
     assert assert_every_chunk_valid(dst) == 64
     out = read_in_fresh_process(dst)
-    assert out.shape == (16, 256, 512)
+    assert out.shape == BIG_SHAPE
     print(f"rerun {time.monotonic() - t:.1f} s for {run['chunks_encoded']} chunks")

@@ -1,25 +1,20 @@
 """Hybrid feature planes: plane scaling, and the method end to end on real 4D MRI and 3D CT crops
 through compress / the CLI and plain zarr in a fresh process."""
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import zarr
-from conftest import run_fresh_python
+from helpers import local_stored_bytes, run_fresh_python
 
-from streamcomp.compress import compress
+from streamcomp.api import compress
 from streamcomp.errors import InputError
 from streamcomp.metrics import psnr
 from streamcomp.models.planes import HybridPlanes, plane_param_count, plane_resolution
 
 FAST_PLANES = {"steps": 60, "batch": 4096}
-
-
-def every_stored_byte(path) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def test_adaptive_plane_scaling_follows_resolution_and_budget():
@@ -47,7 +42,7 @@ def test_planes_4d_round_trip_ratio_and_fresh_zarr(save, tmp_path, mri4d):
     dst = tmp_path / "p4.zarr"
     compress(save(mri4d), str(dst), method="planes", ratio=12, chunks=(4, 8, 16, 32), method_params=FAST_PLANES,
              progress=False)
-    assert abs(mri4d.nbytes / every_stored_byte(dst) - 12) / 12 < 0.05
+    assert abs(mri4d.nbytes / local_stored_bytes(dst) - 12) / 12 < 0.05
     here = zarr.open_array(str(dst), mode="r")[...]
     assert here.shape == mri4d.shape and zarr.open_array(str(dst), mode="r").chunks == (4, 8, 16, 32)
     np.save(tmp_path / "here.npy", here)
@@ -59,19 +54,15 @@ def test_planes_3d_ct_round_trip_zarr_v2(save, tmp_path, ct):
     dst = tmp_path / "p3.zarr"
     compress(save(ct), str(dst), method="planes", ratio=8, chunks=(16, 32, 32), zarr_format=2,
              method_params=FAST_PLANES, progress=False)
-    assert abs(ct.nbytes / every_stored_byte(dst) - 8) / 8 < 0.05
+    assert abs(ct.nbytes / local_stored_bytes(dst) - 8) / 8 < 0.05
     here = zarr.open_array(str(dst), mode="r")[...]
     np.save(tmp_path / "here.npy", here)
     assert check_fresh_read(dst, tmp_path / "here.npy") == ["int16", "3", "True"]
     assert psnr(ct, here) > psnr(ct, np.full(ct.shape, ct.mean())) + 1
 
 
-def test_cli_compresses_real_4d_mri_with_planes(tmp_path):
-    src = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mri4d_dwi_toshiba_13x40x64x64_u16.npy")
-    src = os.environ.get("STREAMCOMP_DATA", os.path.dirname(src)) + "/mri4d_dwi_toshiba_13x40x64x64_u16.npy"
-    if not os.path.exists(src):
-        pytest.skip("real 4D MRI missing")
-    vol = np.load(src, mmap_mode="r")[:4, :16, :, :]
+def test_cli_compresses_real_4d_mri_with_planes(tmp_path, mri4d_crop):
+    vol = mri4d_crop  # 4x20x32x32: one default 4x16x32x32 chunk and an edge chunk 4 slices deep
     np.save(tmp_path / "mri.npy", vol)
     dst = tmp_path / "out.zarr"
     proc = subprocess.run([sys.executable, "-m", "streamcomp.cli", "compress", str(tmp_path / "mri.npy"), str(dst),
@@ -80,7 +71,7 @@ def test_cli_compresses_real_4d_mri_with_planes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = zarr.open_array(str(dst), mode="r")
     assert out.shape == vol.shape and out.chunks == (4, 16, 32, 32)  # the default 4D chunking
-    assert abs(vol.nbytes / every_stored_byte(dst) - 32) / 32 < 0.05
+    assert abs(vol.nbytes / local_stored_bytes(dst) - 32) / 32 < 0.05
 
 
 @pytest.mark.parametrize("method", ["siren", "sci"])

@@ -2,30 +2,27 @@
 end to end through compress + plain zarr in a fresh process (small real crops, few steps)."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 import zarr
-from conftest import run_fresh_python
+from helpers import local_stored_bytes, plan_in_process, run_fresh_python
 
-from streamcomp import deblock as dbk
-from streamcomp import partition as part
-from streamcomp.compress import compress
-from streamcomp.io import open_source
+from streamcomp.api import compress
 from streamcomp.methods import Target, method_class
-from streamcomp.plan import assign_budgets, scan
+from streamcomp.methods.sci import deblock as dbk
+from streamcomp.methods.sci import partition as part
+from streamcomp.metrics import mse
+from streamcomp.plan import assign_budgets
+from streamcomp.source import open_source
+from streamcomp.values import normalize
 
 FAST_SCI = {"steps": 20, "batch": 2048, "min_leaf_params": 100}
 
 
 def norm(block: np.ndarray) -> np.ndarray:
-    b = block.astype(np.float32)
-    return (2 * (b - b.min()) / (b.max() - b.min()) - 1).astype(np.float32)
-
-
-def every_stored_byte(path) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    """The block as the chunk layer hands it to a method: its range mapped to [-1, 1]."""
+    return normalize(np.ascontiguousarray(block))[0]
 
 
 def test_spectrum_concentration_sinusoid_noise_constant():
@@ -109,8 +106,8 @@ def test_sci_round_trip_plain_zarr_fresh_process_and_ratio(save, tmp_path, em):
     dst = tmp_path / "sci.zarr"
     result = compress(save(vol), str(dst), method="sci", ratio=8, chunks=(16, 64, 64),
                       method_params={"steps": 60, "batch": 2048}, progress=False)
-    assert abs(vol.nbytes / every_stored_byte(dst) - 8) / 8 < 0.05
-    assert result.stored_bytes == every_stored_byte(dst)
+    assert abs(vol.nbytes / local_stored_bytes(dst) - 8) / 8 < 0.05
+    assert result.stored_bytes == local_stored_bytes(dst)
     here = zarr.open_array(str(dst), mode="r")[...]
     np.save(tmp_path / "here.npy", here)
     code = (f"import zarr, numpy as np; a = zarr.open_array({str(dst)!r}, mode='r')[...]; "
@@ -119,8 +116,7 @@ def test_sci_round_trip_plain_zarr_fresh_process_and_ratio(save, tmp_path, em):
     proc = run_fresh_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["uint8", "(16,", "64,", "128)", "True"]
-    mse = np.mean((here.astype(float) - vol) ** 2)
-    assert mse < np.mean((vol - vol.mean()) ** 2)
+    assert mse(vol, here) < mse(vol, np.full(vol.shape, vol.mean()))
     cfg = json.loads((dst / "zarr.json").read_text())
     assert "sci" in json.dumps(cfg)
 
@@ -130,8 +126,8 @@ def test_chunk_weights_steer_budgets_and_default_is_voxel_share(save, em):
     vol[:, :, 64:] = (np.arange(64)[None, None, :] * 2 + 20).astype(np.uint8)  # a smooth ramp chunk
     source = open_source(save(vol))
     m = method_class("sci")()
-    weighted = scan(source, (16, 64, 64), weight=m.chunk_weight)
-    plain = scan(source, (16, 64, 64))
+    weighted = plan_in_process(source, (16, 64, 64), weight=m.chunk_weight)
+    plain = plan_in_process(source, (16, 64, 64))
     assign_budgets(weighted, 8, 1000, m.min_payload_bytes((16, 64, 64)))
     assign_budgets(plain, 8, 1000, m.min_payload_bytes((16, 64, 64)))
     wb = [it.budget for it in weighted.items]

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorstore as ts
 import zarr
-from conftest import FAST, run_fresh_python
+from helpers import FAST, run_fresh_python
 
-from streamcomp.compress import compress
+from streamcomp.api import compress
 from streamcomp.errors import InputError
-from streamcomp.io import open_source
 from streamcomp.pipeline import read_manifest
+from streamcomp.source import open_source
 
 ALL = (slice(None),) * 3
 

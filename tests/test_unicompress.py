@@ -1,34 +1,42 @@
 """UniCompress: wavelet prior, codebook, shared fit, distilled student, streaming per-chunk codes."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import run_fresh_python
+from helpers import local_stored_bytes, run_fresh_python
 
-from streamcomp.chunk import decode_chunk, encode_chunk, normalize
-from streamcomp.compress import compress
+from streamcomp.api import compress
 from streamcomp.errors import InputError
-from streamcomp.frame import unpack
+from streamcomp.format.chunk import decode_chunk, encode_chunk
+from streamcomp.format.frame import unpack
 from streamcomp.methods import method_class
+from streamcomp.methods.unicompress.model import Codebook
+from streamcomp.methods.unicompress.prior import wavelet_components
 from streamcomp.metrics import psnr
 from streamcomp.models.coords import grid
-from streamcomp.models.unicompress import Codebook
-from streamcomp.wavelet import wavelet_components
+from streamcomp.values import normalize
 
 TINY = {
     "pretrain_steps": 4, "teacher_steps": 60, "student_steps": 40, "finetune_steps": 4,
     "max_tiles": 32, "batch": 8, "train_points": 1024,
 }
+# The student is fitted only when asked for (the default, modes=residual, fits nothing).
+AUTO = {**TINY, "modes": "auto"}
+DRIVER_LOG = "streamcomp.pipeline.driver"
 
 
 @pytest.fixture(scope="module")
 def fitted(em):
-    method = method_class("unicompress")(**TINY)
-    method.fit_shared([normalize(em[:, y : y + 64, x : x + 64])[0] for y in (0, 64) for x in (0, 64)])
+    method = method_class("unicompress")(**AUTO)
+    assert method.needs_fit()
+    # no targets: nothing to judge the student against, so it is kept and there is nothing to say
+    assert method.fit_shared([normalize(em[:, y : y + 64, x : x + 64])[0] for y in (0, 64) for x in (0, 64)]) == []
+    assert method.net is not None
     return method
 
 
@@ -57,7 +65,7 @@ def test_shared_state_round_trips_and_encode_does_not_retrain(fitted, em):
     assert len(data) <= block.size // 8
     assert all(torch.equal(before[k], v) for k, v in fitted.net.state_dict().items())
     assert fitted.shared_state() == blob
-    fresh = method_class("unicompress")(**TINY)
+    fresh = method_class("unicompress")(**fitted.stored_params())
     fresh.load_shared_state(blob)
     assert np.array_equal(decode_chunk(fresh, data), decode_chunk(fitted, data))
     assert psnr(block, decode_chunk(fresh, data)) > psnr(block, np.full_like(block, int(block.mean()))) + 1
@@ -74,18 +82,26 @@ def test_decode_at_other_scale_agrees_with_the_voxel_grid(fitted, em):
     assert upsampled.shape == (16 * 64 * 64,) and np.isfinite(upsampled).all()
 
 
-def test_end_to_end_default_method_plain_zarr(save, tmp_path, em, capsys):
+def test_end_to_end_default_method_plain_zarr(save, tmp_path, em, caplog):
     src = save(em)
     dst = tmp_path / "uc.zarr"
-    result = compress(src, str(dst), ratio=16, chunks=(16, 64, 64), method_params=TINY, progress=True)
+    result = compress(src, str(dst), ratio=16, chunks=(16, 64, 64), method_params=TINY, progress=False)
     assert result.method == "unicompress"
     meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
-    # 16x leaves 16 kB for everything, less than the student's ~21 kB of shared state: it is not
-    # even fitted, so a ratio the student would make impossible is met.
-    assert meta["method"] == "unicompress" and meta["shared"] == "" and meta["params"]["modes"] == "auto"
-    assert "leaves no room next to the student's shared state, so it was not fitted" in capsys.readouterr().err
-    on_disk = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
-    assert abs(em.nbytes / on_disk - 16) / 16 < 0.05
+    # the default codes every chunk by its wavelet residual: nothing fitted, no shared state
+    assert meta["method"] == "unicompress" and meta["shared"] == "" and meta["params"]["modes"] == "residual"
+    assert abs(em.nbytes / local_stored_bytes(dst) - 16) / 16 < 0.05
+    # 16x leaves 16 kB for everything, less than the student's ~21 kB of shared state: with
+    # modes=auto it is not even fitted, so a ratio the student would make impossible is met.
+    auto = tmp_path / "auto.zarr"
+    with caplog.at_level(logging.INFO, logger=DRIVER_LOG):
+        compress(src, str(auto), ratio=16, chunks=(16, 64, 64), method_params=AUTO, progress=False)
+    meta = json.loads((auto / "zarr.json").read_text())["codecs"][0]["configuration"]
+    assert meta["shared"] == "" and meta["params"]["modes"] == "auto"
+    notes = [r.getMessage() for r in caplog.records if r.name == DRIVER_LOG and r.levelno == logging.INFO]
+    assert any(n.startswith("unicompress: the rate leaves no room next to the student's shared state, so it "
+                            "was not fitted") for n in notes), notes
+    assert abs(em.nbytes / local_stored_bytes(auto) - 16) / 16 < 0.05
     with pytest.raises(InputError, match="impossible ratio"):
         compress(src, str(tmp_path / "inr.zarr"), ratio=16, chunks=(16, 64, 64), progress=False,
                  method_params={**TINY, "modes": "inr"})
@@ -98,7 +114,7 @@ def test_end_to_end_default_method_plain_zarr(save, tmp_path, em, capsys):
 def test_cross_domain_teacher_is_reused(save, tmp_path, em, ct):
     teacher = tmp_path / "em_teacher.pt"
     compress(save(em), str(tmp_path / "a.zarr"), method="unicompress", ratio=8, chunks=(16, 64, 64),
-             method_params={**TINY, "save_teacher": str(teacher)}, progress=False)
+             method_params={**AUTO, "save_teacher": str(teacher)}, progress=False)
     assert teacher.exists()
     dst = str(tmp_path / "b.zarr")
     compress(save(ct, "ct.npy"), dst, method="unicompress", ratio=4, chunks=(16, 64, 64),
@@ -110,14 +126,15 @@ def test_cross_domain_teacher_is_reused(save, tmp_path, em, ct):
     assert psnr(ct, out) > psnr(ct, np.full(ct.shape, ct.mean()))
     with pytest.raises(InputError, match="another architecture"):
         compress(save(ct, "ct2.npy"), str(tmp_path / "c.zarr"), method="unicompress", ratio=4,
-                 method_params={**TINY, "teacher": str(teacher), "dim": 8}, progress=False)
+                 method_params={**TINY, "teacher": str(teacher), "modes": "inr", "dim": 8}, progress=False)
 
 
 @pytest.mark.parametrize("ablation", [{"prior": "raw"}, {"prior": "low,raw"}, {"kd_code": 0, "kd_logits": 0},
                                       {"kd_out": 0}])
 def test_ablations_run(em, ablation):
-    method = method_class("unicompress")(**{**TINY, **ablation})
+    method = method_class("unicompress")(**{**AUTO, **ablation})
     method.fit_shared([normalize(em[:, :64, :64])[0]])
+    assert method.net is not None
     data = encode_chunk(method, np.ascontiguousarray(em[:8, :32, :32]), budget_bytes=1024)
     assert decode_chunk(method, data).shape == (8, 32, 32)
 
@@ -176,20 +193,22 @@ def test_bad_modes_are_refused():
 
 def test_residual_mode_fits_nothing_and_stores_no_shared_state_in_its_larger_default_chunks(save, tmp_path, em):
     dst = tmp_path / "wavelet.zarr"
-    compress(save(em), str(dst), ratio=8, method_params={"modes": "residual"}, progress=False)
+    compress(save(em), str(dst), ratio=8, progress=False)  # the default method, modes and chunks
     meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
-    assert meta["shared"] == ""
+    assert meta["method"] == "unicompress" and meta["params"]["modes"] == "residual" and meta["shared"] == ""
     assert zarr.open_array(str(dst), mode="r").chunks == (16, 128, 128)  # 32x128x128 clipped to the crop
-    on_disk = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
-    assert abs(em.nbytes / on_disk - 8) / 8 < 0.05
+    assert abs(em.nbytes / local_stored_bytes(dst) - 8) / 8 < 0.05
     assert psnr(em, zarr.open_array(str(dst), mode="r")[...]) > 25
 
 
-def test_default_method_under_a_psnr_target_judges_the_student_by_bytes(save, tmp_path, em, capsys):
+def test_auto_modes_under_a_psnr_target_judge_the_student_by_bytes(save, tmp_path, em, caplog):
     dst = tmp_path / "q.zarr"
-    compress(save(em), str(dst), psnr=30, chunks=(16, 64, 64), method_params=TINY, progress=True)
+    with caplog.at_level(logging.INFO, logger=DRIVER_LOG):
+        compress(save(em), str(dst), psnr=30, chunks=(16, 64, 64), method_params=AUTO, progress=False)
     meta = json.loads((dst / "zarr.json").read_text())["codecs"][0]["configuration"]
-    assert (meta["shared"] == "") == ("did not pay for its shared state (bytes" in capsys.readouterr().err)
+    notes = [r.getMessage() for r in caplog.records if r.name == DRIVER_LOG]
+    dropped = [n for n in notes if n.startswith("unicompress: ") and "did not pay for its shared state (bytes" in n]
+    assert (meta["shared"] == "") == bool(dropped), notes
     assert psnr(em, zarr.open_array(str(dst), mode="r")[...]) >= 30
 
 

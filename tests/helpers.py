@@ -1,0 +1,48 @@
+"""What several test modules share besides fixtures: paths, fast settings, loaders and checks.
+
+Fixtures live in ``conftest.py``; import these with ``from helpers import ...``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from streamcomp.format.store import stored_bytes
+from streamcomp.plan import Plan, chunk_grid, chunk_stats, plan_from_stats
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"  # small real crops shipped with the tests (README.md)
+SAMPLE = ROOT / "examples" / "em_isbi2012_crop_30x256x256_u8.npy"  # the bundled EM sample
+FAST = {"steps": 15, "batch": 4096}
+
+
+def load_data(name: str) -> np.ndarray:
+    """A shipped crop from ``tests/data`` (every one is in the repository: nothing is skipped)."""
+    return np.load(DATA / name)
+
+
+def run_fresh_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run code in a new interpreter (which never imports streamcomp unless the code does)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def local_stored_bytes(path: str | Path) -> int:
+    """Every byte a local output holds (chunks and metadata documents), as the ratio counts them."""
+    return stored_bytes(zarr.storage.LocalStore(str(path), read_only=True), "")
+
+
+def plan_in_process(
+    source, chunks: tuple[int, ...], weight: Callable[[np.ndarray], float | None] | None = None
+) -> Plan:
+    """The plan the pipeline's scan phase builds, computed here chunk by chunk from ``source``
+    (anything with ``shape``, ``dtype`` and ``read(slices)``, or a plain array)."""
+    read = source.read if hasattr(source, "read") else (lambda slices: np.asarray(source[slices]))
+    items = list(chunk_grid(tuple(source.shape), tuple(chunks)))
+    stats = [chunk_stats(read(it.slices), weight) for it in items]
+    return plan_from_stats(tuple(source.shape), tuple(chunks), source.dtype, items, stats)
