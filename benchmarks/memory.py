@@ -13,6 +13,8 @@ What is measured, exactly (so the report can say it):
   the mark since process start is reported instead, flagged ``resettable=False``.
 - external tools (ffmpeg): each child is reaped with ``os.wait4``, whose ``ru_maxrss`` is that
   child's own peak RSS (absolute: it includes the ffmpeg binary and its libraries).
+- a whole process tree (the Ray pipeline): :class:`RssSampler` polls the summed RSS of this process
+  and its descendants.
 """
 
 from __future__ import annotations
@@ -135,3 +137,54 @@ class PeakMemory:
             "child_peak_rss_mib": None if self.child_peak_mib is None else round(self.child_peak_mib, 2),
             "rss_resettable": self.resettable,
         }
+
+
+class RssSampler(threading.Thread):
+    """Peak summed RSS of this process and all its descendants (driver, raylet, GCS, workers), and
+    of the Ray worker processes (``ray::`` / ``ChunkWorker``) alone, sampled every ``interval`` s.
+
+    Use it around a call that spawns processes (a Ray run), where :class:`PeakMemory`, which sees
+    this process only, would miss most of the memory.
+    """
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak_total = 0
+        self.peak_workers = 0
+        self.peak_driver = 0
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._halt.is_set():
+            total = workers = 0
+            try:
+                procs = [me, *me.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                procs = [me]
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                    name = " ".join(p.cmdline()[:1])
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                total += rss
+                if "ChunkWorker" in name or "ray::" in name:
+                    workers += rss
+            self.peak_driver = max(self.peak_driver, me.memory_info().rss)
+            self.peak_total = max(self.peak_total, total)
+            self.peak_workers = max(self.peak_workers, workers)
+            self.samples += 1
+            self._halt.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self.join()

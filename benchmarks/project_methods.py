@@ -1,21 +1,22 @@
 """Adapters that run streamcomp's own methods the way a user would: ``.npy`` in, zarr store out.
 
-Methods are listed from ``streamcomp.methods.METHODS``, so a newly registered method joins the
-benchmark without edits here. Each run writes the crop to a temporary ``.npy``, calls
-``streamcomp.compress.compress(src, dst, method=..., ratio=target)`` and reads the store back with
-plain ``zarr.open_array(dst)[...]`` (the path any downstream reader takes). Stored bytes are the
-sum of every file under the store, metadata included, measured on disk rather than trusted from
-the API; the API's own figure is recorded beside it.
+Methods are listed from ``streamcomp.methods.method_names()`` (the package's entry points), so a
+newly registered method joins the benchmark without edits here; their parameters are the fields of
+each method's ``Params`` dataclass. Each run writes the crop to a temporary ``.npy``, calls
+``streamcomp.api.compress(src, dst, method=..., ratio=target)`` and reads the store back with
+plain ``zarr.open_array(dst)[...]`` (the path any downstream reader takes). Stored bytes are every
+byte under the store reopened from disk, metadata included, counted by
+:func:`streamcomp.format.store.array_stored_bytes`; the figure the API returned is recorded beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,18 +39,19 @@ class MethodRun:
 def method_names() -> tuple[list[str], str | None]:
     """Registered method names, or ([], why the project API cannot be used here)."""
     try:
-        from streamcomp.methods import METHODS
+        from streamcomp.methods import method_names as registered
+
+        return registered(), None
     except Exception as exc:
-        return [], f"streamcomp.methods not importable: {type(exc).__name__}: {exc}"
-    return sorted(METHODS), None
+        return [], f"streamcomp.methods not usable: {type(exc).__name__}: {exc}"
 
 
 def api_reason() -> str | None:
-    """Why ``streamcomp.compress.compress`` cannot be called here, or None."""
+    """Why ``streamcomp.api.compress`` cannot be called here, or None."""
     try:
-        from streamcomp.compress import compress  # noqa: F401
+        from streamcomp.api import compress  # noqa: F401
     except Exception as exc:
-        return f"streamcomp.compress.compress not importable: {type(exc).__name__}: {exc}"
+        return f"streamcomp.api.compress not importable: {type(exc).__name__}: {exc}"
     return None
 
 
@@ -59,9 +61,9 @@ def unsupported(name: str, volume: np.ndarray) -> str | None:
     Checked before launching a worker so a 3D-only method on the 4D series is reported as
     unsupported, with the reason, rather than as a failure.
     """
-    from streamcomp.methods import METHODS
+    from streamcomp.methods import method_class
 
-    ndims = tuple(getattr(METHODS[name], "ndims", ()))
+    ndims = tuple(method_class(name).ndims)
     if ndims and volume.ndim not in ndims:
         return f"method {name!r} handles {'/'.join(map(str, ndims))}-D volumes; this one is {volume.ndim}-D"
     return None
@@ -73,10 +75,8 @@ def applicable_params(name: str, wanted: dict[str, Any]) -> dict[str, Any]:
     Methods reject unknown parameters, and quick mode's ``steps`` means nothing to a method
     without a training loop, so each method gets only what it knows.
     """
-    from streamcomp.methods import METHODS
-
-    defaults = getattr(METHODS[name], "defaults", {})
-    return {k: v for k, v in wanted.items() if k in defaults}
+    known = _defaults(name)
+    return {k: v for k, v in wanted.items() if k in known}
 
 
 def capped_steps(name: str, max_steps: int) -> dict[str, int]:
@@ -86,22 +86,18 @@ def capped_steps(name: str, max_steps: int) -> dict[str, int]:
     ``student_steps``, ... for distillation), so quick mode caps them all by name pattern rather
     than knowing each method.
     """
-    from streamcomp.methods import METHODS
-
-    defaults = getattr(METHODS[name], "defaults", {})
     return {
         k: min(int(v), int(max_steps))
-        for k, v in defaults.items()
+        for k, v in _defaults(name).items()
         if (k == "steps" or k.endswith("_steps")) and isinstance(v, int) and not isinstance(v, bool)
     }
 
 
-def store_bytes(path: str | Path) -> int:
-    """Every byte under a directory store: chunks and all metadata documents."""
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
+def _defaults(name: str) -> dict[str, Any]:
+    """Every parameter of method ``name`` with its default (the fields of its ``Params``)."""
+    from streamcomp.methods import method_class
+
+    return {f.name: f.default for f in dataclasses.fields(method_class(name).Params)}
 
 
 def device_name() -> str:
@@ -146,7 +142,8 @@ def run_method(
     """Compress ``volume`` with project method ``name`` at ``target_ratio`` and read it back."""
     import zarr
 
-    from streamcomp.compress import compress
+    from streamcomp.api import compress
+    from streamcomp.format.store import array_stored_bytes
 
     params = applicable_params(name, method_params or {})
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-", dir=workdir) as tmp:
@@ -171,7 +168,7 @@ def run_method(
         t3 = time.perf_counter()
         array[tuple(slice(0, c) for c in array.chunks)]
         chunk_decode_s = time.perf_counter() - t3
-        stored = store_bytes(dst)
+        stored = array_stored_bytes(zarr.open_array(dst, mode="r"))
     return MethodRun(
         stored_bytes=stored,
         decoded=decoded,

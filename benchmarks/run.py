@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import analysis, baselines, machine, project_methods, report
-from benchmarks.volumes import MODES, VOLUMES, Crop, load
+from benchmarks import analysis, baselines, data, machine, project_methods, report
+from benchmarks.data import ROOT, Crop
+from benchmarks.volumes import MODES, VOLUMES, load
 
-ROOT = Path(__file__).resolve().parents[1]
 MODE_STEPS = {"quick": 100, "standard": 200}  # cap on every method's training steps, per mode
 
 
@@ -38,6 +38,7 @@ class Config:
     mode: str = "standard"
     volumes: list[str] = field(default_factory=list)
     crops: dict[str, Crop | None] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # the .npy each volume is read from
     targets: dict[str, tuple[float, ...]] = field(default_factory=dict)
     codecs: list[str] | None = None
     methods: list[str] | None = None
@@ -60,8 +61,14 @@ def build_config(
     inr_steps: int | None = None,
     max_evals: int | None = None,
     worker_timeout_s: float | None = None,
+    bundled: bool = False,
 ) -> Config:
-    """Mode defaults, overridden by whatever is given (tests pass tinier crops and one target)."""
+    """Mode defaults, overridden by whatever is given (tests pass tinier crops and one target).
+
+    ``bundled``: read the small crops shipped in the repository (:attr:`VolumeSpec.bundled_path`)
+    instead of the whole volumes, every crop moved inside them (:func:`benchmarks.data.fit_crop`);
+    without ``volumes``, every volume that has one.
+    """
     if mode not in MODES:
         raise SystemExit(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     quick = mode == "quick"
@@ -69,11 +76,18 @@ def build_config(
     unknown = [n for n in names if n not in VOLUMES]
     if unknown:
         raise SystemExit(f"unknown volume(s) {unknown}; choose from {sorted(VOLUMES)}")
+    if bundled and not volumes:
+        names = [n for n in names if VOLUMES[n].bundled_path is not None]
+    files = {n: _volume_file(n, bundled) for n in names}
+    chosen = {n: (crops or {}).get(n, VOLUMES[n].crop(mode)) for n in names}
+    if bundled:
+        chosen = {n: data.fit_crop(c, data.shape_of(files[n])) if c else None for n, c in chosen.items()}
     steps = inr_steps if inr_steps is not None else MODE_STEPS.get(mode)
     return Config(
         mode=mode,
         volumes=names,
-        crops={n: (crops or {}).get(n, VOLUMES[n].crop(mode)) for n in names},
+        crops=chosen,
+        files=files,
         targets={n: tuple((targets or {}).get(n, VOLUMES[n].targets(mode))) for n in names},
         codecs=list(codecs) if codecs else None,
         methods=list(methods) if methods else None,
@@ -82,6 +96,15 @@ def build_config(
         max_evals=max_evals or (6 if quick else 10),
         worker_timeout_s=worker_timeout_s or (600.0 if quick else 6 * 3600.0),
     )
+
+
+def _volume_file(name: str, bundled: bool) -> str:
+    spec = VOLUMES[name]
+    if not bundled:
+        return str(spec.path)
+    if spec.bundled_path is None:
+        raise SystemExit(f"no bundled crop of {name!r} ({spec.bundled}*.npy) in {[str(d) for d in data.BUNDLED_DIRS]}")
+    return str(spec.bundled_path)
 
 
 def _worker(jobs: list[dict[str, Any]], timeout_s: float) -> tuple[list[dict[str, Any]], str | None]:
@@ -160,6 +183,92 @@ def _run_group(
     return time.perf_counter() - t0
 
 
+def _codecs(names: list[str], avail: dict[str, str | None], api_reason: str | None) -> dict[str, Any]:
+    """Every registered baseline and method, with whether it runs here and why not."""
+    return {
+        **{
+            n: {
+                "kind": "baseline",
+                "family": b.family,
+                "description": b.description,
+                "lossless": b.lossless,
+                "knob": None if b.knob is None else b.knob.name,
+                "available": avail[n] is None,
+                "reason": avail[n],
+            }
+            for n, b in baselines.REGISTRY.items()
+        },
+        **{m: {"kind": "method", "available": api_reason is None, "reason": api_reason} for m in names},
+    }
+
+
+def _load_volumes(cfg: Config, results: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Read every crop; record it in ``results["volumes"]``; the job fields each volume shares."""
+    volumes: dict[str, np.ndarray] = {}
+    job_base: dict[str, dict[str, Any]] = {}
+    for vname in cfg.volumes:
+        spec = VOLUMES[vname]
+        crop = cfg.crops[vname]
+        volume = volumes[vname] = load(spec, crop, cfg.files.get(vname))
+        results["volumes"][vname] = {
+            "file": Path(cfg.files.get(vname, spec.path)).name,
+            "modality": spec.modality,
+            "crop": None if crop is None else [list(c) for c in crop],
+            "shape": list(volume.shape),
+            "dtype": str(volume.dtype),
+            "raw_bytes": int(volume.nbytes),
+            "value_range": [float(volume.min()), float(volume.max())],
+            "targets": list(cfg.targets[vname]),
+        }
+        job_base[vname] = {
+            "volume": vname,
+            "file": cfg.files.get(vname),
+            "crop": results["volumes"][vname]["crop"],
+            "targets": list(cfg.targets[vname]),
+            "max_evals": cfg.max_evals,
+            "ssim": cfg.ssim,
+        }
+    return volumes, job_base
+
+
+def _baseline_jobs(
+    names: list[str], volumes: dict[str, np.ndarray], job_base: dict[str, dict[str, Any]],
+    avail: dict[str, str | None], entries: dict[tuple[str, str], dict[str, Any]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One job per (baseline, volume) that can run; an entry with its reason for each that cannot."""
+    jobs = []
+    for name in names:
+        b = baselines.REGISTRY[name]
+        for vname, volume in volumes.items():
+            entry = entries[vname, name] = _entry(vname, name, "baseline", family=b.family, lossless=b.lossless)
+            reason = avail[name] or b.unsupported(volume)
+            if reason:
+                entry.update(status="unavailable" if avail[name] else "unsupported", reason=reason)
+            else:
+                jobs.append({**job_base[vname], "kind": "baseline", "name": name})
+    return jobs
+
+
+def _method_jobs(
+    names: list[str], volumes: dict[str, np.ndarray], job_base: dict[str, dict[str, Any]], cfg: Config,
+    api_reason: str | None, entries: dict[tuple[str, str], dict[str, Any]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One job per (method, volume) that can run; an entry with its reason for each that cannot."""
+    jobs = []
+    for name in names:
+        for vname, volume in volumes.items():
+            entry = entries[vname, name] = _entry(vname, name, "method", family="inr", lossless=False)
+            if api_reason:
+                entry.update(status="unavailable", reason=api_reason)
+            elif why := project_methods.unsupported(name, volume):
+                entry.update(status="unsupported", reason=why)
+            else:
+                chunks = list(volume.shape) if cfg.method_chunks == "whole" else None
+                jobs.append({**job_base[vname], "kind": "method", "name": name, "chunks": chunks,
+                             "method_params": cfg.method_params, "max_steps": cfg.max_steps})  # fmt: skip
+    return jobs
+
+
 def run_benchmarks(
     out_dir: str | Path, cfg: Config, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
 ) -> dict[str, Any]:
@@ -174,89 +283,24 @@ def run_benchmarks(
     method_list = [m for m in names if cfg.methods is None or m in cfg.methods]
     baseline_list = [b for b in baselines.REGISTRY if cfg.codecs is None or b in cfg.codecs]
 
+    config = {k: getattr(cfg, k) for k in ("max_evals", "method_params", "max_steps", "method_chunks", "ssim")}
     results: dict[str, Any] = {
-        "meta": {
-            "mode": cfg.mode,
-            "started": started,
-            "config": {
-                "max_evals": cfg.max_evals,
-                "method_params": cfg.method_params,
-                "max_steps": cfg.max_steps,
-                "method_chunks": cfg.method_chunks,
-                "ssim": cfg.ssim,
-            },
-        },
+        "meta": {"mode": cfg.mode, "started": started, "config": config},
         "machine": machine.describe(),
-        "codecs": {
-            **{
-                n: {
-                    "kind": "baseline",
-                    "family": b.family,
-                    "description": b.description,
-                    "lossless": b.lossless,
-                    "knob": None if b.knob is None else b.knob.name,
-                    "available": avail[n] is None,
-                    "reason": avail[n],
-                }
-                for n, b in baselines.REGISTRY.items()
-            },
-            **{m: {"kind": "method", "available": api_reason is None, "reason": api_reason} for m in names},
-        },
+        "codecs": _codecs(names, avail, api_reason),
         "volumes": {},
         "entries": [],
         "bd": {},
     }
     if methods_reason:
         results["codecs"]["streamcomp"] = {"kind": "method", "available": False, "reason": methods_reason}
-
-    volumes: dict[str, np.ndarray] = {}
-    job_base: dict[str, dict[str, Any]] = {}
-    for vname in cfg.volumes:
-        spec = VOLUMES[vname]
-        crop = cfg.crops[vname]
-        volume = volumes[vname] = load(spec, crop)
-        results["volumes"][vname] = {
-            "file": spec.file,
-            "modality": spec.modality,
-            "crop": None if crop is None else [list(c) for c in crop],
-            "shape": list(volume.shape),
-            "dtype": str(volume.dtype),
-            "raw_bytes": int(volume.nbytes),
-            "value_range": [float(volume.min()), float(volume.max())],
-            "targets": list(cfg.targets[vname]),
-        }
-        job_base[vname] = {
-            "volume": vname,
-            "crop": results["volumes"][vname]["crop"],
-            "targets": list(cfg.targets[vname]),
-            "max_evals": cfg.max_evals,
-            "ssim": cfg.ssim,
-        }
+    volumes, job_base = _load_volumes(cfg, results)
 
     # Two worker processes: one for every baseline, one for every method (torch is imported and
     # warmed up once). A crash restarts the worker for the jobs after the one that crashed.
     entries: dict[tuple[str, str], dict[str, Any]] = {}
-    baseline_jobs, method_jobs = [], []
-    for name in baseline_list:
-        b = baselines.REGISTRY[name]
-        for vname, volume in volumes.items():
-            entry = entries[vname, name] = _entry(vname, name, "baseline", family=b.family, lossless=b.lossless)
-            reason = avail[name] or b.unsupported(volume)
-            if reason:
-                entry.update(status="unavailable" if avail[name] else "unsupported", reason=reason)
-            else:
-                baseline_jobs.append({**job_base[vname], "kind": "baseline", "name": name})
-    for name in method_list if not methods_reason else []:
-        for vname, volume in volumes.items():
-            entry = entries[vname, name] = _entry(vname, name, "method", family="inr", lossless=False)
-            if api_reason:
-                entry.update(status="unavailable", reason=api_reason)
-            elif why := project_methods.unsupported(name, volume):
-                entry.update(status="unsupported", reason=why)
-            else:
-                chunks = list(volume.shape) if cfg.method_chunks == "whole" else None
-                method_jobs.append({**job_base[vname], "kind": "method", "name": name, "chunks": chunks,
-                                    "method_params": cfg.method_params, "max_steps": cfg.max_steps})  # fmt: skip
+    baseline_jobs = _baseline_jobs(baseline_list, volumes, job_base, avail, entries)
+    method_jobs = [] if methods_reason else _method_jobs(method_list, volumes, job_base, cfg, api_reason, entries)
     results["meta"]["baselines_wall_s"] = _run_group(baseline_jobs, entries, cfg, log)
     results["meta"]["methods_wall_s"] = _run_group(method_jobs, entries, cfg, log)
     if methods_reason:
@@ -283,7 +327,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="tiny crops, 2 ratios, 100 steps (minutes)")
     mode.add_argument("--full", action="store_true", help="whole volumes, default steps (many hours)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output directory")
+    p.add_argument("--out", help="output directory (default benchmarks/results; --quick: a temp folder)")
+    p.add_argument("--bundled", action="store_true", help="the small crops shipped in tests/data and examples/")
     p.add_argument("--volumes", nargs="+", choices=sorted(VOLUMES), help="subset of volumes")
     p.add_argument("--codecs", nargs="+", help="subset of baseline codecs (default: all registered)")
     p.add_argument("--methods", nargs="+", help="subset of streamcomp methods (default: all registered)")
@@ -303,9 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         inr_steps=args.steps,
         max_evals=args.max_evals,
         worker_timeout_s=args.timeout,
+        bundled=args.bundled,
     )
-    results = run_benchmarks(args.out, cfg)
-    print(f"wrote {Path(args.out) / 'REPORT.md'} in {results['meta']['wall_s']:.0f} s")
+    out = data.out_dir("", args.quick, args.out)
+    results = run_benchmarks(out, cfg)
+    print(f"wrote {out / 'REPORT.md'} in {results['meta']['wall_s']:.0f} s")
     return 0
 
 

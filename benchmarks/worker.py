@@ -171,7 +171,7 @@ def run_jobs(jobs: list[dict[str, Any]], out_path: Path) -> None:
         try:
             spec = VOLUMES[job["volume"]]
             crop = tuple(tuple(c) for c in job["crop"]) if job.get("crop") else None
-            volume = load(spec, crop)
+            volume = load(spec, crop, job.get("file"))
             if job["kind"] == "baseline":
                 _baseline_points(job, volume, emit)
             else:
