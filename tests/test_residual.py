@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from streamcomp.coding.bands import subband_shapes
 from streamcomp.coding.residual import (
     ResidualCoder,
-    _band_shapes,
     _descriptors,
     decode_residual,
     encode_residual,
@@ -82,7 +82,7 @@ def test_context_coded_bands_and_escaped_magnitudes_round_trip(ct, log2_step):
     coder = ResidualCoder(x)
     data, decoded = coder.code(log2_step)
     assert np.array_equal(decode_residual(data, x.shape), decoded)
-    descriptors, _ = _descriptors(data, len(_band_shapes(x.shape, coder.levels, False)))
+    descriptors, _ = _descriptors(data, len(subband_shapes(x.shape, coder.levels, False)))
     assert any(len(d) > 1 for d in descriptors)
     if log2_step < -5:
         assert max(int(np.abs(b).max()) for b in coder.bands) / 2.0**log2_step > 1000

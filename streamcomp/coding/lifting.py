@@ -1,5 +1,6 @@
 """The CDF 9/7 wavelet by lifting, with whole-sample symmetric extension (JPEG 2000's irreversible
-transform), over any subset of an array's axes.
+transform), over any subset of an array's axes; and its reversible sibling, LeGall 5/3 in integers
+(JPEG 2000's lossless transform), which maps integers to integers and back exactly.
 
 Why not pywt's periodization: it wraps each chunk around on itself, so a head-CT chunk whose top
 rows are brain and whose bottom rows are skull and air gets an artificial edge along its border,
@@ -63,6 +64,30 @@ def _inverse(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return x
 
 
+def _forward_int(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One reversible 5/3 level along axis 0, in ``x``'s integer dtype: floor-rounded lifting steps,
+    each a function of the other half only, so :func:`_inverse_int` undoes them exactly."""
+    s, d = x[0::2].copy(), x[1::2].copy()
+    if not len(d):
+        return s, d
+    n, m = len(d), len(s)
+    d -= (s[:n] + _next(s, n)) >> 1
+    s += (_pair(d, m) + 2) >> 2
+    return s, d
+
+
+def _inverse_int(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    if not len(high):
+        return low.copy()
+    s, d = low.copy(), high.copy()
+    n, m = len(d), len(s)
+    s -= (_pair(d, m) + 2) >> 2
+    d += (s[:n] + _next(s, n)) >> 1
+    x = np.empty((n + m, *s.shape[1:]), s.dtype)
+    x[0::2], x[1::2] = s, d
+    return x
+
+
 def _keys(count: int) -> list[str]:
     """Detail-band keys over ``count`` transformed axes, in pywt's order (all-``a`` excluded)."""
     return ["".join(k) for k in itertools.product("ad", repeat=count)][1:]
@@ -84,13 +109,19 @@ def _region(size: tuple[int, ...], key: str, low: tuple[int, ...], axes: tuple[i
     return tuple(out)
 
 
-def wavedec(x: np.ndarray, levels: int, axes: tuple[int, ...]) -> list[np.ndarray]:
-    """Bands of a ``levels``-deep decomposition of ``x`` over ``axes`` (layout: module docstring)."""
-    a = np.asarray(x, np.float32)
+def wavedec(x: np.ndarray, levels: int, axes: tuple[int, ...], reversible: bool = False) -> list[np.ndarray]:
+    """Bands of a ``levels``-deep decomposition of ``x`` over ``axes`` (layout: module docstring).
+
+    ``reversible``: the integer 5/3 transform of an integer array, in its dtype (which must leave
+    headroom: coefficients grow by up to two bits per level and axis)."""
+    a = np.asarray(x) if reversible else np.asarray(x, np.float32)
+    if reversible and a.dtype.kind not in "iu":
+        raise TypeError(f"the reversible transform takes integers, not {a.dtype}")
+    forward = _forward_int if reversible else _forward
     per_level = []
     for _ in range(levels):
         for ax in axes:
-            low, high = _forward(np.moveaxis(a, ax, 0))
+            low, high = forward(np.moveaxis(a, ax, 0))
             a = np.moveaxis(np.concatenate((low, high)), 0, ax)
         half = _sizes(a.shape, 1, axes)[1]
         per_level.append([a[_region(a.shape, key, half, axes)] for key in _keys(len(axes))])
@@ -108,18 +139,21 @@ def band_shapes(shape: tuple[int, ...], levels: int, axes: tuple[int, ...]) -> l
     return out
 
 
-def waverec(bands: list[np.ndarray], shape: tuple[int, ...], levels: int, axes: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`wavedec` for an array of ``shape``."""
+def waverec(
+    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, axes: tuple[int, ...], reversible: bool = False
+) -> np.ndarray:
+    """Inverse of :func:`wavedec` for an array of ``shape`` (``reversible`` as there)."""
     sizes = _sizes(shape, levels, axes)
     keys = _keys(len(axes))
-    a = np.asarray(bands[0], np.float32)
+    a = np.asarray(bands[0]) if reversible else np.asarray(bands[0], np.float32)
+    inverse = _inverse_int if reversible else _inverse
     for i, (size, half) in enumerate(zip(sizes[-2::-1], sizes[:0:-1], strict=True)):
-        full = np.empty(size, np.float32)
+        full = np.empty(size, a.dtype)
         full[_region(size, "a" * len(axes), half, axes)] = a
         for key, band in zip(keys, bands[1 + i * len(keys) : 1 + (i + 1) * len(keys)], strict=True):
             full[_region(size, key, half, axes)] = band
         for ax in reversed(axes):
             v = np.moveaxis(full, ax, 0)
-            full = np.moveaxis(_inverse(v[: half[ax]], v[half[ax] :]), 0, ax)
+            full = np.moveaxis(inverse(v[: half[ax]], v[half[ax] :]), 0, ax)
         a = full
     return a

@@ -21,139 +21,54 @@ code; or 255 and one scale code per context class), then one ANS stream.
 
 from __future__ import annotations
 
-import math
 import struct
 
 import constriction
 import numpy as np
 
-from streamcomp.coding.lifting import band_shapes, wavedec, waverec
+from streamcomp.coding.bands import (
+    NO_SCALE,
+    Lattice,
+    group_codes,
+    lattices,
+    levels_for,
+    parents,
+    reconstruct,
+    scale_of,
+    subband_shapes,
+    subbands,
+    transform_axes,
+)
 from streamcomp.errors import ChunkFormatError
 
-MAX_LEVELS = 4
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
 _HEAD = struct.Struct("<fBB")
 _PLANAR = 0x80  # flag in the levels byte
 _LAYOUT = 0x40  # flags in the levels byte: context-coded bands and the symmetric-extension
 _SYMMETRIC = 0x20  # transform; a section lacking either predates them
-_SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
-_SCALE_OFFSET = 10.0
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
-_CONTEXT = 255  # band descriptor: per-context-group scale codes follow
+_CONTEXT = NO_SCALE  # band descriptor: per-context-group scale codes follow
 _EDGES = (1, 3, 7)  # context class edges, in units of half a symbol magnitude
 _CLASSES = len(_EDGES) + 1  # context classes per sublattice
 _DIRECT = 63  # largest magnitude coded through a lookup table (see _Models)
 
 
-def _axes(shape: tuple[int, ...], planar: bool) -> tuple[int, ...]:
-    """The axes to transform: all but thin ones (a single section, say), or the last two (planar)."""
-    candidates = range(len(shape) - 2, len(shape)) if planar else range(len(shape))
-    return tuple(i for i in candidates if shape[i] >= 4) or tuple(candidates)
+def _groups(lattice: Lattice, parent: np.ndarray, first: np.ndarray | None) -> np.ndarray:
+    """Context group of every position: first-half groups 0..3, second-half groups 4..7.
 
-
-def levels_for(shape: tuple[int, ...], planar: bool = False) -> int:
-    """Decomposition depth: as deep as the shortest transformed axis allows, at most MAX_LEVELS."""
-    shortest = min(shape[i] for i in _axes(shape, planar))
-    return max(1, min(MAX_LEVELS, int(math.log2(max(shortest, 2))) - 1))
-
-
-def _bands(x: np.ndarray, levels: int, planar: bool) -> list[np.ndarray]:
-    return wavedec(x, levels, _axes(x.shape, planar))
-
-
-def _band_shapes(shape: tuple[int, ...], levels: int, planar: bool) -> list[tuple[int, ...]]:
-    return band_shapes(shape, levels, _axes(shape, planar))
-
-
-def _reconstruct(bands: list[np.ndarray], shape: tuple[int, ...], levels: int, planar: bool) -> np.ndarray:
-    return waverec(bands, shape, levels, _axes(shape, planar))
-
-
-def _scale(code: int | np.ndarray) -> np.ndarray:
-    return 2.0 ** (np.asarray(code, np.float64) / _SCALE_STEPS - _SCALE_OFFSET)
-
-
-_CODES = np.arange(1, _CONTEXT)  # 0: a group of zeros (nothing coded); _CONTEXT: a context-coded band
-_S = _scale(_CODES)
-# Ideal bits of a quantized Laplace(0, s) symbol: for a zero, per nonzero symbol, per unit of |q|.
-_BITS_ZERO = -np.log2(-np.expm1(-0.5 / _S))
-_BITS_NONZERO = 1.0 - np.log2(2.0 * np.sinh(0.5 / _S))
-_BITS_PER_MAGNITUDE = np.log2(np.e) / _S
-
-
-def _best_codes(zeros: np.ndarray, nonzeros: np.ndarray, magnitude: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per group of symbols, the scale code that codes it in the fewest bits (0 for all-zero groups),
-    and their total bits. Why not the moment estimate: at low rates most symbols are zero and the
-    mean |q| underestimates the Laplace scale badly, costing 15-40 % of the bytes on EM and CT."""
-    bits = zeros[:, None] * _BITS_ZERO + nonzeros[:, None] * _BITS_NONZERO + magnitude[:, None] * _BITS_PER_MAGNITUDE
-    best = np.argmin(bits, axis=1)
-    coded = nonzeros > 0
-    codes = np.where(coded, _CODES[best], 0)
-    return codes, float(bits[np.arange(len(best)), best][coded].sum())
-
-
-def _group_codes(magnitudes: np.ndarray, groups: np.ndarray, count: int) -> tuple[np.ndarray, float]:
-    nonzero = magnitudes > 0
-    return _best_codes(
-        np.bincount(groups, weights=~nonzero, minlength=count),
-        np.bincount(groups, weights=nonzero, minlength=count),
-        np.bincount(groups, weights=magnitudes, minlength=count),
-    )
-
-
-class _Lattice:
-    """Where a band's context comes from: its parent band's magnitudes and, for the second of two
-    interleaved sublattices (a checkerboard over the transformed axes), its neighbours in the first.
-    Both halves are decoded in one vectorized call each, which a causal raster context would not allow.
+    A context c (parent |q| in the first half; half the parent's plus the neighbours' mean |q| in
+    the second) falls in classes split at 0.5, 1.5 and 3.5; integers keep it exact everywhere.
     """
-
-    def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
-        self.shape, self.axes = shape, axes
-        index = np.indices(shape, sparse=True)
-        self.second = np.broadcast_to((sum(index[ax] for ax in axes) % 2).astype(bool), shape)
-
-    def parent(self, parent: np.ndarray | None) -> np.ndarray:
-        """The parent band's magnitudes, each repeated over the 2x2(x2) children it covers (an odd
-        axis's last child, past its parent's cover, takes the nearest parent)."""
-        if parent is None:
-            return np.zeros(self.shape, np.int64)
-        up = np.abs(parent).astype(np.int64)
-        for ax in self.axes:
-            up = np.repeat(up, 2, axis=ax)
-        short = [(0, max(0, n - m)) for n, m in zip(self.shape, up.shape, strict=True)]
-        return np.pad(up, short, mode="edge")[tuple(slice(0, n) for n in self.shape)]
-
-    def groups(self, parent: np.ndarray, first: np.ndarray | None) -> np.ndarray:
-        """Context group of every position: first-half groups 0..3, second-half groups 4..7.
-
-        A context c (parent |q| in the first half; half the parent's plus the neighbours' mean |q| in
-        the second) falls in classes split at 0.5, 1.5 and 3.5; integers keep it exact everywhere.
-        """
-        neighbours = np.zeros(self.shape, np.int64)
-        if first is not None:
-            known = np.where(self.second, 0, np.abs(first).astype(np.int64))
-            for ax in self.axes:
-                neighbours += np.roll(known, 1, ax) + np.roll(known, -1, ax)
-        count = 2 * len(self.axes)
-        scaled = np.where(self.second, count * parent + 2 * neighbours, 2 * parent)
-        unit = np.where(self.second, count, 1)
-        classes = sum((scaled > edge * unit).astype(np.int64) for edge in _EDGES)
-        return classes + _CLASSES * self.second
-
-
-def _lattices(shapes: list[tuple[int, ...]], axes: tuple[int, ...]) -> list[_Lattice]:
-    cache: dict[tuple[int, ...], _Lattice] = {}
-    return [cache.setdefault(tuple(s), _Lattice(tuple(s), axes)) for s in shapes]
-
-
-def _parents(count: int, levels: int) -> list[int | None]:
-    """Each band's parent: the same orientation one level coarser (none for the coarsest level)."""
-    per_level = (count - 1) // levels
-    return [None] * (1 + per_level) + list(range(1, count - per_level))
+    second = lattice.second
+    count = 2 * len(lattice.axes)
+    scaled = np.where(second, count * parent + 2 * lattice.neighbours(first), 2 * parent)
+    unit = np.where(second, count, 1)
+    classes = sum((scaled > edge * unit).astype(np.int64) for edge in _EDGES)
+    return classes + _CLASSES * second
 
 
 def _code_band(
-    q: np.ndarray, lattice: _Lattice, parent: np.ndarray | None, segments: list[tuple[np.ndarray, int]]
+    q: np.ndarray, lattice: Lattice, parent: np.ndarray | None, segments: list[tuple[np.ndarray, int]]
 ) -> bytes:
     """The band's descriptor; appends its (symbols, scale code) runs to ``segments`` in decode order.
 
@@ -164,9 +79,9 @@ def _code_band(
     if not q.any():
         return b"\0"
     magnitudes = np.abs(q).reshape(-1)
-    code, plain_bits = _group_codes(magnitudes, np.zeros(q.size, np.int64), 1)
-    groups = lattice.groups(lattice.parent(parent), q).reshape(-1)
-    codes, context_bits = _group_codes(magnitudes, groups, 2 * _CLASSES)
+    code, plain_bits = group_codes(magnitudes, np.zeros(q.size, np.int64), 1)
+    groups = _groups(lattice, lattice.parent(parent), q).reshape(-1)
+    codes, context_bits = group_codes(magnitudes, groups, 2 * _CLASSES)
     if plain_bits / 8 + 1 <= context_bits / 8 + 1 + len(codes):
         segments.append((q.reshape(-1), int(code[0])))
         return bytes([int(code[0])])
@@ -195,7 +110,7 @@ class _Models:
 
     def table(self, code: int):
         if code not in self.tables:
-            scale = float(_scale(code))
+            scale = float(scale_of(code))
             k = np.arange(self.edge + 1, dtype=np.float64)
             tail = np.exp(-(k + 0.5) / scale)
             mass = np.concatenate(([1.0 - tail[0]], 0.5 * (tail[:-1] - tail[1:])))
@@ -206,7 +121,7 @@ class _Models:
         return self.tables[code]
 
     def laplace(self, code: int):
-        return constriction.stream.model.QuantizedLaplace(-self.top, self.top + 1, 0.0, float(_scale(code)))
+        return constriction.stream.model.QuantizedLaplace(-self.top, self.top + 1, 0.0, float(scale_of(code)))
 
     def encode(self, coder, values: np.ndarray, code: int) -> None:
         """Push ``values`` so that :meth:`decode` pops them in order (escapes go under the run)."""
@@ -235,9 +150,9 @@ class ResidualCoder:
         self.shape = tuple(residual.shape)
         self.planar = planar
         self.levels = levels_for(self.shape, planar)
-        self.bands = _bands(np.asarray(residual, np.float32), self.levels, planar)
-        self.lattices = _lattices([b.shape for b in self.bands], _axes(self.shape, planar))
-        self.parents = _parents(len(self.bands), self.levels)
+        self.bands = subbands(np.asarray(residual, np.float32), self.levels, planar)
+        self.lattices = lattices([b.shape for b in self.bands], transform_axes(self.shape, planar))
+        self.parents = parents(len(self.bands), self.levels)
 
     def code(self, log2_step: float) -> tuple[bytes, np.ndarray]:
         """The coded bytes at quantizer step ``2**log2_step`` and the residual they decode to."""
@@ -263,7 +178,7 @@ class ResidualCoder:
         return bytes(head)
 
     def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
-        return _reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
+        return reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
 
     def fit_budget(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
         """Finest step whose bytes fit ``budget`` (the coarsest step's bytes when none does).
@@ -320,7 +235,7 @@ def encode_residual(
 def min_residual_bytes(shape: tuple[int, ...]) -> int:
     """Size of an all-zero residual: the header alone (the planar transform has fewer subbands)."""
     shape = tuple(shape)
-    return _HEAD.size + min(len(_band_shapes(shape, levels_for(shape, p), p)) for p in (False, True))
+    return _HEAD.size + min(len(subband_shapes(shape, levels_for(shape, p), p)) for p in (False, True))
 
 
 def _descriptors(data: bytes, count: int) -> tuple[list[bytes], int]:
@@ -352,16 +267,16 @@ def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     levels = levels_for(shape, planar)
     if stored_levels & ~(_PLANAR | _LAYOUT | _SYMMETRIC) != levels or not (np.isfinite(step) and step > 0) or bits > 30:
         raise ChunkFormatError("residual section has an invalid header")
-    band_shapes = _band_shapes(shape, levels, planar)
+    band_shapes = subband_shapes(shape, levels, planar)
     descriptors, start = _descriptors(data, len(band_shapes))
     body = data[start:]
     if len(body) % 4:
         raise ChunkFormatError("residual section is not a whole number of 32-bit words")
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
     models = _Models(bits)
-    lattices = _lattices(band_shapes, _axes(shape, planar))
+    band_lattices = lattices(band_shapes, transform_axes(shape, planar))
     symbols: list[np.ndarray] = []
-    for desc, lattice, parent in zip(descriptors, lattices, _parents(len(band_shapes), levels), strict=True):
+    for desc, lattice, parent in zip(descriptors, band_lattices, parents(len(band_shapes), levels), strict=True):
         q = np.zeros(lattice.shape, np.int32)
         if len(desc) == 1 and desc[0]:
             q[...] = models.decode(coder, q.size, desc[0]).reshape(q.shape)
@@ -370,10 +285,10 @@ def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
             upper = lattice.parent(None if parent is None else symbols[parent])
             flat = q.reshape(-1)
             for half in (False, True):
-                groups = lattice.groups(upper, q if half else None).reshape(-1)
+                groups = _groups(lattice, upper, q if half else None).reshape(-1)
                 in_half = lattice.second.reshape(-1) == half
                 for group in np.flatnonzero(codes[_CLASSES * half : _CLASSES * (half + 1)]) + _CLASSES * half:
                     run = in_half & (groups == group)
                     flat[run] = models.decode(coder, int(run.sum()), int(codes[group]))
         symbols.append(q)
-    return _reconstruct(_dequantize(symbols, step), shape, levels, planar)
+    return reconstruct(_dequantize(symbols, step), shape, levels, planar)

@@ -1,0 +1,135 @@
+"""Subband layout and context sources shared by the lossy residual coder and the exact coder.
+
+Both code a chunk's wavelet subbands band by band, coarsest first, each in two interleaved halves
+(a checkerboard over the transformed axes) so that both halves decode in one vectorized call
+each; a coefficient's context comes from its parent (the same orientation one level coarser) and,
+for the second half, from its decoded neighbours in the first. Distributions are Laplace, one
+scale per context group, stored as a one-byte code (log2 scale in 1/8 steps).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from streamcomp.coding.lifting import band_shapes, wavedec, waverec
+
+MAX_LEVELS = 4
+SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
+SCALE_OFFSET = 10.0
+NO_SCALE = 255  # never a scale code: the coders use it as a marker
+
+
+def transform_axes(shape: tuple[int, ...], planar: bool) -> tuple[int, ...]:
+    """The axes to transform: all but thin ones (a single section, say), or the last two (planar)."""
+    candidates = range(len(shape) - 2, len(shape)) if planar else range(len(shape))
+    return tuple(i for i in candidates if shape[i] >= 4) or tuple(candidates)
+
+
+def levels_for(shape: tuple[int, ...], planar: bool = False) -> int:
+    """Decomposition depth: as deep as the shortest transformed axis allows, at most MAX_LEVELS."""
+    shortest = min(shape[i] for i in transform_axes(shape, planar))
+    return max(1, min(MAX_LEVELS, int(math.log2(max(shortest, 2))) - 1))
+
+
+def subbands(x: np.ndarray, levels: int, planar: bool, reversible: bool = False) -> list[np.ndarray]:
+    return wavedec(x, levels, transform_axes(x.shape, planar), reversible)
+
+
+def subband_shapes(shape: tuple[int, ...], levels: int, planar: bool) -> list[tuple[int, ...]]:
+    return band_shapes(shape, levels, transform_axes(shape, planar))
+
+
+def reconstruct(
+    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, planar: bool, reversible: bool = False
+) -> np.ndarray:
+    return waverec(bands, shape, levels, transform_axes(shape, planar), reversible)
+
+
+def parents(count: int, levels: int) -> list[int | None]:
+    """Each band's parent: the same orientation one level coarser (none for the coarsest level)."""
+    per_level = (count - 1) // levels
+    return [None] * (1 + per_level) + list(range(1, count - per_level))
+
+
+def scale_of(code: int | np.ndarray) -> np.ndarray:
+    return 2.0 ** (np.asarray(code, np.float64) / SCALE_STEPS - SCALE_OFFSET)
+
+
+_CODES = np.arange(1, NO_SCALE)  # 0: a group of zeros (nothing coded)
+_S = scale_of(_CODES)
+# Ideal bits of a quantized Laplace(0, s) symbol: for a zero, per nonzero symbol, per unit of |q|.
+_BITS_ZERO = -np.log2(-np.expm1(-0.5 / _S))
+_BITS_NONZERO = 1.0 - np.log2(2.0 * np.sinh(0.5 / _S))
+_BITS_PER_MAGNITUDE = np.log2(np.e) / _S
+
+
+def _best_codes(zeros: np.ndarray, nonzeros: np.ndarray, magnitude: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per group of symbols, the scale code that codes it in the fewest bits (0 for all-zero groups),
+    and their total bits. Why not the moment estimate: at low rates most symbols are zero and the
+    mean |q| underestimates the Laplace scale badly, costing 15-40 % of the bytes on EM and CT."""
+    bits = zeros[:, None] * _BITS_ZERO + nonzeros[:, None] * _BITS_NONZERO + magnitude[:, None] * _BITS_PER_MAGNITUDE
+    best = np.argmin(bits, axis=1)
+    coded = nonzeros > 0
+    codes = np.where(coded, _CODES[best], 0)
+    return codes, float(bits[np.arange(len(best)), best][coded].sum())
+
+
+def group_codes(magnitudes: np.ndarray, groups: np.ndarray, count: int) -> tuple[np.ndarray, float]:
+    """The best scale code of each of ``count`` groups of symbol magnitudes, and the bits they cost."""
+    nonzero = magnitudes > 0
+    return _best_codes(
+        np.bincount(groups, weights=~nonzero, minlength=count),
+        np.bincount(groups, weights=nonzero, minlength=count),
+        np.bincount(groups, weights=magnitudes, minlength=count),
+    )
+
+
+class Lattice:
+    """A band's two interleaved halves and the context sources its coefficients may use."""
+
+    def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
+        self.shape, self.axes = shape, axes
+        index = np.indices(shape, sparse=True)
+        self.second = np.broadcast_to((sum(index[ax] for ax in axes) % 2).astype(bool), shape)
+        self._index: dict[bool, np.ndarray] = {}
+
+    def half_index(self, second: bool) -> np.ndarray:
+        """Flat positions of the first (``second`` False) or the second half."""
+        if second not in self._index:
+            self._index[second] = np.flatnonzero(self.second.reshape(-1) == second)
+        return self._index[second]
+
+    def fit(self, other: np.ndarray) -> np.ndarray:
+        """``other`` cropped or edge-padded to this band's shape (bands of one level differ by at
+        most one sample per axis; a repeated parent by one past an odd axis's end)."""
+        if other.shape == self.shape:
+            return other
+        short = [(0, max(0, n - m)) for n, m in zip(self.shape, other.shape, strict=True)]
+        return np.pad(other, short, mode="edge")[tuple(slice(0, n) for n in self.shape)]
+
+    def parent(self, parent: np.ndarray | None) -> np.ndarray:
+        """The parent band's magnitudes, each repeated over the 2x2(x2) children it covers (an odd
+        axis's last child, past its parent's cover, takes the nearest parent)."""
+        if parent is None:
+            return np.zeros(self.shape, np.int64)
+        up = np.abs(parent).astype(np.int64)
+        for ax in self.axes:
+            up = np.repeat(up, 2, axis=ax)
+        return self.fit(up)
+
+    def neighbours(self, first: np.ndarray | None) -> np.ndarray:
+        """Per position, the sum of the first half's decoded magnitudes around it along the
+        transformed axes (wrapping at the band's faces, identically in encoder and decoder)."""
+        total = np.zeros(self.shape, np.int64)
+        if first is not None:
+            known = np.where(self.second, 0, np.abs(first).astype(np.int64))
+            for ax in self.axes:
+                total += np.roll(known, 1, ax) + np.roll(known, -1, ax)
+        return total
+
+
+def lattices(shapes: list[tuple[int, ...]], axes: tuple[int, ...]) -> list[Lattice]:
+    cache: dict[tuple[int, ...], Lattice] = {}
+    return [cache.setdefault(tuple(s), Lattice(tuple(s), axes)) for s in shapes]
