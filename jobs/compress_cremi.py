@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from streamcomp.api import compress
-from streamcomp.cli import add_run_options, configure_logging, run_options
+from streamcomp.cli import add_run_options, bound_note, configure_logging, run_options
 from streamcomp.errors import StreamcompError
 from streamcomp.verify import evaluate
 
@@ -61,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 f"input     {args.input}  ({'x'.join(map(str, result.shape))} {result.dtype})",
                 f"output    {result.dst}",
-                f"method    {result.method}  chunks {'x'.join(map(str, result.chunks))}",
+                f"method    {result.coder}  chunks {'x'.join(map(str, result.chunks))}",
                 f"ratio     {quality.ratio:.2f}x  ({quality.stored_bytes} of {quality.raw_bytes} bytes, "
                 f"{quality.bits_per_voxel:.3f} bits/voxel, metadata included)",
                 f"PSNR      {quality.psnr:.2f} dB  (peak = max - min of the original; {checked})",
                 f"SSIM      {quality.ssim:.4f}",
+                f"error     max |error| {quality.max_abs_error:g}{bound_note(quality)}",
                 f"chunks    {result.chunks_written} encoded, {result.chunks_skipped} already done, "
                 f"{run['chunks_fill']} fill (not stored); {run['workers']} {run['executor']} workers"
                 f"{' (GPU)' if run['gpu'] else ''}",
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     )
+    if quality.bound_met is False:
+        print(f"compress_cremi: error: {result.dst} misses its bound", file=sys.stderr)
+        return 1
     return 0
 
 

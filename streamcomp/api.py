@@ -32,6 +32,7 @@ class CompressResult:
     chunks_skipped: int = 0  # already present and valid (resume)
     manifest: str | None = None
     run: dict[str, Any] = field(default_factory=dict)  # pipeline statistics (executor, workers, times)
+    coder: str = ""  # what coded the chunks: the method, or "lossless" / "max error E"
 
     @property
     def ratio(self) -> float:
@@ -46,7 +47,8 @@ def compress(src: str, dst: str, **options: Any) -> CompressResult:
     """Compress ``src`` (``.npy``, ``.tif``, HDF5, zarr/N5/precomputed path or URL) into a zarr array at ``dst``.
 
     ``options`` are the fields of :class:`~streamcomp.pipeline.RunConfig`: ``method``, one of
-    ``ratio`` / ``psnr``, ``chunks``, ``zarr_format``, ``method_params``, ``overwrite``, ``resume``,
+    ``ratio`` / ``psnr`` / ``max_error`` / ``lossless=True``, ``chunks``, ``zarr_format``,
+    ``method_params``, ``overwrite``, ``resume``,
     ``progress``, ``storage_options``, ``workers``, ``ray_address``, ``executor``, ``gpu``,
     ``manifest``. ``ray_address`` (or ``RAY_ADDRESS``) names a running cluster, otherwise an
     embedded local Ray is started with ``workers`` CPUs and stopped afterwards; tiny inputs run
@@ -72,4 +74,5 @@ def compress(src: str, dst: str, **options: Any) -> CompressResult:
         chunks_skipped=stats.chunks_skipped,
         manifest=summary["manifest"],
         run=asdict(stats),
+        coder=cfg.coder,
     )

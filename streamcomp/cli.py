@@ -45,6 +45,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float, help="target compression ratio (default 8)")
     target.add_argument("--psnr", type=float, help="target PSNR in dB (peak = max - min)")
+    target.add_argument("--lossless", action="store_true", help="bit-exact: every voxel decodes to its source value")
+    target.add_argument("--max-error", type=float, metavar="E",
+                        help="no voxel off by more than E, in the data's units (0 = --lossless)")
     p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
     p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
@@ -70,11 +73,14 @@ def storage_options(args: argparse.Namespace) -> dict | None:
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`streamcomp.api.compress` from :func:`add_run_options`' options."""
-    ratio = args.ratio if args.ratio is not None or args.psnr is not None else 8.0
+    targets = (args.ratio, args.psnr, args.max_error, args.lossless or None)
+    ratio = 8.0 if all(t is None for t in targets) else args.ratio
     return {
         "method": args.method,
         "ratio": ratio,
         "psnr": args.psnr,
+        "max_error": args.max_error,
+        "lossless": args.lossless,
         "chunks": args.chunks,
         "zarr_format": args.zarr_format,
         "method_params": json_object(args.params, "--params"),
@@ -105,7 +111,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if result.chunks_skipped:
         print(f"resumed: {result.chunks_skipped} chunks already done, {result.chunks_written} encoded now")
     print(
-        f"{result.dst}: {result.method}, ratio {result.ratio:.2f}x ({result.bits_per_voxel:.3f} bits/voxel), "
+        f"{result.dst}: {result.coder}, ratio {result.ratio:.2f}x ({result.bits_per_voxel:.3f} bits/voxel), "
         f"{result.stored_bytes} bytes stored, {result.chunks_written} chunks, {result.seconds:.1f} s"
     )
 
@@ -121,6 +127,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         "shape": list(array.shape),
         "dtype": str(array.dtype),
         "chunks": list(array.chunks),
+        "mode": mode_of(config),
         "method": config["method"],
         "params": config["params"],
         "codec_format_version": config["format_version"],
@@ -134,6 +141,16 @@ def cmd_info(args: argparse.Namespace) -> None:
         return
     for key, value in info.items():
         print(f"{key:>22}: {value}")
+
+
+def mode_of(config: dict[str, Any]) -> str:
+    """How an array's chunks were coded, in words: lossless, bounded, or the lossy target."""
+    bound = config.get("max_error")
+    if bound is not None:
+        return "lossless (bit-exact)" if bound == 0 else f"max error {bound:g} (every voxel within the bound)"
+    if config["max_mse"] is not None:
+        return f"lossy, quality target (MSE <= {config['max_mse']:g} per chunk)"
+    return f"lossy, rate target ({8 * (config['bytes_per_voxel'] or 0):.3f} bits/voxel)"
 
 
 def cmd_decompress(args: argparse.Namespace) -> None:
@@ -166,9 +183,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     print(
         f"ratio {q.ratio:.2f}x  PSNR {q.psnr:.2f} dB  SSIM {q.ssim:.4f}  "
-        f"{q.bits_per_voxel:.3f} bits/voxel  max |error| {q.max_abs_error:g}  "
+        f"{q.bits_per_voxel:.3f} bits/voxel  max |error| {q.max_abs_error:g}{bound_note(q)}  "
         f"({q.chunks_checked} chunks, decode {q.decode_seconds:.2f} s)"
     )
+    if q.bound_met is False:
+        raise InputError(f"{args.dst} misses its stored bound: max |error| {q.max_abs_error:g} > {q.max_error:g}")
+
+
+def bound_note(q: Any) -> str:
+    """What a :class:`~streamcomp.verify.Quality` says of the array's stored bound (empty: none)."""
+    if q.max_error is None:
+        return ""
+    return f" (bound {q.max_error:g}: {'met' if q.bound_met else 'MISSED'}{', bit-exact' if q.exact else ''})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 PSNR accumulates squared error over the whole array (peak = max - min of the original); SSIM is
 the voxel-weighted mean of per-chunk 3D SSIM at that same peak. The ratio counts every stored
 byte of the output. Optionally only a random sample of chunks is checked (for huge volumes).
+For an error-bounded array the stored bound is checked too, and whether the decode is bit-exact.
 """
 
 from __future__ import annotations
@@ -35,9 +36,18 @@ class Quality:
     raw_bytes: int
     chunks_checked: int
     decode_seconds: float
+    exact: bool = False  # every checked voxel decodes to its source bits
+    max_error: float | None = None  # the array's stored bound (None: a lossy array)
+
+    @property
+    def bound_met(self) -> bool | None:
+        """Whether the checked voxels are within the stored bound (None when there is none)."""
+        if self.max_error is None:
+            return None
+        return self.exact if self.max_error == 0 else self.max_abs_error <= self.max_error
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "bound_met": self.bound_met}
 
 
 def open_output(dst: str, storage_options: dict | None = None) -> zarr.Array:
@@ -77,12 +87,14 @@ def evaluate(
             vmin, vmax = min(vmin, lo_hi[0]), max(vmax, lo_hi[1])
         blocks.append(item)
     peak = (vmax - vmin) if vmax > vmin else 1.0
-    sse, count, ssim_sum, max_err, decode_s = 0.0, 0, 0.0, 0.0, 0.0
+    sse, count, ssim_sum, max_err, decode_s, exact = 0.0, 0, 0.0, 0.0, 0.0, True
     for item in tqdm(blocks, desc="verify", unit="chunk", disable=not progress):
-        orig = source.read(item.slices).astype(np.float64)
+        raw = source.read(item.slices)
         t = time.perf_counter()
-        dec = np.asarray(array[item.slices]).astype(np.float64)
+        decoded = np.asarray(array[item.slices])
         decode_s += time.perf_counter() - t
+        exact = exact and _same_bits(raw, decoded)
+        orig, dec = raw.astype(np.float64), decoded.astype(np.float64)
         finite = np.isfinite(orig)
         diff = np.where(finite, orig - np.where(finite, dec, 0), 0.0)
         sse += float(np.sum(diff**2))
@@ -104,4 +116,17 @@ def evaluate(
         raw_bytes=raw,
         chunks_checked=len(blocks),
         decode_seconds=decode_s,
+        exact=exact,
+        max_error=codec_config_of(array).get("max_error"),
     )
+
+
+def _same_bits(original: np.ndarray, decoded: np.ndarray) -> bool:
+    """Bit for bit, except that any NaN matches any NaN (the frame keeps a voxel's NaN-ness, not
+    its payload)."""
+    if original.dtype != decoded.dtype or original.shape != decoded.shape:
+        return False
+    if original.dtype.kind != "f":
+        return bool(np.array_equal(original, decoded))
+    same = original.view(f"u{original.dtype.itemsize}") == decoded.view(f"u{original.dtype.itemsize}")
+    return bool(np.all(same | (np.isnan(original) & np.isnan(decoded))))

@@ -10,6 +10,7 @@ import pytest
 from helpers import ROOT
 
 from streamcomp.cli import main
+from streamcomp.format.frame import FORMAT_VERSION
 
 FAST_JSON = '{"steps": 10, "batch": 2048}'
 
@@ -25,7 +26,8 @@ def test_compress_info_decompress_evaluate(save, tmp_path, em, capsys):
     assert "ratio" in capsys.readouterr().out
     assert main(["info", dst, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["method"] == "siren" and info["codec_format_version"] == 1 and info["chunks"] == [16, 64, 64]
+    assert info["method"] == "siren" and info["codec_format_version"] == FORMAT_VERSION
+    assert info["chunks"] == [16, 64, 64] and info["mode"].startswith("lossy, rate target")
     assert main(["decompress", dst, str(tmp_path / "d.npy"), "--quiet"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert np.load(tmp_path / "d.npy").shape == (16, 64, 64)

@@ -28,7 +28,7 @@ from streamcomp.archive.discover import (
 )
 from streamcomp.errors import StreamcompError
 from streamcomp.methods import DEFAULT_METHOD
-from streamcomp.pipeline import start_ray, validate_target
+from streamcomp.pipeline import error_bound, start_ray, validate_target
 from streamcomp.source import filesystem, is_url, open_source, s3_options
 from streamcomp.verify import evaluate
 
@@ -87,6 +87,8 @@ def archive(
     method: str = DEFAULT_METHOD,
     ratio: float | None = None,
     psnr: float | None = None,
+    max_error: float | None = None,
+    lossless: bool = False,
     method_params: dict[str, Any] | None = None,
     chunks: str | tuple[int, ...] | None = None,
     zarr_format: int = 3,
@@ -106,9 +108,12 @@ def archive(
     A volume counts as verified when its output opens as a streamcomp array of the source's shape,
     the sampled PSNR is finite-or-lossless and at least ``min_psnr`` (default: ``psnr - 0.5`` for a
     PSNR target, none for a ratio target) and, for a ratio target, the achieved ratio is within 10 %.
-    ``max_volumes`` stops after that many volumes were processed in this run (the rest on rerun).
+    Under ``max_error`` (``lossless``: 0) every chunk is decoded and checked against the bound,
+    bit for bit when lossless, whatever ``verify_chunks`` says. ``max_volumes`` stops after that
+    many volumes were processed in this run (the rest on rerun).
     """
-    validate_target(ratio, psnr)
+    max_error = error_bound(max_error, lossless)
+    validate_target(ratio, psnr, max_error)
     say = log or (lambda msg: None)
     preflight(src_prefix, dst_prefix, storage_options)
     dst_root = filesystem(dst_prefix, storage_options)[1]
@@ -136,7 +141,8 @@ def archive(
             if executor == "ray" and not started:
                 started = start_ray(ray_address, workers)
             record = _archive_one(vol, src_prefix, dst_prefix, dst_root, storage_options, compress, evaluate,
-                                  dict(method=method, ratio=ratio, psnr=psnr, method_params=method_params,
+                                  dict(method=method, ratio=ratio, psnr=psnr, max_error=max_error,
+                                       method_params=method_params,
                                        chunks=chunks, zarr_format=zarr_format, workers=workers, gpu=gpu,
                                        executor=executor,
                                        ray_address=ray_address, progress=progress),
@@ -144,8 +150,9 @@ def archive(
             _append_manifest(dst_prefix, record, storage_options)
             if record["status"] == "verified":
                 report.verified.append(vol.rel)
+                quality = "bit-exact" if record["psnr"] is None else f"PSNR {record['psnr']:.2f} dB"
                 say(f"verified  {vol.rel} -> {record['destination']}  ratio {record['ratio']:.2f}  "
-                    f"PSNR {record['psnr']:.2f} dB  SSIM {record['ssim']:.4f}")
+                    f"{quality}  SSIM {record['ssim']:.4f}  max |error| {record['max_abs_error']:g}")
             else:
                 report.failed.append({"rel": vol.rel, "reason": record["error"]})
                 say(f"FAILED    {vol.rel}: {record['error']}")
@@ -155,6 +162,12 @@ def archive(
 
             ray.shutdown()
     return report
+
+
+def _target(ratio: float | None, psnr: float | None, max_error: float | None) -> dict[str, float]:
+    if max_error is not None:
+        return {"max_error": max_error}
+    return {"ratio": ratio} if ratio is not None else {"psnr": psnr}
 
 
 def _archive_one(vol: Volume, src_prefix: str, dst_prefix: str, dst_root: str, storage_options: dict | None,
@@ -167,7 +180,7 @@ def _archive_one(vol: Volume, src_prefix: str, dst_prefix: str, dst_root: str, s
         "source": src_url, "source_rel": vol.rel, "destination": dst_url, "kind": vol.kind,
         "source_checksum": vol.checksum, "source_checksum_kind": vol.checksum_kind,
         "bytes_before": vol.source_bytes, "started": _now(), "method": kwargs["method"],
-        "target": {"ratio": ratio} if ratio is not None else {"psnr": kwargs["psnr"]},
+        "target": _target(ratio, kwargs["psnr"], kwargs["max_error"]),
     }
     staging = None
     try:
@@ -177,17 +190,23 @@ def _archive_one(vol: Volume, src_prefix: str, dst_prefix: str, dst_root: str, s
             staging = join_prefix(dst_prefix, f"{STAGING}/{vol.dst_rel}")
             read_url = _stage(fs, f"{root}/{vol.rel}", src_prefix, staging, storage_options)
         result = compress(read_url, dst_url, resume=True, storage_options=storage_options, **kwargs)
-        quality = evaluate(read_url, dst_url, sample=verify_chunks or None, storage_options=storage_options)
+        bounded = kwargs["max_error"] is not None
+        sample = None if bounded else verify_chunks or None
+        quality = evaluate(read_url, dst_url, sample=sample, storage_options=storage_options)
         record.update(
             shape=list(result.shape), dtype=result.dtype, chunks=list(result.chunks),
             raw_bytes=quality.raw_bytes, bytes_after=quality.stored_bytes, ratio=quality.ratio,
             psnr=quality.psnr if quality.psnr != float("inf") else None, lossless=quality.psnr == float("inf"),
             ssim=quality.ssim, max_abs_error=quality.max_abs_error, chunks_verified=quality.chunks_checked,
+            bit_exact=quality.exact,
             chunks_encoded=result.chunks_written, chunks_resumed=result.chunks_skipped,
         )
         problems = []
         if floor is not None and quality.psnr < floor:
             problems.append(f"PSNR {quality.psnr:.2f} dB below {floor:.2f} dB")
+        if bounded and not quality.bound_met:
+            problems.append("decoded voxels differ from the source" if kwargs["max_error"] == 0 else
+                            f"max |error| {quality.max_abs_error:g} over the bound {kwargs['max_error']:g}")
         if ratio is not None and quality.ratio < 0.9 * ratio:
             problems.append(f"ratio {quality.ratio:.2f} below 90% of the {ratio} target")
         record["status"] = "failed_verification" if problems else "verified"

@@ -106,6 +106,8 @@ class Lattice:
         most one sample per axis; a repeated parent by one past an odd axis's end)."""
         if other.shape == self.shape:
             return other
+        if not other.size:
+            return np.zeros(self.shape, other.dtype)
         short = [(0, max(0, n - m)) for n, m in zip(self.shape, other.shape, strict=True)]
         return np.pad(other, short, mode="edge")[tuple(slice(0, n) for n in self.shape)]
 

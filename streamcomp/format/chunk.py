@@ -3,7 +3,10 @@
 - normalization of the chunk's finite values to [-1, 1] (the range goes in the frame header);
 - constant chunks (header only), NaN/inf (a zlib-compressed class map, values refilled on decode);
 - edge chunks: only the valid region is encoded; decode pads to the full chunk shape;
-- integer dtypes: round and clip to the chunk's own range.
+- integer dtypes: round and clip to the chunk's own range;
+- error-bounded chunks (``max_error``; 0 is lossless): coded in the data's own units by
+  :mod:`streamcomp.format.bounded`, whatever the method, and decoded once before they are returned
+  so that a chunk missing its bound is never written.
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ import zlib
 import numpy as np
 
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.format.frame import FLAG_CONSTANT, FLAG_NONFINITE, Frame, check_dtype, header_size, pack, unpack
+from streamcomp.format.bounded import BoundViolation, decode_bounded, encode_bounded, within
+from streamcomp.format.frame import (
+    FLAG_BOUNDED,
+    FLAG_CONSTANT,
+    FLAG_NONFINITE,
+    Frame,
+    check_dtype,
+    header_size,
+    pack,
+    unpack,
+)
 from streamcomp.methods.base import Method, Target
 from streamcomp.values import normalize
 
@@ -40,10 +53,12 @@ def encode_chunk(
     chunk_shape: tuple[int, ...] | None = None,
     budget_bytes: int | None = None,
     max_mse: float | None = None,
+    max_error: float | None = None,
 ) -> bytes:
     """Encode ``block`` (the valid region of a chunk of ``chunk_shape``) into framed bytes.
 
-    ``budget_bytes`` counts the whole framed chunk; ``max_mse`` is in the data's own units.
+    ``budget_bytes`` counts the whole framed chunk; ``max_mse`` and ``max_error`` (the largest
+    absolute error of any voxel) are in the data's own units.
     """
     dtype = check_dtype(block.dtype)
     chunk_shape = tuple(block.shape) if chunk_shape is None else tuple(chunk_shape)
@@ -59,9 +74,25 @@ def encode_chunk(
     if vmax == vmin:
         frame.flags |= FLAG_CONSTANT
         return pack(frame)
+    if max_error is not None:
+        return _bounded(method, frame, block, max_error)
     target = method_target(dtype, len(chunk_shape), vmin, vmax, budget_bytes, max_mse, method, sections)
     frame.sections = sections + method.encode(norm, target)
     return pack(frame)
+
+
+def _bounded(method: Method, frame: Frame, block: np.ndarray, max_error: float) -> bytes:
+    frame.flags |= FLAG_BOUNDED
+    frame.sections.append(encode_bounded(block, frame.vmin, frame.vmax, max_error))
+    data = pack(frame)
+    decoded = decode_chunk(method, data)[tuple(slice(0, n) for n in block.shape)]
+    if not within(decoded, block, max_error):
+        worst = float(np.nanmax(np.abs(decoded.astype(np.float64) - block.astype(np.float64))))
+        raise BoundViolation(
+            f"a {block.shape} {block.dtype} chunk decodes with an error of {worst:g}, over its bound "
+            f"{max_error:g}: this is a streamcomp bug; the chunk was not written, please report it"
+        )
+    return data
 
 
 def method_target(
@@ -87,14 +118,12 @@ def method_target(
     return Target(max_mse=normalized_mse(max_mse, vmin, vmax))
 
 
-def restore(frame: Frame, norm: np.ndarray | None) -> np.ndarray:
-    """Undo normalization, refill non-finite values, pad to the chunk shape, cast to the dtype."""
+def restore(frame: Frame, values: np.ndarray | None) -> np.ndarray:
+    """Refill non-finite values, pad to the chunk shape, cast to the dtype; ``values`` are the
+    valid region in data units (None: a constant chunk)."""
     valid = frame.valid
-    if norm is None:
+    if values is None:
         values = np.full(valid, frame.vmin, dtype=np.float64)
-    else:
-        values = (norm.astype(np.float64) + 1.0) * 0.5 * (frame.vmax - frame.vmin) + frame.vmin
-        values = np.clip(values, frame.vmin, frame.vmax)
     if frame.has_nonfinite:
         try:
             classes = np.frombuffer(zlib.decompress(frame.sections[0]), np.uint8)
@@ -111,6 +140,12 @@ def restore(frame: Frame, norm: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def denormalize(frame: Frame, norm: np.ndarray) -> np.ndarray:
+    """A method's normalized output back in the chunk's value range (data units, float64)."""
+    values = (norm.astype(np.float64) + 1.0) * 0.5 * (frame.vmax - frame.vmin) + frame.vmin
+    return np.clip(values, frame.vmin, frame.vmax)
+
+
 def decode_frame(method: Method, frame: Frame) -> np.ndarray:
     if frame.method_id != method.method_id:
         raise ChunkFormatError(
@@ -120,7 +155,11 @@ def decode_frame(method: Method, frame: Frame) -> np.ndarray:
     if frame.constant:
         return restore(frame, None)
     sections = frame.sections[1:] if frame.has_nonfinite else frame.sections
-    return restore(frame, method.decode(sections, frame.valid))
+    if frame.bounded:
+        if len(sections) != 1:
+            raise ChunkFormatError(f"bounded chunk has {len(sections)} payload sections, not 1")
+        return restore(frame, decode_bounded(sections[0], frame.valid, frame.dtype, frame.vmin, frame.vmax))
+    return restore(frame, denormalize(frame, method.decode(sections, frame.valid)))
 
 
 def decode_chunk(method: Method, data: bytes | memoryview) -> np.ndarray:

@@ -4,8 +4,8 @@ One configuration, two registrations (package entry points, so a fresh process f
 ``StreamcompCodec`` is a zarr format 3 ``ArrayBytesCodec`` (group ``zarr.codecs``), and
 ``StreamcompNumcodec`` a numcodecs ``Codec`` used as a zarr format 2 compressor (group
 ``numcodecs.codecs``). The configuration holds all array-level state: format version, method and
-its parameters, the shared model state (zlib-compressed, base64, SHA-256 checked) and the rate
-target used when a chunk is written through zarr itself (``arr[...] = x``).
+its parameters, the shared model state (zlib-compressed, base64, SHA-256 checked) and the rate,
+quality or error bound used when a chunk is written through zarr itself (``arr[...] = x``).
 """
 
 from __future__ import annotations
@@ -32,15 +32,23 @@ from streamcomp.methods import Method, method_class
 
 CODEC_NAME = "streamcomp"
 _KEYS = ("format_version", "method", "params", "shared", "shared_sha256", "bytes_per_voxel", "max_mse")
+_OPTIONAL = {"max_error": None}  # added in format 2; format 1 configurations lack it
 
 
 def make_config(
-    method: Method, bytes_per_voxel: float | None = None, max_mse: float | None = None, with_shared: bool = True
+    method: Method,
+    bytes_per_voxel: float | None = None,
+    max_mse: float | None = None,
+    with_shared: bool = True,
+    max_error: float | None = None,
 ) -> dict[str, Any]:
     """Codec configuration for an array encoded by ``method``; shared state is packed and hashed.
 
     ``with_shared=False`` leaves the shared state out (sizing metadata before the fit).
+    ``max_error`` marks an error-bounded array (0: lossless); its chunks never use the method's
+    shared state, so none is stored.
     """
+    with_shared = with_shared and max_error is None
     blob = method.shared_state() if with_shared else b""
     packed = base64.b64encode(zlib.compress(blob, 9)).decode("ascii") if blob else ""
     return {
@@ -51,6 +59,7 @@ def make_config(
         "shared_sha256": hashlib.sha256(blob).hexdigest() if blob else "",
         "bytes_per_voxel": bytes_per_voxel,
         "max_mse": max_mse,
+        "max_error": max_error,
     }
 
 
@@ -63,7 +72,7 @@ def _check_config(config: dict[str, Any]) -> dict[str, Any]:
             f"array was written with streamcomp format {config['format_version']}, newer than "
             f"this build reads (up to {FORMAT_VERSION}): upgrade streamcomp"
         )
-    return {k: config[k] for k in _KEYS}
+    return {**{k: config[k] for k in _KEYS}, **{k: config.get(k, v) for k, v in _OPTIONAL.items()}}
 
 
 @lru_cache(maxsize=16)
@@ -97,11 +106,13 @@ def method_from_config(config: dict[str, Any], encode_params: dict[str, Any] | N
 
 def _encode_with_config(config: dict[str, Any], arr: np.ndarray) -> bytes:
     method = method_from_config(config)
+    if config["max_error"] is not None:
+        return encode_chunk(method, arr, max_error=config["max_error"])
     if config["max_mse"] is not None:
         return encode_chunk(method, arr, max_mse=config["max_mse"])
     bpv = config["bytes_per_voxel"]
     if bpv is None:
-        raise InputError("the codec configuration has no rate target (bytes_per_voxel or max_mse)")
+        raise InputError("the codec configuration has no target (bytes_per_voxel, max_mse or max_error)")
     return encode_chunk(method, arr, budget_bytes=int(bpv * arr.size))
 
 

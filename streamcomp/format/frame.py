@@ -23,10 +23,12 @@ import numpy as np
 from streamcomp.errors import ChunkFormatError, InputError
 
 MAGIC = b"SCMP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: error-bounded chunks (FLAG_BOUNDED); version 1 chunks decode unchanged
 
 FLAG_CONSTANT = 1
 FLAG_NONFINITE = 2
+FLAG_BOUNDED = 4  # coded in data units within an absolute error bound (streamcomp.format.bounded)
+_FLAGS = FLAG_CONSTANT | FLAG_NONFINITE | FLAG_BOUNDED
 
 DTYPE_CODES: dict[str, int] = {
     "uint8": 1,
@@ -74,6 +76,10 @@ class Frame:
     @property
     def has_nonfinite(self) -> bool:
         return bool(self.flags & FLAG_NONFINITE)
+
+    @property
+    def bounded(self) -> bool:
+        return bool(self.flags & FLAG_BOUNDED)
 
 
 def header_size(ndim: int, nsections: int) -> int:
@@ -124,6 +130,8 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
         )
     if version < 1:
         raise ChunkFormatError(f"invalid chunk format version {version}")
+    if flags & ~_FLAGS or (version < 2 and flags & FLAG_BOUNDED):
+        raise ChunkFormatError(f"chunk header has unknown flags {flags:#04x}")
     if dtype_code not in CODE_DTYPES:
         raise ChunkFormatError(f"chunk header names unknown dtype code {dtype_code}")
     need = header_size(ndim, nsec)

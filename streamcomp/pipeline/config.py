@@ -13,10 +13,26 @@ from streamcomp.source import local_path
 EXECUTORS = ("auto", "ray", "local")
 
 
-def validate_target(ratio: float | None, psnr: float | None) -> None:
-    """Exactly one of a ratio (> 1) or a PSNR (0-200 dB)."""
-    if (ratio is None) == (psnr is None):
-        raise InputError("give exactly one target: a ratio (e.g. --ratio 8) or a PSNR (e.g. --psnr 32)")
+def error_bound(max_error: float | None, lossless: bool) -> float | None:
+    """The run's error bound: ``lossless`` is a bound of 0 (and contradicts any other)."""
+    if not lossless:
+        return max_error
+    if max_error not in (None, 0):
+        raise InputError(f"lossless and a maximum error of {max_error} contradict each other: give one")
+    return 0.0
+
+
+def validate_target(ratio: float | None, psnr: float | None, max_error: float | None = None) -> None:
+    """Exactly one of a ratio (> 1), a PSNR (0-200 dB) or a maximum absolute error (>= 0)."""
+    if sum(t is not None for t in (ratio, psnr, max_error)) != 1:
+        raise InputError(
+            "give exactly one target: a ratio (e.g. --ratio 8), a PSNR (e.g. --psnr 32), "
+            "a maximum error (e.g. --max-error 2) or --lossless"
+        )
+    if max_error is not None and not (isinstance(max_error, int | float) and 0 <= max_error < float("inf")):
+        raise InputError(
+            f"maximum error must be a finite number >= 0 in the data's units (0: lossless), got {max_error}"
+        )
     if ratio is not None and not ratio > 1:
         raise InputError(f"ratio must be greater than 1 (raw size / compressed size), got {ratio}")
     if psnr is not None and not 0 < psnr < 200:
@@ -30,7 +46,8 @@ class RunConfig:
     ``executor``: ``auto`` runs tiny inputs (under 64 MiB) in-process when no Ray is running, no
     address and no ``workers`` are given, Ray otherwise; ``ray`` / ``local`` force one. ``gpu``
     (default: whether the cluster has GPUs) makes workers request one GPU each. ``manifest``
-    writes ``<dst>.manifest.json`` beside the output.
+    writes ``<dst>.manifest.json`` beside the output. ``max_error`` bounds every voxel's absolute
+    error in the data's units (0: lossless, bit for bit); ``lossless=True`` is ``max_error=0``.
     """
 
     src: str
@@ -38,6 +55,8 @@ class RunConfig:
     method: str = DEFAULT_METHOD
     ratio: float | None = None
     psnr: float | None = None
+    max_error: float | None = None
+    lossless: bool = False
     chunks: str | tuple[int, ...] | None = None
     zarr_format: int = 3
     method_params: dict[str, Any] | None = None
@@ -52,7 +71,8 @@ class RunConfig:
     manifest: bool = True
 
     def __post_init__(self) -> None:
-        validate_target(self.ratio, self.psnr)
+        object.__setattr__(self, "max_error", error_bound(self.max_error, self.lossless))
+        validate_target(self.ratio, self.psnr, self.max_error)
         if self.zarr_format not in (2, 3):
             raise InputError(f"zarr format must be 2 or 3, not {self.zarr_format}")
         if self.executor not in EXECUTORS:
@@ -66,7 +86,16 @@ class RunConfig:
 
     @property
     def target(self) -> dict[str, float]:
+        if self.max_error is not None:
+            return {"max_error": self.max_error}
         return {"ratio": self.ratio} if self.ratio is not None else {"psnr": self.psnr}
+
+    @property
+    def coder(self) -> str:
+        """What codes the chunks, in words: the method, or the bounded mode that replaces it."""
+        if self.max_error is None:
+            return self.method
+        return "lossless" if self.max_error == 0 else f"max error {self.max_error:g}"
 
     def max_mse(self, peak: float) -> float | None:
         """The PSNR target as an MSE in data units (None under a ratio target)."""

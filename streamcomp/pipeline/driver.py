@@ -8,7 +8,8 @@
     scan: batches of chunk slices     --->   read own blocks, (min, max, kind, weight) per chunk
     plan: kinds, value range, budgets
     fit (methods with shared state)   --->   one actor reads the sample blocks, fit_shared(),
-                                             returns the codec configuration
+                                             returns the codec configuration (none under
+                                             --lossless / --max-error: the exact coder fits nothing)
     create the output array (or, on resume, take its configuration: never refit)
     encode: batches of chunk tasks    --->   build the method once from the array's codec config,
     (bounded in flight, progress)            read own block, encode, write its key atomically
@@ -30,6 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from streamcomp.errors import InputError
+from streamcomp.format.bounded import BOUNDED_CHUNKS
 from streamcomp.format.codec import make_config, method_from_config
 from streamcomp.format.store import (
     array_stored_bytes,
@@ -115,17 +117,19 @@ def timed(phase: Any, *args: Any) -> float:
 def open_run(cfg: RunConfig) -> Run:
     """Open the source, build the method and decide between a fresh output and a resume."""
     source = open_source(cfg.src, cfg.storage_options)
-    method = build_method(cfg.method, cfg.method_params, len(source.shape))
+    bounded = cfg.max_error is not None  # the exact coder codes the chunks: any number of axes
+    method = build_method(cfg.method, cfg.method_params, None if bounded else len(source.shape))
+    defaults = BOUNDED_CHUNKS if bounded else method.default_chunks
     exists = path_exists(cfg.dst, cfg.storage_options)
     if exists and not (cfg.overwrite or cfg.resume):
         raise InputError(
             f"output {cfg.dst} already exists; pass --overwrite to replace it or --resume to complete it"
         )
     if not (exists and cfg.resume and not cfg.overwrite):
-        return Run(cfg, source, method, parse_chunks(cfg.chunks, source.shape, method.default_chunks), None)
+        return Run(cfg, source, method, parse_chunks(cfg.chunks, source.shape, defaults), None)
     existing = mf.open_for_resume(cfg.dst, cfg.storage_options, source)
     stored = tuple(existing.array.chunks)
-    chunks = stored if cfg.chunks is None else parse_chunks(cfg.chunks, source.shape, method.default_chunks)
+    chunks = stored if cfg.chunks is None else parse_chunks(cfg.chunks, source.shape, defaults)
     mf.check_same_layout(existing, cfg.dst, chunks, cfg.zarr_format)
     mf.check_same_method(existing, cfg.dst, method)
     return Run(cfg, source, method, chunks, existing)
@@ -182,6 +186,12 @@ def fit(state: Run, pool: LocalPool | RayPool) -> None:
     if state.existing is not None:
         state.config = dict(state.existing.config)
         mf.check_same_target(cfg.dst, "quality", state.config["max_mse"], state.max_mse)
+        mf.check_same_target(cfg.dst, "error bound", state.config.get("max_error"), cfg.max_error)
+        return
+    if cfg.max_error is not None:
+        log.info("%s: every chunk coded by the exact wavelet coder in the data's units (no %s fit)",
+                 cfg.coder, cfg.method)
+        state.config = make_config(method, max_error=cfg.max_error)
         return
     if not method.needs_fit():
         if method.fit_note():
@@ -265,10 +275,10 @@ def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
 def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task], stats: mf.RunStats) -> None:
     """Bounded batches through the pool, one progress bar with Mvoxel/s and ETA."""
     cfg, t, voxels, pids = state.cfg, time.perf_counter(), 0, set()
-    bar = tqdm(total=len(tasks), desc=f"encode {cfg.method}", unit="chunk", disable=not cfg.progress, smoothing=0.1)
+    bar = tqdm(total=len(tasks), desc=f"encode {cfg.coder}", unit="chunk", disable=not cfg.progress, smoothing=0.1)
     params = state.method.params.as_dict()
     for results in pool.map("encode", batches(tasks, batch_size(len(tasks), pool.size, 8)), cfg.dst, params,
-                            state.max_mse):
+                            state.max_mse, cfg.max_error):
         for index, status, _nbytes, pid in results:
             pids.add(pid)
             if status == "skipped":

@@ -92,17 +92,20 @@ class ChunkWorker:
         return self._outputs[dst]
 
     def encode(
-        self, batch: list[Task], dst: str, params: dict[str, Any], max_mse: float | None
+        self, batch: list[Task], dst: str, params: dict[str, Any], max_mse: float | None,
+        max_error: float | None = None,
     ) -> list[tuple[int, str, int, int]]:
         """Encode and write each task's chunk: (index, "written" | "skipped" | "repaired", bytes, pid).
 
         ``params`` are the run's full method parameters: the array's configuration keeps only
         those a decoder needs."""
         array, method = self._output(dst, params)
-        return [(t.index, *encode_task(method, self.source, array, t, max_mse), os.getpid()) for t in batch]
+        return [(t.index, *encode_task(method, self.source, array, t, max_mse, max_error), os.getpid()) for t in batch]
 
 
-def encode_task(method: Method, source: Any, array: Any, task: Task, max_mse: float | None) -> tuple[str, int]:
+def encode_task(
+    method: Method, source: Any, array: Any, task: Task, max_mse: float | None, max_error: float | None = None
+) -> tuple[str, int]:
     """Verify a stored copy of the chunk, else read, encode and write it."""
     chunk_shape = tuple(array.chunks)
     status = "written"
@@ -116,6 +119,6 @@ def encode_task(method: Method, source: Any, array: Any, task: Task, max_mse: fl
     if task.kind == "constant":
         data = constant_chunk(method, block, chunk_shape)
     else:
-        data = encode_chunk(method, block, chunk_shape, budget_bytes=task.budget, max_mse=max_mse)
+        data = encode_chunk(method, block, chunk_shape, budget_bytes=task.budget, max_mse=max_mse, max_error=max_error)
     write_chunk(array, task.coords, data)
     return status, len(data)

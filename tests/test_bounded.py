@@ -1,0 +1,189 @@
+"""Lossless and maximum-error modes: the exact coder, every dtype, the bound on every voxel, the
+encode-time guarantee check, and the CLI / API / job / archive paths through plain zarr."""
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from helpers import ROOT, run_fresh_python
+
+from streamcomp.api import compress
+from streamcomp.archive import archive
+from streamcomp.archive.discover import MANIFEST
+from streamcomp.cli import main
+from streamcomp.coding.exact import MAX_RANGE, decode_exact, encode_exact
+from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.format import chunk as chunk_module
+from streamcomp.format.bounded import BoundViolation
+from streamcomp.format.chunk import decode_chunk, encode_chunk
+from streamcomp.format.frame import SUPPORTED_DTYPES
+from streamcomp.methods import build_method
+from streamcomp.verify import evaluate
+
+METHOD = build_method("unicompress")
+
+
+def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind != "f":
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    u = f"u{a.dtype.itemsize}"
+    return a.dtype == b.dtype and bool(np.all((a.view(u) == b.view(u)) | (np.isnan(a) & np.isnan(b))))
+
+
+def _max_error(a: np.ndarray, b: np.ndarray) -> float:
+    finite = np.isfinite(a.astype(np.float64))
+    return float(np.abs(a[finite].astype(np.float64) - b[finite].astype(np.float64)).max(initial=0.0))
+
+
+@pytest.mark.parametrize("shape", [(16, 64, 64), (5, 17, 3), (1, 9, 1), (1, 1, 1), (3, 6, 10, 12)])
+def test_exact_coder_round_trips_any_shape(ct, shape):
+    rng = np.random.default_rng(0)
+    real = ct.astype(np.int64)[tuple(slice(0, n) for n in shape[-3:])]
+    x = np.broadcast_to(real, shape) + rng.integers(-3, 4, shape) if len(shape) == 4 else real
+    assert np.array_equal(decode_exact(encode_exact(x), shape), x)
+    wide = rng.integers(0, MAX_RANGE, shape)
+    assert np.array_equal(decode_exact(encode_exact(wide), shape), wide)
+
+
+def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
+    with pytest.raises(ValueError, match="too wide"):
+        encode_exact(np.array([0, MAX_RANGE]))
+    with pytest.raises(TypeError):
+        encode_exact(np.zeros(4, np.float32))
+    data = encode_exact(ct.astype(np.int64))
+    for damaged in (data[:1], data[:40], data[:-3], bytes([0x7F]) + data[1:]):
+        with pytest.raises(ChunkFormatError):
+            decode_exact(damaged, ct.shape)
+
+
+def _blocks(ct):
+    """Real CT values cast to each dtype, with NaN, inf and -0.0 in the float blocks."""
+    out = {}
+    for name in SUPPORTED_DTYPES:
+        dtype = np.dtype(name)
+        if dtype.kind == "f":
+            block = (ct.astype(np.float64) / 7.3).astype(dtype)
+            block[0, 0, :3] = [np.nan, np.inf, -np.inf]
+            block[1, 1, 1] = -0.0
+        else:
+            info = np.iinfo(dtype)
+            span = min(int(info.max) - int(info.min), int(ct.max()) - int(ct.min()))
+            scaled = (ct.astype(np.int64) - int(ct.min())) * span // (int(ct.max()) - int(ct.min()))
+            block = (scaled + int(info.min)).astype(dtype)
+        out[name] = block
+    return out
+
+
+@pytest.mark.parametrize("name", SUPPORTED_DTYPES)
+def test_lossless_is_bit_exact_for_every_dtype_and_edge_chunks(ct, name):
+    block = _blocks(ct)[name]
+    for valid, chunk_shape in ((block.shape, None), ((11, 50, 37), (16, 64, 64))):
+        part = np.ascontiguousarray(block[tuple(slice(0, n) for n in valid)])
+        decoded = decode_chunk(METHOD, encode_chunk(METHOD, part, chunk_shape, max_error=0))
+        assert _bits_equal(decoded[tuple(slice(0, n) for n in valid)], part)
+
+
+def test_integral_floats_are_coded_as_integers_and_others_fall_back_exactly(ct):
+    integral = ct.astype(np.float32)
+    fractional = integral / 3.0
+    as_int = encode_chunk(METHOD, ct, max_error=0)
+    assert len(encode_chunk(METHOD, integral, max_error=0)) <= len(as_int) + 8
+    assert _bits_equal(decode_chunk(METHOD, encode_chunk(METHOD, fractional, max_error=0)), fractional)
+
+
+def test_every_voxel_within_random_bounds(ct, em):
+    """Property-style: random bounds (whole and fractional), real data in every dtype, constant and
+    edge chunks; no voxel may ever be off by more than the bound."""
+    rng = np.random.default_rng(7)
+    blocks = [*_blocks(ct).values(), em, np.full((4, 5, 6), 17, np.int16)]
+    for _ in range(40):
+        block = blocks[rng.integers(len(blocks))]
+        bound = float(rng.choice([rng.integers(1, 40), rng.uniform(0.01, 30.0)]))
+        valid = tuple(int(rng.integers(1, n + 1)) for n in block.shape)
+        part = np.ascontiguousarray(block[tuple(slice(0, n) for n in valid)])
+        decoded = decode_chunk(METHOD, encode_chunk(METHOD, part, block.shape, max_error=bound))
+        decoded = decoded[tuple(slice(0, n) for n in valid)]
+        assert _max_error(part, decoded) <= bound, (part.dtype, bound, valid)
+        assert np.array_equal(np.isnan(part.astype(np.float64)), np.isnan(decoded.astype(np.float64)))
+
+
+def test_a_chunk_that_misses_its_bound_is_never_returned(ct, monkeypatch):
+    real = chunk_module.decode_bounded
+    monkeypatch.setattr(chunk_module, "decode_bounded", lambda *a: real(*a) + np.int16(5))
+    with pytest.raises(BoundViolation, match="streamcomp bug"):
+        encode_chunk(METHOD, ct, max_error=2)
+
+
+def test_cli_lossless_and_bound_through_plain_zarr_in_a_fresh_process(tmp_path, ct, save, capsys):
+    src = save(ct)
+    for flag, name in ((["--lossless"], "lossless.zarr"), (["--max-error", "3"], "bound.zarr")):
+        dst = str(tmp_path / name)
+        assert main(["compress", src, dst, *flag, "--quiet"]) == 0
+        assert flag[0][2:] in capsys.readouterr().out.replace("max error", "max-error")
+        assert main(["evaluate", src, dst, "--json", "--quiet"]) == 0
+        quality = json.loads(capsys.readouterr().out)
+        assert quality["bound_met"] is True and quality["max_abs_error"] <= 3
+        assert main(["info", dst, "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["mode"].startswith("lossless" if name == "lossless.zarr" else "max error 3")
+    code = (
+        "import numpy as np, zarr; "
+        f"a = zarr.open_array({str(tmp_path / 'lossless.zarr')!r}, mode='r')[...]; "
+        f"b = zarr.open_array({str(tmp_path / 'bound.zarr')!r}, mode='r')[...]; "
+        f"o = np.load({src!r}); "
+        "print(np.array_equal(a, o), a.dtype, int(np.abs(b.astype(int) - o).max()))"
+    )
+    out = run_fresh_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "int16", "3"]
+
+
+def test_conflicting_or_invalid_targets_fail_before_anything_is_written(tmp_path, ct, save):
+    src, dst = save(ct), str(tmp_path / "o.zarr")
+    for bad in ({"lossless": True, "max_error": 2}, {"max_error": -1}, {"max_error": float("nan")},
+                {"max_error": 1, "ratio": 8}):
+        with pytest.raises(InputError):
+            compress(src, dst, **bad)
+    with pytest.raises(SystemExit):
+        main(["compress", src, dst, "--lossless", "--ratio", "8"])
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_resume_keeps_the_bound_and_refuses_another(tmp_path, ct, save):
+    src, dst = save(ct), str(tmp_path / "o.zarr")
+    compress(src, dst, max_error=2, chunks="8,32,32", executor="local", progress=False)
+    again = compress(src, dst, max_error=2, chunks="8,32,32", executor="local", progress=False, resume=True)
+    assert again.chunks_skipped == 8 and again.chunks_written == 0
+    with pytest.raises(InputError, match="error bound"):
+        compress(src, dst, max_error=3, chunks="8,32,32", executor="local", progress=False, resume=True)
+
+
+def test_4d_series_lossless_whatever_the_method(tmp_path, mri4d, save):
+    """The exact coder takes any number of axes, even where the named method is 3D only."""
+    src, dst = save(mri4d), str(tmp_path / "o.zarr")
+    result = compress(src, dst, lossless=True, executor="local", progress=False)
+    assert result.coder == "lossless" and result.ratio > 1.5
+    assert np.array_equal(zarr.open_array(dst, mode="r")[...], mri4d)
+
+
+def test_archive_verifies_lossless_volumes_bit_for_bit(tmp_path, ct):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    np.save(src / "ct.npy", ct)
+    report = archive(str(src), f"file://{dst}", lossless=True, executor="local", chunks="8,32,32")
+    assert report.verified == ["ct.npy"]
+    (record,) = [json.loads(line) for line in (dst / MANIFEST).read_text().splitlines()]
+    assert record["bit_exact"] is True and record["chunks_verified"] == 8 and record["target"] == {"max_error": 0.0}
+
+
+def test_compress_job_reports_the_bound(tmp_path, ct, save):
+    src, dst = save(ct), str(tmp_path / "o.zarr")
+    out = run_fresh_python(
+        f"import sys; sys.argv = ['compress_cremi.py', '--input', {src!r}, '--output', {dst!r}, '--max-error', '1', "
+        f"'-q']; sys.path.insert(0, {str(ROOT / 'jobs')!r}); import compress_cremi; sys.exit(compress_cremi.main())",
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "max |error| 1 (bound 1: met)" in out.stdout
+    assert evaluate(src, dst).bound_met
