@@ -22,6 +22,7 @@ half, u8 first class, u8 class count and that many scale codes; then one ANS str
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 import constriction
 import numpy as np
@@ -94,55 +95,51 @@ def _contexts(shapes: list[tuple[int, ...]], shape: tuple[int, ...], levels: int
         )
 
 
-class _Models:
-    """Per scale code: the bin width 2**k, the table over ``hi`` and the escape model."""
+@lru_cache(maxsize=4096)
+def _model(bits: int, code: int) -> tuple[int, object, object, object]:
+    """The bin width exponent k, the table over ``hi``, the escape model and the low bits' model
+    of scale code ``code`` for symbols below ``2**bits`` (cached: every chunk reuses them)."""
+    scale = float(scale_of(code))
+    k = max(0, int(np.floor(np.log2(scale))) - 2)
+    width = 1 << k
+    j = np.arange(-_EDGE, _EDGE + 1, dtype=np.float64)
+    cdf = _cdf(scale, (j + 1) * width - 1) - _cdf(scale, j * width - 1)
+    escape = _cdf(scale, -_EDGE * width - 1) + 1.0 - _cdf(scale, (_EDGE + 1) * width - 1)
+    weights = np.maximum(np.round(np.append(cdf, escape) * 2.0**24), 1.0)
+    table = constriction.stream.model.Categorical(weights, perfect=False)
+    top = (((1 << bits) - 1) >> k) + 1
+    tail = constriction.stream.model.QuantizedLaplace(-top, top + 1, -0.5, scale / width)
+    return k, table, tail, constriction.stream.model.Uniform(width) if k else None
 
-    def __init__(self, bits: int) -> None:
-        self.top = (1 << bits) - 1
-        self.models: dict[int, tuple[int, object, object]] = {}
 
-    def get(self, code: int) -> tuple[int, object, object]:
-        if code not in self.models:
-            scale = float(scale_of(code))
-            k = max(0, int(np.floor(np.log2(scale))) - 2)
-            width = 1 << k
-            j = np.arange(-_EDGE, _EDGE + 1, dtype=np.float64)
-            cdf = self._cdf(scale, (j + 1) * width - 1) - self._cdf(scale, j * width - 1)
-            escape = self._cdf(scale, -_EDGE * width - 1) + 1.0 - self._cdf(scale, (_EDGE + 1) * width - 1)
-            weights = np.maximum(np.round(np.append(cdf, escape) * 2.0**24), 1.0)
-            table = constriction.stream.model.Categorical(weights, perfect=False)
-            top = (self.top >> k) + 1
-            tail = constriction.stream.model.QuantizedLaplace(-top, top + 1, -0.5, scale / width)
-            self.models[code] = (k, table, tail)
-        return self.models[code]
+def _cdf(scale: float, v: np.ndarray | float) -> np.ndarray:
+    """P(V <= v) for the Laplace over unit bins centred on the integers."""
+    v = np.asarray(v, np.float64)
+    tail = 0.5 * np.exp(-(np.abs(v) + np.where(v >= 0, 0.5, -0.5)) / scale)
+    return np.where(v >= 0, 1.0 - tail, tail)
 
-    @staticmethod
-    def _cdf(scale: float, v: np.ndarray | float) -> np.ndarray:
-        """P(V <= v) for the Laplace over unit bins centred on the integers."""
-        v = np.asarray(v, np.float64)
-        tail = 0.5 * np.exp(-(np.abs(v) + np.where(v >= 0, 0.5, -0.5)) / scale)
-        return np.where(v >= 0, 1.0 - tail, tail)
 
-    def encode(self, coder, values: np.ndarray, code: int) -> None:
-        """Push ``values`` so that :meth:`decode` pops them in order: table, escapes, low bits."""
-        k, table, tail = self.get(code)
-        hi = values >> k
-        if k:
-            coder.encode_reverse((values - (hi << k)).astype(np.int32), constriction.stream.model.Uniform(1 << k))
-        escaped = np.abs(hi) > _EDGE
-        if escaped.any():
-            coder.encode_reverse(hi[escaped].astype(np.int32), tail)
-        coder.encode_reverse(np.where(escaped, 2 * _EDGE + 1, hi + _EDGE).astype(np.int32), table)
+def _encode_run(coder, values: np.ndarray, bits: int, code: int) -> None:
+    """Push ``values`` so that :func:`_decode_run` pops them in order: table, escapes, low bits."""
+    k, table, tail, low = _model(bits, code)
+    hi = values >> k
+    if k:
+        coder.encode_reverse((values - (hi << k)).astype(np.int32), low)
+    escaped = np.abs(hi) > _EDGE
+    if escaped.any():
+        coder.encode_reverse(hi[escaped].astype(np.int32), tail)
+    coder.encode_reverse(np.where(escaped, 2 * _EDGE + 1, hi + _EDGE).astype(np.int32), table)
 
-    def decode(self, coder, count: int, code: int) -> np.ndarray:
-        k, table, tail = self.get(code)
-        hi = coder.decode(table, count).astype(np.int64) - _EDGE
-        escaped = hi == _EDGE + 1
-        if escaped.any():
-            hi[escaped] = coder.decode(tail, int(escaped.sum()))
-        if not k:
-            return hi
-        return (hi << k) + coder.decode(constriction.stream.model.Uniform(1 << k), count)
+
+def _decode_run(coder, count: int, bits: int, code: int) -> np.ndarray:
+    k, table, tail, low = _model(bits, code)
+    hi = coder.decode(table, count) - _EDGE
+    escaped = hi == _EDGE + 1
+    if escaped.any():
+        hi[escaped] = coder.decode(tail, int(escaped.sum()))
+    if not k:
+        return hi
+    return (hi << k) + coder.decode(low, count)
 
 
 def _runs(band: _Band, q: np.ndarray, half: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -209,9 +206,8 @@ def encode_exact(x: np.ndarray) -> bytes:
                 segments.append((flat[positions[starts[c] : starts[c + 1]]], int(codes[c])))
     if segments:
         coder = constriction.stream.stack.AnsCoder()
-        models = _Models(bits)
         for values, code in reversed(segments):
-            models.encode(coder, values.astype(np.int64), code)
+            _encode_run(coder, values.astype(np.int64), bits, code)
         head += coder.get_compressed().tobytes()
     return bytes(head)
 
@@ -253,7 +249,6 @@ def decode_exact(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     if len(body) % 4:
         raise ChunkFormatError("exact-coded section is not a whole number of 32-bit words")
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
-    models = _Models(bits)
     bands: list[np.ndarray] = []
     for context, band_shape, desc in zip(_contexts(shapes, shape, levels, planar), shapes, descriptors, strict=True):
         q = np.zeros(band_shape, np.int64)
@@ -263,8 +258,8 @@ def decode_exact(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
             for half, codes in zip((False, True), desc, strict=True):
                 positions, counts = _runs(band, q, half)
                 runs = [
-                    models.decode(coder, int(counts[c]), int(codes[c])) if codes[c] else np.zeros(counts[c], np.int64)
-                    for c in np.flatnonzero(counts)
+                    _decode_run(coder, int(n), bits, int(code)) if code else np.zeros(n, np.int32)
+                    for n, code in zip(counts[counts > 0], codes[counts > 0], strict=True)
                 ]
                 if runs:
                     flat[positions] = np.concatenate(runs)
