@@ -47,7 +47,7 @@ def compress(src: str, dst: str, **options: Any) -> CompressResult:
     """Compress ``src`` (``.npy``, ``.tif``, HDF5, zarr/N5/precomputed path or URL) into a zarr array at ``dst``.
 
     ``options`` are the fields of :class:`~streamcomp.pipeline.RunConfig`: ``method``, one of
-    ``ratio`` / ``psnr`` / ``max_error`` / ``lossless=True``, ``chunks``, ``zarr_format``,
+    ``ratio`` / ``psnr`` / ``max_error`` / ``lossless=True``, ``chunks``, ``shards``, ``zarr_format``,
     ``method_params``, ``overwrite``, ``resume``,
     ``progress``, ``storage_options``, ``workers``, ``ray_address``, ``executor``, ``gpu``,
     ``manifest``. ``ray_address`` (or ``RAY_ADDRESS``) names a running cluster, otherwise an

@@ -50,6 +50,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         help="no voxel off by more than E, in the data's units (0 = --lossless)")
     p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
+    p.add_argument("--shards", metavar="SHAPE|auto",
+                   help="zarr v3 shards of many chunks, one object each, e.g. 64,1024,1024 or auto (~1 GiB raw)")
     p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
     p.add_argument("--workers", type=int, help="Ray encoder actors (default: one per CPU/GPU)")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
@@ -82,6 +84,7 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_error": args.max_error,
         "lossless": args.lossless,
         "chunks": args.chunks,
+        "shards": args.shards,
         "zarr_format": args.zarr_format,
         "method_params": json_object(args.params, "--params"),
         "workers": args.workers,

@@ -157,6 +157,9 @@ def ray_head():
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
            "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(200 * 2**20),
            "--temp-dir", temp_dir, "--disable-usage-stats"]
+    # `ray start` needs the token to exist (ray.init makes one, `ray start` does not): on a fresh
+    # machine whose first Ray is this head, make it the way Ray does (no-op when it exists).
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     log = open(os.path.join(temp_dir, "ray_start.log"), "w")  # noqa: SIM115 - closed in teardown
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir, proc)

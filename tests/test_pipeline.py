@@ -154,3 +154,17 @@ def test_killed_driver_rerun_encodes_only_missing_chunks(ray_head, tmp_path, em_
     out = read_in_fresh_process(dst)
     assert out.shape == BIG_SHAPE
     print(f"rerun {time.monotonic() - t:.1f} s for {run['chunks_encoded']} chunks")
+
+
+def test_ray_job_writes_auto_shards_one_writer_each(ray_head, tmp_path, em_big):
+    dst = tmp_path / "out.zarr"
+    job = ray_head.submit([JOB, "--input", em_big, "--output", str(dst), "--lossless", "--chunks", "8,64,64",
+                           "--shards", "auto", "--workers", "2"])
+    status = ray_head.wait_job(job)
+    assert status == "SUCCEEDED", ray_head.logs(job)[-3000:]
+    run = read_manifest(str(dst))["run"]
+    shards = chunk_files(dst)
+    assert run["unit"] == "shard" and run["chunks_encoded"] == len(shards) >= 2  # one shard per worker at least
+    assert len(set(run["worker_pids"])) == 2
+    out = read_in_fresh_process(dst)
+    assert np.array_equal(out, np.load(em_big))

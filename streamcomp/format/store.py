@@ -35,8 +35,10 @@ def create_array(
     zarr_format: int = 3,
     overwrite: bool = False,
     attributes: dict | None = None,
+    shards: tuple[int, ...] | None = None,
 ) -> zarr.Array:
-    """An empty array whose chunks decode through the streamcomp codec."""
+    """An empty array whose chunks decode through the streamcomp codec; with ``shards``, a zarr v3
+    array whose shards (``sharding_indexed``) hold the streamcomp-coded chunks."""
     common = {
         "store": store,
         "shape": shape,
@@ -53,7 +55,9 @@ def create_array(
     # Compact JSON: the metadata document counts in the ratio, and indentation is a third of it.
     with zarr.config.set({"json_indent": None}):
         if zarr_format == 3:
-            return zarr.create_array(serializer=StreamcompCodec(**codec_config), compressors=None, **common)
+            return zarr.create_array(
+                serializer=StreamcompCodec(**codec_config), compressors=None, shards=shards, **common
+            )
         return zarr.create_array(compressors=StreamcompNumcodec(**codec_config), **common)
 
 
@@ -71,7 +75,8 @@ def chunk_key(array: zarr.Array, coords: tuple[int, ...]) -> str:
 
 
 def write_chunk(array: zarr.Array, coords: tuple[int, ...], data: bytes) -> None:
-    """Put one chunk's bytes at its key in a single atomic store write."""
+    """Put one chunk's (or, in a sharded array, one whole shard's) bytes at its key in a single
+    atomic store write."""
     from zarr.core.sync import sync
 
     buf = default_buffer_prototype().buffer.from_bytes(data)

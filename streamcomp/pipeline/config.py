@@ -46,8 +46,10 @@ class RunConfig:
     ``executor``: ``auto`` runs tiny inputs (under 64 MiB) in-process when no Ray is running, no
     address and no ``workers`` are given, Ray otherwise; ``ray`` / ``local`` force one. ``gpu``
     (default: whether the cluster has GPUs) makes workers request one GPU each. ``manifest``
-    writes ``<dst>.manifest.json`` beside the output. ``max_error`` bounds every voxel's absolute
-    error in the data's units (0: lossless, bit for bit); ``lossless=True`` is ``max_error=0``.
+    writes ``<dst>.manifest.json`` beside the output. ``shards`` (a shape in whole chunks, or
+    ``"auto"``: about 1 GiB of raw data each) stores many chunks per object (zarr v3 sharding).
+    ``max_error`` bounds every voxel's absolute error in the data's units (0: lossless, bit for
+    bit); ``lossless=True`` is ``max_error=0``.
     """
 
     src: str
@@ -58,6 +60,7 @@ class RunConfig:
     max_error: float | None = None
     lossless: bool = False
     chunks: str | tuple[int, ...] | None = None
+    shards: str | tuple[int, ...] | None = None
     zarr_format: int = 3
     method_params: dict[str, Any] | None = None
     overwrite: bool = False
@@ -75,6 +78,8 @@ class RunConfig:
         validate_target(self.ratio, self.psnr, self.max_error)
         if self.zarr_format not in (2, 3):
             raise InputError(f"zarr format must be 2 or 3, not {self.zarr_format}")
+        if self.shards is not None and self.zarr_format != 3:
+            raise InputError("shards need zarr format 3 (sharding_indexed is a zarr v3 codec); drop --zarr-format 2")
         if self.executor not in EXECUTORS:
             raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         if self.workers is not None and self.workers < 1:

@@ -12,7 +12,8 @@
                                              --lossless / --max-error: the exact coder fits nothing)
     create the output array (or, on resume, take its configuration: never refit)
     encode: batches of chunk tasks    --->   build the method once from the array's codec config,
-    (bounded in flight, progress)            read own block, encode, write its key atomically
+    (or of shard tasks, --shards)            read own blocks, encode, write its key atomically
+    (bounded in flight, progress)            (a shard: all its chunks, then the shard whole)
                                              (present keys: frame + CRC check, re-encode if bad)
     manifest: counts, rates, times
 """
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from streamcomp.errors import InputError
 from streamcomp.format.bounded import BOUNDED_CHUNKS
 from streamcomp.format.codec import make_config, method_from_config
+from streamcomp.format.shards import chunks_per_shard, index_size, parse_shards, shard_of
 from streamcomp.format.store import (
     array_stored_bytes,
     chunk_key,
@@ -45,7 +47,8 @@ from streamcomp.methods import Method, build_method
 from streamcomp.pipeline import manifest as mf
 from streamcomp.pipeline.config import RunConfig
 from streamcomp.pipeline.executors import LocalPool, RayPool, start_ray
-from streamcomp.pipeline.worker import Task
+from streamcomp.pipeline.pyramid import build_pyramid
+from streamcomp.pipeline.worker import ShardTask, Task
 from streamcomp.plan import Plan, assign_budgets, chunk_grid, parse_chunks, plan_from_stats, sample_items
 from streamcomp.source import Source, open_source, path_exists
 
@@ -66,6 +69,7 @@ class Run:
     plan: Plan | None = None
     config: dict[str, Any] | None = None
     array: Any = None
+    shards: tuple[int, ...] | None = None
 
     @property
     def max_mse(self) -> float | None:
@@ -83,6 +87,7 @@ def run(cfg: RunConfig) -> tuple[dict[str, Any], mf.RunStats]:
         pool = RayPool(cfg.src, cfg.storage_options, cfg.workers, cfg.gpu) if executor == "ray" else LocalPool(
             cfg.src, cfg.storage_options
         )
+        resolve_shards(state, pool.size)
         times = {"scan": timed(scan, state, pool)}
         check_feasible(state)
         times["fit"] = timed(fit, state, pool)
@@ -91,14 +96,20 @@ def run(cfg: RunConfig) -> tuple[dict[str, Any], mf.RunStats]:
         stats = mf.RunStats(
             executor=pool.kind, workers=pool.size, gpu=pool.gpu, ray_address=pool.address,
             resumed=state.existing is not None, chunks_total=len(state.plan.items),
-            chunks_fill=len(state.plan.items) - len(tasks), chunks_todo=len(tasks),
+            chunks_fill=sum(it.kind == "fill" for it in state.plan.items), chunks_todo=len(tasks),
+            unit="shard" if state.shards else "chunk",
         )
         doc = manifest_doc(state, stats)
         if cfg.manifest:
             mf.write_manifest(cfg.dst, {**doc, "run": asdict(stats)}, cfg.storage_options)
         times["encode"] = timed(encode, state, pool, tasks, stats)
+        pyramid_bytes = None
+        if cfg.ome_zarr:
+            t_pyramid = time.perf_counter()
+            pyramid_bytes = build_pyramid(state, pool)
+            times["pyramid"] = time.perf_counter() - t_pyramid
         times["total"] = time.perf_counter() - t0
-        return finish(state, stats, doc, times, pool.resubmitted)
+        return finish(state, stats, doc, times, pool.resubmitted, pyramid_bytes)
     finally:
         if pool is not None:
             pool.close()
@@ -133,6 +144,23 @@ def open_run(cfg: RunConfig) -> Run:
     mf.check_same_layout(existing, cfg.dst, chunks, cfg.zarr_format)
     mf.check_same_method(existing, cfg.dst, method)
     return Run(cfg, source, method, chunks, existing)
+
+
+def resolve_shards(state: Run, workers: int) -> None:
+    """The shard shape: the resumed array's, else ``--shards`` (``auto`` sized for this pool)."""
+    cfg, source = state.cfg, state.source
+    if state.existing is not None:
+        stored = state.existing.array.shards
+        state.shards = None if stored is None else tuple(stored)
+        asked = cfg.shards if cfg.shards in (None, "auto") else parse_shards(
+            cfg.shards, source.shape, state.chunks, source.dtype.itemsize
+        )
+        if asked != "auto" and asked != state.shards:
+            raise InputError(
+                f"cannot resume {cfg.dst}: it has shards {state.shards}, this run asks for {asked}"
+            )
+        return
+    state.shards = parse_shards(cfg.shards, source.shape, state.chunks, source.dtype.itemsize, workers)
 
 
 def choose_executor(cfg: RunConfig, source: Source) -> str:
@@ -175,7 +203,8 @@ def check_feasible(state: Run) -> None:
         return
     config = make_config(method, with_shared=False)
     shared = math.ceil(method.shared_state_size_estimate() * 4 / 3)  # base64 in the metadata
-    meta = metadata_bytes(source.shape, state.chunks, source.dtype, config, cfg.zarr_format) + shared
+    meta = metadata_bytes(source.shape, state.chunks, source.dtype, config, cfg.zarr_format, shards=state.shards)
+    meta += shared + shard_index_bytes(state)
     assign_budgets(state.plan, cfg.ratio, meta, method.min_payload_bytes(state.chunks))
 
 
@@ -217,7 +246,8 @@ def assign_final_budgets(state: Run) -> None:
     if cfg.ratio is None:
         return
     fresh = {**state.config, "bytes_per_voxel": None}
-    meta = metadata_bytes(source.shape, state.chunks, source.dtype, fresh, cfg.zarr_format)
+    meta = metadata_bytes(source.shape, state.chunks, source.dtype, fresh, cfg.zarr_format, shards=state.shards)
+    meta += shard_index_bytes(state)
     assign_budgets(state.plan, cfg.ratio, meta, method_from_config(fresh).min_payload_bytes(state.chunks))
     data_voxels = sum(it.voxels for it in state.plan.items if it.kind == "data") or 1
     bpv = sum(it.budget or 0 for it in state.plan.items) / data_voxels
@@ -226,8 +256,17 @@ def assign_final_budgets(state: Run) -> None:
     state.config["bytes_per_voxel"] = bpv
 
 
-def prepare_output(state: Run) -> list[Task]:
-    """Create the output array (or take the resumed one) and list the chunks left to encode."""
+def shard_index_bytes(state: Run) -> int:
+    """Bytes the shards' indexes add: one index per shard that holds a stored chunk."""
+    if state.shards is None:
+        return 0
+    per_shard = chunks_per_shard(state.shards, state.chunks)
+    stored = {shard_of(it.coords, per_shard) for it in state.plan.items if it.kind != "fill"}
+    return len(stored) * index_size(per_shard)
+
+
+def prepare_output(state: Run) -> list[Task] | list[ShardTask]:
+    """Create the output array (or take the resumed one) and list the chunks (or shards) to encode."""
     cfg, source = state.cfg, state.source
     if state.existing is not None:
         state.array = state.existing.array
@@ -236,13 +275,30 @@ def prepare_output(state: Run) -> list[Task]:
     else:
         store = store_for(cfg.dst, cfg.storage_options)
         state.array = create_array(
-            store, source.shape, state.chunks, source.dtype, state.config, cfg.zarr_format, overwrite=cfg.overwrite
+            store, source.shape, state.chunks, source.dtype, state.config, cfg.zarr_format,
+            overwrite=cfg.overwrite, shards=state.shards,
         )
         present = set()
+    if state.shards is not None:
+        return shard_tasks(state, present)
     return [
         Task(i, it.coords, it.slices, it.kind, it.budget, chunk_key(state.array, it.coords) in present)
         for i, it in enumerate(state.plan.items)
         if it.kind != "fill"
+    ]
+
+
+def shard_tasks(state: Run, present: set[str]) -> list[ShardTask]:
+    """The plan's non-fill chunks grouped by shard, one task per shard (all-fill shards: none)."""
+    per_shard = chunks_per_shard(state.shards, state.chunks)
+    groups: dict[tuple[int, ...], list[Task]] = {}
+    for i, it in enumerate(state.plan.items):
+        if it.kind != "fill":
+            task = Task(i, it.coords, it.slices, it.kind, it.budget)
+            groups.setdefault(shard_of(it.coords, per_shard), []).append(task)
+    return [
+        ShardTask(n, coords, tuple(chunks), chunk_key(state.array, coords) in present)
+        for n, (coords, chunks) in enumerate(groups.items())
     ]
 
 
@@ -259,6 +315,7 @@ def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
         "shape": list(source.shape),
         "dtype": source.dtype.name,
         "chunks": list(state.chunks),
+        "shards": None if state.shards is None else list(state.shards),
         "zarr_format": cfg.zarr_format,
         "plan": {
             "chunks": len(plan.items),
@@ -272,12 +329,18 @@ def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
     }
 
 
-def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task], stats: mf.RunStats) -> None:
+def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task] | list[ShardTask], stats: mf.RunStats) -> None:
     """Bounded batches through the pool, one progress bar with Mvoxel/s and ETA."""
     cfg, t, voxels, pids = state.cfg, time.perf_counter(), 0, set()
-    bar = tqdm(total=len(tasks), desc=f"encode {cfg.coder}", unit="chunk", disable=not cfg.progress, smoothing=0.1)
+    bar = tqdm(total=len(tasks), desc=f"encode {cfg.coder}", unit=stats.unit, disable=not cfg.progress, smoothing=0.1)
     params = state.method.params.as_dict()
-    for results in pool.map("encode", batches(tasks, batch_size(len(tasks), pool.size, 8)), cfg.dst, params,
+    items = state.plan.items
+    task_voxels = {
+        t.index: sum(items[c.index].voxels for c in t.chunks) if isinstance(t, ShardTask) else items[t.index].voxels
+        for t in tasks
+    }
+    cap = 1 if state.shards is not None else 8  # a shard is already many chunks of work
+    for results in pool.map("encode", batches(tasks, batch_size(len(tasks), pool.size, cap)), cfg.dst, params,
                             state.max_mse, cfg.max_error):
         for index, status, _nbytes, pid in results:
             pids.add(pid)
@@ -286,7 +349,7 @@ def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task], stats: mf.R
             else:
                 stats.chunks_encoded += 1
                 stats.chunks_repaired += status == "repaired"
-                voxels += state.plan.items[index].voxels
+                voxels += task_voxels[index]
         bar.update(len(results))
         bar.set_postfix_str(f"{voxels / max(time.perf_counter() - t, 1e-9) / 1e6:.2f} Mvox/s", refresh=False)
     bar.close()
@@ -295,9 +358,11 @@ def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task], stats: mf.R
 
 
 def finish(
-    state: Run, stats: mf.RunStats, doc: dict[str, Any], times: dict[str, float], resubmitted: int
+    state: Run, stats: mf.RunStats, doc: dict[str, Any], times: dict[str, float], resubmitted: int,
+    pyramid_bytes: int | None = None,
 ) -> tuple[dict[str, Any], mf.RunStats]:
-    """Count every stored byte, complete the manifest and summarize."""
+    """Count every stored byte, complete the manifest and summarize (``pyramid_bytes``: an OME-Zarr
+    group's levels 1.. and group document, kept out of level 0's ratio)."""
     cfg, plan = state.cfg, state.plan
     stats.resubmitted = resubmitted
     stats.seconds = {k: round(v, 3) for k, v in times.items()}
@@ -309,6 +374,7 @@ def finish(
             stored_bytes=stored,
             raw_bytes=plan.raw_bytes,
             ratio=plan.raw_bytes / max(stored, 1),
+            pyramid_bytes=pyramid_bytes,
             run=asdict(stats),
         )
         mf.write_manifest(cfg.dst, doc, cfg.storage_options)
@@ -318,6 +384,7 @@ def finish(
         "chunks": state.chunks,
         "raw_bytes": plan.raw_bytes,
         "stored_bytes": stored,
+        "pyramid_bytes": pyramid_bytes,
         "target": cfg.target,
         "manifest": mf.manifest_url(cfg.dst) if cfg.manifest else None,
     }

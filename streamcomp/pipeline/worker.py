@@ -13,6 +13,7 @@ from typing import Any
 
 from streamcomp.format.chunk import chunk_is_valid, constant_chunk, encode_chunk, method_target
 from streamcomp.format.codec import codec_config_of, make_config, method_from_config
+from streamcomp.format.shards import chunks_per_shard, pack_shard, unpack_shard
 from streamcomp.format.store import open_output_array, read_chunk, write_chunk
 from streamcomp.methods import FitTargets, Method, build_method
 from streamcomp.plan import chunk_stats
@@ -29,6 +30,17 @@ class Task:
     slices: tuple[slice, ...]
     kind: str
     budget: int | None
+    present: bool = False
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to assemble and write whole: its grid coordinates and its non-fill chunks (a chunk
+    absent here is all fill value and stays absent from the shard's index)."""
+
+    index: int
+    coords: tuple[int, ...]
+    chunks: tuple[Task, ...]
     present: bool = False
 
 
@@ -92,15 +104,17 @@ class ChunkWorker:
         return self._outputs[dst]
 
     def encode(
-        self, batch: list[Task], dst: str, params: dict[str, Any], max_mse: float | None,
+        self, batch: list[Task | ShardTask], dst: str, params: dict[str, Any], max_mse: float | None,
         max_error: float | None = None,
     ) -> list[tuple[int, str, int, int]]:
-        """Encode and write each task's chunk: (index, "written" | "skipped" | "repaired", bytes, pid).
+        """Encode and write each task's chunk or shard: (index, "written" | "skipped" | "repaired",
+        bytes, pid).
 
         ``params`` are the run's full method parameters: the array's configuration keeps only
         those a decoder needs."""
         array, method = self._output(dst, params)
-        return [(t.index, *encode_task(method, self.source, array, t, max_mse, max_error), os.getpid()) for t in batch]
+        run = encode_shard_task if array.shards is not None else encode_task
+        return [(t.index, *run(method, self.source, array, t, max_mse, max_error), os.getpid()) for t in batch]
 
 
 def encode_task(
@@ -111,14 +125,52 @@ def encode_task(
     status = "written"
     if task.present:
         data = read_chunk(array, task.coords)
-        valid = tuple(s.stop - s.start for s in task.slices)
-        if chunk_is_valid(data, method.method_id, chunk_shape, valid):
+        if chunk_is_valid(data, method.method_id, chunk_shape, valid_shape(task)):
             return "skipped", len(data or b"")
         status = "repaired"
-    block = source.read(task.slices)
-    if task.kind == "constant":
-        data = constant_chunk(method, block, chunk_shape)
-    else:
-        data = encode_chunk(method, block, chunk_shape, budget_bytes=task.budget, max_mse=max_mse, max_error=max_error)
+    data = encode_block(method, source.read(task.slices), task, chunk_shape, max_mse, max_error)
     write_chunk(array, task.coords, data)
     return status, len(data)
+
+
+def encode_shard_task(
+    method: Method, source: Any, array: Any, task: ShardTask, max_mse: float | None, max_error: float | None = None
+) -> tuple[str, int]:
+    """Verify a stored copy of the shard (index checksum and every chunk's frame), else encode all
+    its chunks and write the shard whole."""
+    chunk_shape = tuple(array.chunks)
+    per_shard = chunks_per_shard(tuple(array.shards), chunk_shape)
+    origin = tuple(c * k for c, k in zip(task.coords, per_shard, strict=True))
+
+    def local(t: Task) -> tuple[int, ...]:
+        return tuple(c - o for c, o in zip(t.coords, origin, strict=True))
+
+    status = "written"
+    if task.present:
+        data = read_chunk(array, task.coords)
+        parts = None if data is None else unpack_shard(data, per_shard)
+        if parts is not None and set(parts) == {local(t) for t in task.chunks} and all(
+            chunk_is_valid(parts[local(t)], method.method_id, chunk_shape, valid_shape(t)) for t in task.chunks
+        ):
+            return "skipped", len(data)
+        status = "repaired"
+    parts = {
+        local(t): encode_block(method, source.read(t.slices), t, chunk_shape, max_mse, max_error) for t in task.chunks
+    }
+    data = pack_shard(per_shard, parts)
+    write_chunk(array, task.coords, data)
+    return status, len(data)
+
+
+def valid_shape(task: Task) -> tuple[int, ...]:
+    return tuple(s.stop - s.start for s in task.slices)
+
+
+def encode_block(
+    method: Method, block: Any, task: Task, chunk_shape: tuple[int, ...], max_mse: float | None,
+    max_error: float | None,
+) -> bytes:
+    """One chunk's frame: a constant chunk's header, or the method's (or bounded mode's) code."""
+    if task.kind == "constant":
+        return constant_chunk(method, block, chunk_shape)
+    return encode_chunk(method, block, chunk_shape, budget_bytes=task.budget, max_mse=max_mse, max_error=max_error)
