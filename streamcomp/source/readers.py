@@ -19,9 +19,14 @@ import numpy as np
 
 from streamcomp.errors import InputError
 from streamcomp.format.frame import check_dtype
-from streamcomp.source.urls import filesystem, is_url, local_path, s3_options, tensorstore_kvstore
+from streamcomp.source.urls import filesystem, is_url, local_path, read_json, s3_options, tensorstore_kvstore
 
 HDF5_DEFAULT_DATASET = "volumes/raw"
+# tensorstore / neuroglancer unit symbols -> NGFF (OME-Zarr) unit names.
+NGFF_UNITS = {
+    "nm": "nanometer", "um": "micrometer", "µm": "micrometer", "mm": "millimeter", "cm": "centimeter",
+    "m": "meter", "s": "second", "ms": "millisecond", "us": "microsecond", "ns": "nanosecond",
+}
 
 
 @dataclass
@@ -34,6 +39,8 @@ class Source:
     read: Callable[[tuple[slice, ...]], np.ndarray] = field(repr=False)
     native_chunks: tuple[int, ...] | None = None
     reader: str = ""  # what reads it: "numpy mmap", "h5py", "tensorstore zarr3", "zarr-python", ...
+    voxel_size: tuple[float, ...] | None = None  # per axis, in ``units`` (None: the source does not say)
+    units: tuple[str | None, ...] | None = None  # NGFF unit names per axis ("nanometer", ...)
 
     @property
     def nbytes(self) -> int:
@@ -75,7 +82,12 @@ def _open_hdf5(path: str, dataset: str) -> Source:
     if dataset not in f:
         raise InputError(f"{path} has no dataset {dataset!r}; name one as {path}#/path/to/dataset")
     ds = f[dataset]
-    return _from_array_like(f"{path}#{dataset}", ds, ds.chunks, "h5py")
+    source = _from_array_like(f"{path}#{dataset}", ds, ds.chunks, "h5py")
+    resolution = ds.attrs.get("resolution")  # CREMI: (z, y, x) in nm
+    if resolution is not None and np.ndim(resolution) == 1 and len(resolution) == ds.ndim:
+        source.voxel_size = tuple(float(v) for v in resolution)
+        source.units = ("nanometer",) * ds.ndim
+    return source
 
 
 def _open_zarr(url: str, storage_options: dict | None) -> Source:
@@ -205,8 +217,13 @@ def _ts_source(url: str, ts_store: Any, driver: str) -> Source:
     def read(sel: tuple[slice, ...]) -> np.ndarray:
         return np.asarray(arr[sel].read().result())
 
-    return Source(url, tuple(int(n) for n in arr.shape), np.dtype(arr.dtype.numpy_dtype), read, chunks,
-                  f"tensorstore {driver}")
+    source = Source(url, tuple(int(n) for n in arr.shape), np.dtype(arr.dtype.numpy_dtype), read, chunks,
+                    f"tensorstore {driver}")
+    units = list(arr.dimension_units)  # precomputed: its info's resolution; N5: resolution/units attributes
+    if any(u is not None for u in units):
+        source.voxel_size = tuple(1.0 if u is None else float(u.multiplier) for u in units)
+        source.units = tuple(None if u is None else NGFF_UNITS.get(u.base_unit, u.base_unit) for u in units)
+    return source
 
 
 def _open_chunked(src: str, storage_options: dict | None, engine: str) -> Source:
@@ -240,6 +257,60 @@ def _open_chunked(src: str, storage_options: dict | None, engine: str) -> Source
     return _ts_source(url, store, driver)
 
 
+def ome_multiscales(url: str, storage_options: dict | None = None) -> dict | None:
+    """The first ``multiscales`` entry of an OME-Zarr image group at ``url`` (NGFF 0.5 ``zarr.json``
+    ``ome`` attributes, or 0.4 ``.zattrs``), or None when ``url`` is no such group."""
+    base = url.rstrip("/")
+    try:
+        doc = read_json(f"{base}/zarr.json", storage_options)
+        if doc is not None:
+            attrs = doc.get("attributes", {}) if doc.get("node_type") == "group" else {}
+            multiscales = attrs.get("ome", {}).get("multiscales")
+        else:
+            multiscales = (read_json(f"{base}/.zattrs", storage_options) or {}).get("multiscales")
+    except Exception:  # unreadable here: opening the array itself then says why, with a clearer message
+        return None
+    return multiscales[0] if isinstance(multiscales, list) and multiscales else None
+
+
+def level_scale(multiscale: dict, path: str) -> tuple[tuple[float, ...], tuple[str | None, ...]] | None:
+    """(voxel size, units) of the level at ``path`` in an NGFF ``multiscales`` entry (global scale
+    included), or None when it has no such level."""
+    axes = multiscale.get("axes", [])
+    units = tuple(a.get("unit") if isinstance(a, dict) else None for a in axes)
+    for dataset in multiscale.get("datasets", []):
+        if str(dataset.get("path")) != path:
+            continue
+        scale = np.ones(len(axes))
+        for transforms in (dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations")):
+            for t in transforms or []:
+                if t.get("type") == "scale" and len(t.get("scale", [])) == len(axes):
+                    scale = scale * np.asarray(t["scale"], np.float64)
+        return tuple(float(v) for v in scale), units
+    return None
+
+
+def _open_ome_or_chunked(src: str, storage_options: dict | None, engine: str) -> Source:
+    """A chunked array; an OME-Zarr group opens at its first (full-resolution) level, and a level of
+    one takes its voxel size and units from the group's ``multiscales``."""
+    fmt, url = split_format(src)
+    if fmt not in (None, "auto", "zarr", "zarr3"):
+        return _open_chunked(src, storage_options, engine)
+    url = url.rstrip("/") or url
+    multiscale = ome_multiscales(url, storage_options)
+    if multiscale is not None and multiscale.get("datasets"):
+        path = str(multiscale["datasets"][0]["path"])
+        source = _open_chunked(f"{url}/{path}", storage_options, engine)
+    else:
+        parent, _, path = url.rpartition("/")
+        multiscale = ome_multiscales(parent, storage_options) if parent else None
+        source = _open_chunked(src, storage_options, engine)
+    scale = level_scale(multiscale, path) if multiscale is not None else None
+    if scale is not None and len(scale[0]) == len(source.shape):
+        source.voxel_size, source.units = scale
+    return source
+
+
 def open_source(src: str, storage_options: dict | None = None, engine: str = "auto") -> Source:
     """Open ``src`` for lazy block reads and validate that it is a volume streamcomp can take.
 
@@ -250,6 +321,9 @@ def open_source(src: str, storage_options: dict | None = None, engine: str = "au
     Chunked arrays are read through tensorstore (``engine="auto"``), or zarr-python when the
     storage options carry explicit keys (tensorstore takes credentials from the AWS chain only) or
     tensorstore cannot decode the array; ``engine="zarr"`` / ``"tensorstore"`` force one.
+    An OME-Zarr image group opens at its full-resolution level; voxel size and units come from the
+    group's ``multiscales``, a CREMI HDF5 ``resolution`` attribute or what tensorstore reports
+    (precomputed ``info`` resolution, N5 attributes), else stay None.
     Failures (missing path or bucket, denied access, unreachable endpoint) raise ``InputError``.
     """
     if engine not in ("auto", "tensorstore", "zarr"):
@@ -267,7 +341,7 @@ def open_source(src: str, storage_options: dict | None = None, engine: str = "au
     elif fmt is None and lower.endswith((".h5", ".hdf5", ".hdf")):
         source = _open_hdf5(lpath, dataset or HDF5_DEFAULT_DATASET)
     else:
-        source = _open_chunked(src, storage_options, engine)
+        source = _open_ome_or_chunked(src, storage_options, engine)
     check_volume(source.shape, source.dtype)
     return source
 
