@@ -2,8 +2,9 @@
 
 PSNR accumulates squared error over the whole array (peak = max - min of the original); SSIM is
 the voxel-weighted mean of per-chunk 3D SSIM at that same peak. The ratio counts every stored
-byte of the output. Optionally only a random sample of chunks is checked (for huge volumes).
-For an error-bounded array the stored bound is checked too, and whether the decode is bit-exact.
+byte of the output (level 0 alone for an OME-Zarr group, whose pyramid is counted apart).
+Optionally only a random sample of chunks is checked (for huge volumes). For an error-bounded
+array the stored bound is checked too, and whether the decode is bit-exact.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from streamcomp.errors import InputError
 from streamcomp.format.codec import codec_config_of
+from streamcomp.format.ome import group_levels, level_url
 from streamcomp.format.store import array_stored_bytes, store_for
 from streamcomp.metrics import psnr_from_mse, ssim
 from streamcomp.plan import chunk_grid
@@ -50,15 +52,23 @@ class Quality:
         return {**asdict(self), "bound_met": self.bound_met}
 
 
-def open_output(dst: str, storage_options: dict | None = None) -> zarr.Array:
-    """Open a streamcomp output array read-only, with a clear error when it is not one."""
+def open_compressed(dst: str, storage_options: dict | None = None, level: int = 0) -> zarr.Array:
+    """Open a streamcomp output read-only: a plain array, or one level of an OME-Zarr group (level 0,
+    the compressed array, by default), with a clear error when it is neither."""
+    levels = group_levels(dst, storage_options)
+    if levels is None and level != 0:
+        raise InputError(f"{dst} is a single array (no OME-Zarr pyramid): only level 0 exists, not {level}")
+    if levels is not None and not 0 <= level < len(levels):
+        raise InputError(f"{dst} has levels 0 to {len(levels) - 1}, not {level}")
+    url = dst if levels is None else level_url(dst, levels[level])
     try:
-        array = zarr.open_array(store_for(dst, storage_options, read_only=True), mode="r")
+        array = zarr.open_array(store_for(url, storage_options, read_only=True), mode="r")
     except FileNotFoundError as exc:
-        raise InputError(f"no zarr array at {dst}") from exc
+        raise InputError(f"no zarr array at {url}") from exc
     except Exception as exc:  # zarr raises several types for non-arrays
-        raise InputError(f"cannot open {dst} as a zarr array: {type(exc).__name__}: {exc}") from exc
-    codec_config_of(array)
+        raise InputError(f"cannot open {url} as a zarr array: {type(exc).__name__}: {exc}") from exc
+    if level == 0:
+        codec_config_of(array)
     return array
 
 
@@ -72,7 +82,7 @@ def evaluate(
 ) -> Quality:
     """Compare ``dst`` with ``original`` over all chunks (or ``sample`` random ones)."""
     source = open_source(original, storage_options)
-    array = open_output(dst, storage_options)
+    array = open_compressed(dst, storage_options)
     if tuple(array.shape) != tuple(source.shape):
         raise InputError(f"shapes differ: original {source.shape}, compressed {array.shape}")
     items = list(chunk_grid(tuple(array.shape), tuple(array.chunks)))

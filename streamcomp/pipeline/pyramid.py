@@ -18,9 +18,11 @@ from streamcomp.format.chunk import chunk_is_valid, encode_chunk
 from streamcomp.format.codec import codec_config_of, method_from_config
 from streamcomp.format.frame import header_size
 from streamcomp.format.ome import (
+    is_zstd_level,
     level_block,
     level_url,
     multiscales_attrs,
+    name_axes,
     plan_levels,
     prepare_level,
     write_group,
@@ -57,6 +59,7 @@ def build_pyramid(state: Run, pool: Any) -> int:
     so, resumed = cfg.storage_options, state.existing is not None
     config = state.config  # level 0's codec configuration, its target included
     levels = plan_levels(source.shape, state.chunks, source.voxel_size)
+    state.array = name_axes(state.array)
     bpv = config["bytes_per_voxel"] if cfg.pyramid_codec == "streamcomp" else None
     floor = method_from_config(config).min_payload_bytes(state.chunks) + header_size(len(source.shape), 3)
     arrays, tasks = [], []
@@ -84,7 +87,7 @@ def open_level(url: str, storage_options: dict | None, params: dict[str, Any]) -
     import zarr
 
     array = zarr.open_array(store_for(url, storage_options), mode="r+")
-    if [type(c).__name__ for c in array.compressors] == ["ZstdCodec"]:
+    if is_zstd_level(array):
         return array, None
     return array, method_from_config(codec_config_of(array), params)
 
