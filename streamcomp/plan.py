@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,10 +21,15 @@ from streamcomp.format.frame import header_size
 from streamcomp.values import finite_range, finite_values
 
 SAMPLE_BLOCKS = 64  # sample chunks a shared-state fit reads
+KINDS = ("data", "constant", "fill")
+SPILL_BYTES = 64 * 2**20  # plan columns larger than this live in a temp file, not in memory
+BLOCK = 2**20  # chunks handled at once when a pass over the plan needs temporary arrays
 
 
 @dataclass
 class ChunkPlan:
+    """One chunk of a plan: where it is, what it is, its budget (a view; the plan stores columns)."""
+
     coords: tuple[int, ...]
     slices: tuple[slice, ...]
     kind: str = "data"  # "data", "constant" or "fill"
@@ -43,14 +49,82 @@ class ChunkPlan:
         return math.prod(self.valid_shape)
 
 
-@dataclass
+def column(n: int, dtype: str, fill: float) -> np.ndarray:
+    """A per-chunk column of ``n`` values: in memory, or memory-mapped from an anonymous temp file
+    past :data:`SPILL_BYTES`, so the driver's resident memory stays flat however many chunks."""
+    nbytes = n * np.dtype(dtype).itemsize
+    if nbytes <= SPILL_BYTES:
+        return np.full(n, fill, dtype)
+    backing = tempfile.TemporaryFile(prefix="streamcomp-plan-")  # noqa: SIM115 - lives as long as the map
+    out = np.memmap(backing, dtype=dtype, mode="w+", shape=(n,))
+    out[:] = fill
+    return out
+
+
 class Plan:
-    shape: tuple[int, ...]
-    chunks: tuple[int, ...]
-    dtype: np.dtype
-    items: list[ChunkPlan]
-    vmin: float
-    vmax: float
+    """Per-chunk kinds, budget weights and budgets as flat columns in chunk-grid (C) order: about
+    17 bytes a chunk, not a Python object each, so a plan of millions of chunks stays small."""
+
+    def __init__(self, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.chunks, self.dtype = tuple(shape), tuple(chunks), np.dtype(dtype)
+        self.grid = tuple(math.ceil(n / c) for n, c in zip(self.shape, self.chunks, strict=True))
+        self.size = math.prod(self.grid)
+        self.kinds = column(self.size, "u1", KINDS.index("data"))
+        self.weights = column(self.size, "f8", np.nan)  # NaN: the chunk's voxel count
+        self.budgets = column(self.size, "i8", -1)  # -1: no budget (a PSNR or error target)
+        self.vmin, self.vmax = math.inf, -math.inf
+
+    def record(self, index: int, stats: tuple) -> None:
+        """One chunk's :func:`chunk_stats` (min, max, kind[, weight])."""
+        lo, hi, kind = stats[:3]
+        self.vmin, self.vmax = min(self.vmin, lo), max(self.vmax, hi)
+        self.kinds[index] = KINDS.index(kind)
+        weight = stats[3] if len(stats) > 3 else None
+        # NaN stands for "no weight"; a method's unusable NaN becomes inf, which _share also rejects
+        self.weights[index] = np.nan if weight is None else (np.inf if math.isnan(weight) else weight)
+
+    def finish(self) -> Plan:
+        if self.vmin > self.vmax:  # no finite value anywhere
+            self.vmin = self.vmax = 0.0
+        return self
+
+    @property
+    def items(self) -> PlanItems:
+        return PlanItems(self)
+
+    def coords(self, index: int) -> tuple[int, ...]:
+        return tuple(int(c) for c in np.unravel_index(index, self.grid))
+
+    def slices(self, index: int) -> tuple[slice, ...]:
+        return grid_slices(self.coords(index), self.chunks, self.shape)
+
+    def item(self, index: int) -> ChunkPlan:
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        weight, budget = float(self.weights[index]), int(self.budgets[index])
+        return ChunkPlan(
+            self.coords(index), self.slices(index), KINDS[self.kinds[index]],
+            None if budget < 0 else budget, None if math.isnan(weight) else weight,
+        )
+
+    def indices(self, kind: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Indices of the chunks of one kind in ``[start, stop)``."""
+        return start + np.flatnonzero(self.kinds[start:stop] == KINDS.index(kind))
+
+    def count(self, kind: str) -> int:
+        return int(np.count_nonzero(self.kinds == KINDS.index(kind)))
+
+    def voxels(self, index: int | np.ndarray) -> int | np.ndarray:
+        """Voxels inside the volume of the chunk(s) at ``index`` (edge chunks are clipped)."""
+        coords = np.unravel_index(index, self.grid)
+        sizes = [np.minimum(c, n - k * c) for k, c, n in zip(coords, self.chunks, self.shape, strict=True)]
+        return np.prod(np.stack(sizes), axis=0, dtype=np.int64) if np.ndim(index) else int(math.prod(sizes))
+
+    def data_voxels(self) -> int:
+        total = 0
+        for start in range(0, self.size, BLOCK):
+            total += int(self.voxels(self.indices("data", start, start + BLOCK)).sum())
+        return total
 
     @property
     def peak(self) -> float:
@@ -60,6 +134,21 @@ class Plan:
     @property
     def raw_bytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
+
+
+class PlanItems(Sequence):
+    """The plan's chunks as :class:`ChunkPlan` views, made on access."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return self.plan.size
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self.plan.item(i) for i in range(*index.indices(self.plan.size))]
+        return self.plan.item(index if index >= 0 else self.plan.size + index)
 
 
 def parse_chunks(
@@ -83,13 +172,15 @@ def parse_chunks(
     return tuple(min(c, n) for c, n in zip(chunks, shape, strict=True))
 
 
+def grid_slices(coords: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The region of the chunk at grid ``coords``, clipped to the volume."""
+    return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, chunks, shape, strict=True))
+
+
 def chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[ChunkPlan]:
     counts = [math.ceil(n / c) for n, c in zip(shape, chunks, strict=True)]
     for coords in itertools.product(*(range(k) for k in counts)):
-        slices = tuple(
-            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, chunks, shape, strict=True)
-        )
-        yield ChunkPlan(coords, slices)
+        yield ChunkPlan(coords, grid_slices(coords, chunks, shape))
 
 
 def block_stats(block: np.ndarray) -> tuple[float, float, str]:
@@ -112,19 +203,14 @@ def plan_from_stats(
     items: list[ChunkPlan],
     stats: list[tuple],
 ) -> Plan:
-    """The plan from every chunk's :func:`block_stats` (in ``items`` order), however they were computed.
-
-    A stats tuple may carry a fourth element, the chunk's budget weight (None: its voxel count).
-    """
-    vmin, vmax = math.inf, -math.inf
-    for item, st in zip(items, stats, strict=True):
-        lo, hi, kind = st[:3]
-        vmin, vmax = min(vmin, lo), max(vmax, hi)
-        item.kind = kind
-        item.weight = st[3] if len(st) > 3 else None
-    if vmin > vmax:
-        vmin = vmax = 0.0
-    return Plan(tuple(shape), tuple(chunks), np.dtype(dtype), items, vmin, vmax)
+    """The plan from every chunk's :func:`chunk_stats` (in ``items`` order, the grid's), however
+    they were computed. The pipeline's scan records them one by one instead (:meth:`Plan.record`)."""
+    plan = Plan(shape, chunks, dtype)
+    if not len(items) == len(stats) == plan.size:
+        raise ValueError(f"{len(stats)} stats for {len(items)} items, the grid has {plan.size} chunks")
+    for i, st in enumerate(stats):
+        plan.record(i, st)
+    return plan.finish()
 
 
 def chunk_stats(block: np.ndarray, weight: Callable[[np.ndarray], float | None] | None = None) -> tuple:
@@ -137,10 +223,10 @@ def chunk_stats(block: np.ndarray, weight: Callable[[np.ndarray], float | None] 
 
 def sample_items(plan: Plan, count: int = SAMPLE_BLOCKS, seed: int = 0) -> list[ChunkPlan]:
     """Data chunks drawn evenly at random, for methods that fit shared state."""
-    data = [it for it in plan.items if it.kind == "data"]
+    data = plan.indices("data")
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(data), size=min(count, len(data)), replace=False) if data else []
-    return [data[i] for i in sorted(picks)]
+    picks = rng.choice(len(data), size=min(count, len(data)), replace=False) if len(data) else []
+    return [plan.item(int(data[i])) for i in sorted(picks)]
 
 
 def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) -> None:
@@ -149,8 +235,8 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
         raise InputError(f"ratio must be greater than 1, got {ratio}")
     ndim = len(plan.shape)
     const_cost = header_size(ndim, 0)
-    data = [it for it in plan.items if it.kind == "data"]
-    n_const = sum(it.kind == "constant" for it in plan.items)
+    data = plan.indices("data")
+    n_const = plan.count("constant")
     available = plan.raw_bytes / ratio - meta_bytes - n_const * const_cost
     floor = min_payload + header_size(ndim, 3)
     need = len(data) * floor
@@ -161,17 +247,18 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
             f"about {meta_bytes + n_const * const_cost + need} bytes, so at most {best:.1f}x is reachable; "
             "ask for a lower ratio or use larger chunks"
         )
-    for it, budget in zip(data, _share(available, [it.budget_weight for it in data], floor), strict=True):
-        it.budget = budget
+    weights = np.where(np.isnan(plan.weights[data]), plan.voxels(data), plan.weights[data])
+    plan.budgets[:] = -1
+    plan.budgets[data] = _share(available, weights, floor)
 
 
-def _share(total: float, weights: list[float], floor: float) -> list[int]:
+def _share(total: float, weights: np.ndarray, floor: float) -> np.ndarray:
     """``total`` split in proportion to ``weights``, every share at least ``floor`` (water filling:
     shares that fall below the floor are pinned to it and the rest re-split among the others)."""
     n = len(weights)
     w = np.array(weights, np.float64)
     if n == 0:
-        return []
+        return np.zeros(0, np.int64)
     if not np.isfinite(w).all() or w.sum() <= 0:
         w = np.ones(n)
     pinned = np.zeros(n, bool)
@@ -181,5 +268,5 @@ def _share(total: float, weights: list[float], floor: float) -> list[int]:
         shares = np.where(pinned, floor, free * w / wsum if wsum > 0 else floor)
         low = ~pinned & (shares < floor)
         if not low.any():
-            return [int(v) for v in shares]
+            return shares.astype(np.int64)
         pinned |= low

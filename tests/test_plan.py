@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from helpers import plan_in_process
 
+from streamcomp import plan as planner
 from streamcomp.errors import InputError
 from streamcomp.format.chunk import constant_chunk
 from streamcomp.format.frame import header_size
 from streamcomp.methods import method_class
 from streamcomp.plan import (
     ChunkPlan,
+    Plan,
     assign_budgets,
     block_stats,
     chunk_grid,
@@ -227,3 +229,31 @@ def test_parse_chunks():
         parse_chunks("8,32", (16, 64, 64), defaults)
     with pytest.raises(InputError, match="must be positive"):
         parse_chunks((8, 0, 32), (16, 64, 64), defaults)
+
+
+def test_plan_columns_are_17_bytes_a_chunk_and_views_match_the_grid():
+    big = Plan((1024, 16384, 16384), (16, 128, 128), np.dtype("u1"))  # a 256 GiB volume, 1M chunks
+    assert big.size == 2**20
+    assert big.kinds.nbytes + big.weights.nbytes + big.budgets.nbytes == 17 * big.size
+    assign_budgets(big, 50, 10_000, 64)
+    assert big.count("data") == big.size and big.budgets.min() > 0
+    assert big.item(5).coords == (0, 0, 5) and big.item(big.size - 1).slices[0] == slice(1008, 1024)
+    small = Plan((5, 7, 3), (2, 4, 3), np.dtype("u1"))
+    grid = list(chunk_grid((5, 7, 3), (2, 4, 3)))
+    assert [(it.coords, it.slices) for it in small.items] == [(it.coords, it.slices) for it in grid]
+    assert list(small.voxels(np.arange(small.size))) == [it.voxels for it in grid]
+    with pytest.raises(IndexError):
+        small.item(small.size)
+
+
+def test_a_plan_past_the_spill_size_lives_in_a_temp_file_and_plans_the_same(monkeypatch, em):
+    stats = [chunk_stats(em[it.slices]) for it in chunk_grid(em.shape, (8, 32, 32))]
+    items = list(chunk_grid(em.shape, (8, 32, 32)))
+    in_memory = plan_from_stats(em.shape, (8, 32, 32), em.dtype, items, stats)
+    monkeypatch.setattr(planner, "SPILL_BYTES", 0)
+    spilled = plan_from_stats(em.shape, (8, 32, 32), em.dtype, items, stats)
+    assert isinstance(spilled.budgets, np.memmap) and not isinstance(in_memory.budgets, np.memmap)
+    for plan in (in_memory, spilled):
+        assign_budgets(plan, 10, 500, 64)
+    assert np.array_equal(in_memory.budgets, spilled.budgets) and (in_memory.vmin, in_memory.vmax) == (
+        spilled.vmin, spilled.vmax)

@@ -87,11 +87,6 @@ def chunks_per_shard(shards: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[
     return tuple(s // c for s, c in zip(shards, chunks, strict=True))
 
 
-def shard_of(coords: tuple[int, ...], per_shard: tuple[int, ...]) -> tuple[int, ...]:
-    """The shard holding the chunk at ``coords`` (chunk grid coordinates)."""
-    return tuple(c // k for c, k in zip(coords, per_shard, strict=True))
-
-
 def index_size(per_shard: tuple[int, ...]) -> int:
     """Bytes of one shard's index: what every stored shard adds to the array's size."""
     return 16 * math.prod(per_shard) + CRC_BYTES

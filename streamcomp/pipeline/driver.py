@@ -20,21 +20,23 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from streamcomp.errors import InputError
 from streamcomp.format.bounded import BOUNDED_CHUNKS
 from streamcomp.format.codec import make_config, method_from_config
-from streamcomp.format.shards import chunks_per_shard, index_size, parse_shards, shard_of
+from streamcomp.format.shards import chunks_per_shard, index_size, parse_shards
 from streamcomp.format.store import (
     array_stored_bytes,
     chunk_key,
@@ -49,7 +51,7 @@ from streamcomp.pipeline.config import RunConfig
 from streamcomp.pipeline.executors import LocalPool, RayPool, start_ray
 from streamcomp.pipeline.pyramid import build_pyramid
 from streamcomp.pipeline.worker import ShardTask, Task
-from streamcomp.plan import Plan, assign_budgets, chunk_grid, parse_chunks, plan_from_stats, sample_items
+from streamcomp.plan import BLOCK, KINDS, Plan, assign_budgets, parse_chunks, sample_items
 from streamcomp.source import Source, open_source, path_exists
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class Run:
     config: dict[str, Any] | None = None
     array: Any = None
     shards: tuple[int, ...] | None = None
+    present: set[str] = field(default_factory=set)  # keys already stored (a resume)
 
     @property
     def max_mse(self) -> float | None:
@@ -92,17 +95,17 @@ def run(cfg: RunConfig) -> tuple[dict[str, Any], mf.RunStats]:
         check_feasible(state)
         times["fit"] = timed(fit, state, pool)
         assign_final_budgets(state)
-        tasks = prepare_output(state)
+        todo = prepare_output(state)
         stats = mf.RunStats(
             executor=pool.kind, workers=pool.size, gpu=pool.gpu, ray_address=pool.address,
-            resumed=state.existing is not None, chunks_total=len(state.plan.items),
-            chunks_fill=sum(it.kind == "fill" for it in state.plan.items), chunks_todo=len(tasks),
+            resumed=state.existing is not None, chunks_total=state.plan.size,
+            chunks_fill=state.plan.count("fill"), chunks_todo=todo,
             unit="shard" if state.shards else "chunk",
         )
         doc = manifest_doc(state, stats)
         if cfg.manifest:
             mf.write_manifest(cfg.dst, {**doc, "run": asdict(stats)}, cfg.storage_options)
-        times["encode"] = timed(encode, state, pool, tasks, stats)
+        times["encode"] = timed(encode, state, pool, stats)
         pyramid_bytes = None
         if cfg.ome_zarr:
             t_pyramid = time.perf_counter()
@@ -138,7 +141,7 @@ def open_run(cfg: RunConfig) -> Run:
         )
     if not (exists and cfg.resume and not cfg.overwrite):
         return Run(cfg, source, method, parse_chunks(cfg.chunks, source.shape, defaults), None)
-    existing = mf.open_for_resume(cfg.dst, cfg.storage_options, source)
+    existing = mf.open_for_resume(cfg.array_url, cfg.storage_options, source)
     stored = tuple(existing.array.chunks)
     chunks = stored if cfg.chunks is None else parse_chunks(cfg.chunks, source.shape, defaults)
     mf.check_same_layout(existing, cfg.dst, chunks, cfg.zarr_format)
@@ -172,9 +175,11 @@ def choose_executor(cfg: RunConfig, source: Source) -> str:
     return "ray" if ray_wanted or source.nbytes > TINY_BYTES else "local"
 
 
-def batches(seq: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
+def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of ``size`` items, drawn lazily: the plan's chunks are never all listed at once."""
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def batch_size(n: int, workers: int, cap: int) -> int:
@@ -184,16 +189,15 @@ def batch_size(n: int, workers: int, cap: int) -> int:
 def scan(state: Run, pool: LocalPool | RayPool) -> None:
     """Every chunk's kind, value range and budget weight, computed by the workers."""
     source, cfg = state.source, state.cfg
-    items = list(chunk_grid(source.shape, state.chunks))
-    stats: list[Any] = [None] * len(items)
-    work = [(i, it.slices) for i, it in enumerate(items)]
-    with tqdm(total=len(items), desc="scan", unit="chunk", disable=not cfg.progress) as bar:
+    plan = Plan(source.shape, state.chunks, source.dtype)
+    work = ((i, plan.slices(i)) for i in range(plan.size))
+    with tqdm(total=plan.size, desc="scan", unit="chunk", disable=not cfg.progress) as bar:
         params = state.method.params.as_dict()
-        for results in pool.map("stats", batches(work, batch_size(len(work), pool.size, 64)), cfg.method, params):
+        for results in pool.map("stats", batches(work, batch_size(plan.size, pool.size, 64)), cfg.method, params):
             for i, st in results:
-                stats[i] = st
+                plan.record(i, st)
             bar.update(len(results))
-    state.plan = plan_from_stats(source.shape, state.chunks, source.dtype, items, stats)
+    state.plan = plan.finish()
 
 
 def check_feasible(state: Run) -> None:
@@ -228,7 +232,7 @@ def fit(state: Run, pool: LocalPool | RayPool) -> None:
         state.config = make_config(method, max_mse=state.max_mse)
         return
     sample = sample_items(state.plan)
-    data_chunks = sum(it.kind == "data" for it in state.plan.items)
+    data_chunks = state.plan.count("data")
     args = (cfg.method, method.params.as_dict(), [it.slices for it in sample], state.max_mse,
             [it.budget for it in sample], data_chunks)
     with tqdm(total=1, desc=f"fit {cfg.method}", unit="fit", disable=not cfg.progress) as bar:
@@ -249,8 +253,8 @@ def assign_final_budgets(state: Run) -> None:
     meta = metadata_bytes(source.shape, state.chunks, source.dtype, fresh, cfg.zarr_format, shards=state.shards)
     meta += shard_index_bytes(state)
     assign_budgets(state.plan, cfg.ratio, meta, method_from_config(fresh).min_payload_bytes(state.chunks))
-    data_voxels = sum(it.voxels for it in state.plan.items if it.kind == "data") or 1
-    bpv = sum(it.budget or 0 for it in state.plan.items) / data_voxels
+    budgets = state.plan.budgets
+    bpv = int(budgets[budgets > 0].sum()) / (state.plan.data_voxels() or 1)
     if state.existing is not None:
         mf.check_same_target(cfg.dst, "ratio", state.config["bytes_per_voxel"], bpv)
     state.config["bytes_per_voxel"] = bpv
@@ -260,46 +264,67 @@ def shard_index_bytes(state: Run) -> int:
     """Bytes the shards' indexes add: one index per shard that holds a stored chunk."""
     if state.shards is None:
         return 0
-    per_shard = chunks_per_shard(state.shards, state.chunks)
-    stored = {shard_of(it.coords, per_shard) for it in state.plan.items if it.kind != "fill"}
-    return len(stored) * index_size(per_shard)
+    return int(stored_shards(state).sum()) * index_size(chunks_per_shard(state.shards, state.chunks))
 
 
-def prepare_output(state: Run) -> list[Task] | list[ShardTask]:
-    """Create the output array (or take the resumed one) and list the chunks (or shards) to encode."""
-    cfg, source = state.cfg, state.source
+def stored_shards(state: Run) -> np.ndarray:
+    """Over the shard grid: whether a shard holds any chunk that is stored (not all fill value)."""
+    plan, per_shard = state.plan, chunks_per_shard(state.shards, state.chunks)
+    mask = np.zeros([math.ceil(g / k) for g, k in zip(plan.grid, per_shard, strict=True)], bool)
+    for start in range(0, plan.size, BLOCK):
+        stored = start + np.flatnonzero(plan.kinds[start : start + BLOCK] != KINDS.index("fill"))
+        coords = np.unravel_index(stored, plan.grid)
+        mask[tuple(c // k for c, k in zip(coords, per_shard, strict=True))] = True
+    return mask
+
+
+def prepare_output(state: Run) -> int:
+    """Create the output array (or take the resumed one); returns how many chunks (or shards) are
+    to encode (or check), which :func:`encode_tasks` then lists lazily."""
+    cfg, source, plan = state.cfg, state.source, state.plan
     if state.existing is not None:
         state.array = state.existing.array
-        mf.remove_partial_writes(cfg.dst)
-        present = stored_chunk_keys(state.array)
+        mf.remove_partial_writes(cfg.array_url)
+        state.present = stored_chunk_keys(state.array)
     else:
-        store = store_for(cfg.dst, cfg.storage_options)
+        store = store_for(cfg.array_url, cfg.storage_options)
         state.array = create_array(
             store, source.shape, state.chunks, source.dtype, state.config, cfg.zarr_format,
             overwrite=cfg.overwrite, shards=state.shards,
         )
-        present = set()
+        state.present = set()
     if state.shards is not None:
-        return shard_tasks(state, present)
-    return [
-        Task(i, it.coords, it.slices, it.kind, it.budget, chunk_key(state.array, it.coords) in present)
-        for i, it in enumerate(state.plan.items)
-        if it.kind != "fill"
-    ]
+        return int(stored_shards(state).sum())
+    return plan.size - plan.count("fill")
 
 
-def shard_tasks(state: Run, present: set[str]) -> list[ShardTask]:
-    """The plan's non-fill chunks grouped by shard, one task per shard (all-fill shards: none)."""
-    per_shard = chunks_per_shard(state.shards, state.chunks)
-    groups: dict[tuple[int, ...], list[Task]] = {}
-    for i, it in enumerate(state.plan.items):
-        if it.kind != "fill":
-            task = Task(i, it.coords, it.slices, it.kind, it.budget)
-            groups.setdefault(shard_of(it.coords, per_shard), []).append(task)
-    return [
-        ShardTask(n, coords, tuple(chunks), chunk_key(state.array, coords) in present)
-        for n, (coords, chunks) in enumerate(groups.items())
-    ]
+def chunk_task(state: Run, index: int, present: bool = False) -> Task:
+    it = state.plan.item(index)
+    return Task(index, it.coords, it.slices, it.kind, it.budget, present)
+
+
+def encode_tasks(state: Run) -> Iterator[Task | ShardTask]:
+    """The chunks (or shards) to encode, in grid order, made as they are consumed."""
+    plan, array, present = state.plan, state.array, state.present
+    if state.shards is None:
+        for start in range(0, plan.size, BLOCK):
+            for i in start + np.flatnonzero(plan.kinds[start : start + BLOCK] != KINDS.index("fill")):
+                coords = plan.coords(int(i))
+                yield chunk_task(state, int(i), chunk_key(array, coords) in present)
+        return
+    mask = stored_shards(state)
+    for linear in np.flatnonzero(mask):
+        coords = tuple(int(c) for c in np.unravel_index(linear, mask.shape))
+        chunks = tuple(chunk_task(state, int(i)) for i in shard_chunks(state, coords))
+        yield ShardTask(int(linear), coords, chunks, chunk_key(array, coords) in present)
+
+
+def shard_chunks(state: Run, coords: tuple[int, ...]) -> np.ndarray:
+    """Plan indices of the stored (non-fill) chunks of the shard at ``coords``, in grid order."""
+    plan, per_shard = state.plan, chunks_per_shard(state.shards, state.chunks)
+    ranges = [np.arange(c * k, min((c + 1) * k, g)) for c, k, g in zip(coords, per_shard, plan.grid, strict=True)]
+    index = np.ravel_multi_index(np.meshgrid(*ranges, indexing="ij"), plan.grid).ravel()
+    return index[plan.kinds[index] != KINDS.index("fill")]
 
 
 def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
@@ -318,9 +343,9 @@ def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
         "shards": None if state.shards is None else list(state.shards),
         "zarr_format": cfg.zarr_format,
         "plan": {
-            "chunks": len(plan.items),
-            "data": sum(it.kind == "data" for it in plan.items),
-            "constant": sum(it.kind == "constant" for it in plan.items),
+            "chunks": plan.size,
+            "data": plan.count("data"),
+            "constant": plan.count("constant"),
             "fill": stats.chunks_fill,
             "vmin": plan.vmin,
             "vmax": plan.vmax,
@@ -329,19 +354,14 @@ def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
     }
 
 
-def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task] | list[ShardTask], stats: mf.RunStats) -> None:
+def encode(state: Run, pool: LocalPool | RayPool, stats: mf.RunStats) -> None:
     """Bounded batches through the pool, one progress bar with Mvoxel/s and ETA."""
-    cfg, t, voxels, pids = state.cfg, time.perf_counter(), 0, set()
-    bar = tqdm(total=len(tasks), desc=f"encode {cfg.coder}", unit=stats.unit, disable=not cfg.progress, smoothing=0.1)
+    cfg, t, voxels, pids, n = state.cfg, time.perf_counter(), 0, set(), stats.chunks_todo
+    bar = tqdm(total=n, desc=f"encode {cfg.coder}", unit=stats.unit, disable=not cfg.progress, smoothing=0.1)
     params = state.method.params.as_dict()
-    items = state.plan.items
-    task_voxels = {
-        t.index: sum(items[c.index].voxels for c in t.chunks) if isinstance(t, ShardTask) else items[t.index].voxels
-        for t in tasks
-    }
     cap = 1 if state.shards is not None else 8  # a shard is already many chunks of work
-    for results in pool.map("encode", batches(tasks, batch_size(len(tasks), pool.size, cap)), cfg.dst, params,
-                            state.max_mse, cfg.max_error):
+    work = batches(encode_tasks(state), batch_size(n, pool.size, cap))
+    for results in pool.map("encode", work, cfg.array_url, params, state.max_mse, cfg.max_error):
         for index, status, _nbytes, pid in results:
             pids.add(pid)
             if status == "skipped":
@@ -349,12 +369,22 @@ def encode(state: Run, pool: LocalPool | RayPool, tasks: list[Task] | list[Shard
             else:
                 stats.chunks_encoded += 1
                 stats.chunks_repaired += status == "repaired"
-                voxels += task_voxels[index]
+                voxels += task_voxels(state, index)
         bar.update(len(results))
         bar.set_postfix_str(f"{voxels / max(time.perf_counter() - t, 1e-9) / 1e6:.2f} Mvox/s", refresh=False)
     bar.close()
     stats.worker_pids = sorted(pids)
     stats.voxels_per_second = voxels / max(time.perf_counter() - t, 1e-9)
+
+
+def task_voxels(state: Run, index: int) -> int:
+    """Voxels a finished task encoded: its chunk's, or its shard's stored chunks'."""
+    if state.shards is None:
+        return state.plan.voxels(index)
+    per_shard = chunks_per_shard(state.shards, state.chunks)
+    grid = [math.ceil(g / k) for g, k in zip(state.plan.grid, per_shard, strict=True)]
+    coords = tuple(int(c) for c in np.unravel_index(index, grid))
+    return int(state.plan.voxels(shard_chunks(state, coords)).sum())
 
 
 def finish(
