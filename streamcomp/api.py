@@ -33,6 +33,7 @@ class CompressResult:
     manifest: str | None = None
     run: dict[str, Any] = field(default_factory=dict)  # pipeline statistics (executor, workers, times)
     coder: str = ""  # what coded the chunks: the method, or "lossless" / "max error E"
+    pyramid_bytes: int | None = None  # an OME-Zarr group's levels 1.. and group document (not in ``ratio``)
 
     @property
     def ratio(self) -> float:
@@ -50,10 +51,12 @@ def compress(src: str, dst: str, **options: Any) -> CompressResult:
     ``ratio`` / ``psnr`` / ``max_error`` / ``lossless=True``, ``chunks``, ``shards``, ``zarr_format``,
     ``method_params``, ``overwrite``, ``resume``,
     ``progress``, ``storage_options``, ``workers``, ``ray_address``, ``executor``, ``gpu``,
-    ``manifest``. ``ray_address`` (or ``RAY_ADDRESS``) names a running cluster, otherwise an
-    embedded local Ray is started with ``workers`` CPUs and stopped afterwards; tiny inputs run
-    in-process. ``resume=True`` completes an existing output: finished chunks that pass the frame
-    and CRC check are kept, the rest encoded with the array's own codec configuration.
+    ``manifest``, ``ome_zarr`` (an OME-Zarr 0.5 group with a pyramid; level 0 at ``dst/0``) and
+    ``pyramid_codec`` (``streamcomp`` or ``zstd``). ``ray_address`` (or ``RAY_ADDRESS``) names a
+    running cluster, otherwise an embedded local Ray is started with ``workers`` CPUs and stopped
+    afterwards; tiny inputs run in-process. ``resume=True`` completes an existing output: finished
+    chunks that pass the frame and CRC check are kept, the rest encoded with the array's own codec
+    configuration.
     """
     try:
         cfg = RunConfig(src, dst, **options)
@@ -75,4 +78,5 @@ def compress(src: str, dst: str, **options: Any) -> CompressResult:
         manifest=summary["manifest"],
         run=asdict(stats),
         coder=cfg.coder,
+        pyramid_bytes=summary.get("pyramid_bytes"),
     )

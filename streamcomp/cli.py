@@ -1,4 +1,4 @@
-"""``streamcomp`` command line: compress, info, decompress, evaluate.
+"""``streamcomp`` command line: compress, info, decompress, evaluate, view.
 
 Every failure the user can fix is a one-line ``streamcomp: error: ...`` and exit status 2.
 """
@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +20,12 @@ from tqdm import tqdm
 from streamcomp.api import compress
 from streamcomp.errors import InputError, StreamcompError
 from streamcomp.format.codec import codec_config_of
+from streamcomp.format.ome import PYRAMID_CODECS, group_levels, is_zstd_level, level_url
 from streamcomp.format.store import array_stored_bytes
 from streamcomp.methods import DEFAULT_METHOD, method_names
 from streamcomp.plan import chunk_grid
 from streamcomp.source import is_url, local_path
-from streamcomp.verify import evaluate, open_output
+from streamcomp.verify import evaluate, open_compressed
 
 
 def json_object(text: str | None, what: str) -> dict:
@@ -109,7 +111,8 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> None:
     result = compress(
-        args.src, args.dst, **run_options(args), overwrite=args.overwrite, resume=args.resume, executor=args.executor
+        args.src, args.dst, **run_options(args), overwrite=args.overwrite, resume=args.resume, executor=args.executor,
+        ome_zarr=args.ome_zarr, pyramid_codec=args.pyramid_codec,
     )
     if result.chunks_skipped:
         print(f"resumed: {result.chunks_skipped} chunks already done, {result.chunks_written} encoded now")
@@ -117,10 +120,13 @@ def cmd_compress(args: argparse.Namespace) -> None:
         f"{result.dst}: {result.coder}, ratio {result.ratio:.2f}x ({result.bits_per_voxel:.3f} bits/voxel), "
         f"{result.stored_bytes} bytes stored, {result.chunks_written} chunks, {result.seconds:.1f} s"
     )
+    if result.pyramid_bytes is not None:
+        print(f"pyramid: {result.pyramid_bytes} bytes more (levels 1.. and the OME-Zarr group document; "
+              f"ratio with them {result.raw_bytes / max(result.stored_bytes + result.pyramid_bytes, 1):.2f}x)")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    array = open_output(args.dst)
+    array = open_compressed(args.dst)
     config = codec_config_of(array)
     stored = array_stored_bytes(array)
     raw = int(np.prod(array.shape)) * array.dtype.itemsize
@@ -139,11 +145,22 @@ def cmd_info(args: argparse.Namespace) -> None:
         "raw_bytes": raw,
         "ratio": round(raw / max(stored, 1), 3),
     }
+    levels = group_levels(args.dst)
+    if levels is not None:
+        info["levels"] = [level_summary(args.dst, k, path) for k, path in enumerate(levels)]
     if args.json:
         print(json.dumps(info, indent=2))
         return
     for key, value in info.items():
         print(f"{key:>22}: {value}")
+
+
+def level_summary(dst: str, level: int, path: str) -> dict[str, Any]:
+    """One OME-Zarr level for ``info``: where, its shape and chunks, its codec, its bytes."""
+    array = open_compressed(dst, level=level)
+    codec = "zstd" if is_zstd_level(array) else f"streamcomp {codec_config_of(array)['method']}"
+    return {"path": level_url(dst, path), "shape": list(array.shape), "chunks": list(array.chunks), "codec": codec,
+            "stored_bytes": array_stored_bytes(array)}
 
 
 def mode_of(config: dict[str, Any]) -> str:
@@ -157,7 +174,7 @@ def mode_of(config: dict[str, Any]) -> str:
 
 
 def cmd_decompress(args: argparse.Namespace) -> None:
-    array = open_output(args.dst)
+    array = open_compressed(args.dst)
     out = args.out
     if os.path.exists(local_path(out)) and not args.overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it")
@@ -200,6 +217,22 @@ def bound_note(q: Any) -> str:
     return f" (bound {q.max_error:g}: {'met' if q.bound_met else 'MISSED'}{', bit-exact' if q.exact else ''})"
 
 
+def cmd_view(args: argparse.Namespace) -> None:
+    from streamcomp.view import serve, stop
+
+    served = serve(args.dst, args.level, args.port)
+    shape = "x".join(map(str, served.array.shape))
+    print(f"level {args.level} ({shape} {served.array.dtype}) served to neuroglancer at {served.url}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamcomp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="complete an existing output (keeps valid chunks)")
     p.add_argument("--executor", default="auto", choices=("auto", "ray", "local"),
                    help="auto: in-process for tiny inputs when no Ray is running, else Ray")
+    p.add_argument("--ome-zarr", action="store_true",
+                   help="write an OME-Zarr 0.5 group: level 0 at DST/0 and a pyramid of averaged levels")
+    p.add_argument("--pyramid-codec", default="streamcomp", choices=PYRAMID_CODECS,
+                   help="code the pyramid levels like level 0, or with zstd (any viewer decodes it)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("info", help="describe a compressed array")
@@ -233,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("view", help="serve a compressed array (any pyramid level) to neuroglancer on 127.0.0.1")
+    p.add_argument("dst")
+    p.add_argument("--level", type=int, default=0, help="pyramid level of an OME-Zarr group (0: full resolution)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    p.set_defaults(func=cmd_view)
     return parser
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamcomp.errors import InputError
+from streamcomp.format.ome import PYRAMID_CODECS
 from streamcomp.methods import DEFAULT_METHOD
 from streamcomp.source import local_path
 
@@ -49,7 +50,8 @@ class RunConfig:
     writes ``<dst>.manifest.json`` beside the output. ``shards`` (a shape in whole chunks, or
     ``"auto"``: about 1 GiB of raw data each) stores many chunks per object (zarr v3 sharding).
     ``max_error`` bounds every voxel's absolute error in the data's units (0: lossless, bit for
-    bit); ``lossless=True`` is ``max_error=0``.
+    bit); ``lossless=True`` is ``max_error=0``. ``ome_zarr`` writes an OME-Zarr 0.5 group: level 0 at
+    ``DST/0`` (:attr:`array_url`), a pyramid of averaged levels coded per ``pyramid_codec``.
     """
 
     src: str
@@ -72,6 +74,8 @@ class RunConfig:
     executor: str = "auto"
     gpu: bool | None = None
     manifest: bool = True
+    ome_zarr: bool = False
+    pyramid_codec: str = "streamcomp"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_error", error_bound(self.max_error, self.lossless))
@@ -80,6 +84,12 @@ class RunConfig:
             raise InputError(f"zarr format must be 2 or 3, not {self.zarr_format}")
         if self.shards is not None and self.zarr_format != 3:
             raise InputError("shards need zarr format 3 (sharding_indexed is a zarr v3 codec); drop --zarr-format 2")
+        if self.ome_zarr and self.zarr_format != 3:
+            raise InputError("--ome-zarr writes an OME-Zarr 0.5 group, which is zarr format 3: drop --zarr-format 2")
+        if self.pyramid_codec not in PYRAMID_CODECS:
+            raise InputError(f"pyramid codec must be one of {', '.join(PYRAMID_CODECS)}, not {self.pyramid_codec!r}")
+        if self.pyramid_codec != "streamcomp" and not self.ome_zarr:
+            raise InputError("a pyramid codec needs --ome-zarr (only an OME-Zarr group has a pyramid)")
         if self.executor not in EXECUTORS:
             raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         if self.workers is not None and self.workers < 1:
@@ -88,6 +98,11 @@ class RunConfig:
             raise InputError("method parameters must be a JSON object (a dict)")
         if os.path.abspath(local_path(self.src.partition("#")[0])) == os.path.abspath(local_path(self.dst)):
             raise InputError("the output must not be the source: streamcomp never overwrites its input")
+
+    @property
+    def array_url(self) -> str:
+        """Where the compressed (level 0) array lies: ``DST/0`` in an OME-Zarr group, else ``DST``."""
+        return self.dst.rstrip("/") + "/0" if self.ome_zarr else self.dst
 
     @property
     def target(self) -> dict[str, float]:

@@ -116,6 +116,20 @@ class ChunkWorker:
         run = encode_shard_task if array.shards is not None else encode_task
         return [(t.index, *run(method, self.source, array, t, max_mse, max_error), os.getpid()) for t in batch]
 
+    def pyramid(
+        self, batch: list[Any], params: dict[str, Any], max_mse: float | None, max_error: float | None = None
+    ) -> list[tuple[int, str, int, int]]:
+        """Compute each pyramid level chunk from the source, code and write it (see
+        :mod:`streamcomp.pipeline.pyramid`): (index, "written" | "skipped" | "repaired", bytes, pid)."""
+        from streamcomp.pipeline.pyramid import level_task, open_level  # the pyramid phase's own module
+
+        done = []
+        for t in batch:
+            if t.url not in self._outputs:
+                self._outputs[t.url] = open_level(t.url, self.storage_options, params)
+            done.append((t.index, *level_task(*self._outputs[t.url], self.source, t, max_mse, max_error), os.getpid()))
+        return done
+
 
 def encode_task(
     method: Method, source: Any, array: Any, task: Task, max_mse: float | None, max_error: float | None = None
