@@ -91,6 +91,7 @@ def archive(
     lossless: bool = False,
     method_params: dict[str, Any] | None = None,
     chunks: str | tuple[int, ...] | None = None,
+    shards: str | tuple[int, ...] | None = None,
     zarr_format: int = 3,
     storage_options: dict | None = None,
     ray_address: str | None = None,
@@ -110,7 +111,8 @@ def archive(
     PSNR target, none for a ratio target) and, for a ratio target, the achieved ratio is within 10 %.
     Under ``max_error`` (``lossless``: 0) every chunk is decoded and checked against the bound,
     bit for bit when lossless, whatever ``verify_chunks`` says. ``max_volumes`` stops after that
-    many volumes were processed in this run (the rest on rerun).
+    many volumes were processed in this run (the rest on rerun). ``shards`` stores each volume's
+    chunks in zarr v3 shards (one object per shard; ``"auto"``: about 1 GiB of raw data each).
     """
     max_error = error_bound(max_error, lossless)
     validate_target(ratio, psnr, max_error)
@@ -143,7 +145,7 @@ def archive(
             record = _archive_one(vol, src_prefix, dst_prefix, dst_root, storage_options, compress, evaluate,
                                   dict(method=method, ratio=ratio, psnr=psnr, max_error=max_error,
                                        method_params=method_params,
-                                       chunks=chunks, zarr_format=zarr_format, workers=workers, gpu=gpu,
+                                       chunks=chunks, shards=shards, zarr_format=zarr_format, workers=workers, gpu=gpu,
                                        executor=executor,
                                        ray_address=ray_address, progress=progress),
                                   verify_chunks, floor, ratio)
