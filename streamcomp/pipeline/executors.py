@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from streamcomp.errors import InputError, StreamcompError
+from streamcomp.pipeline import watchdog
 from streamcomp.pipeline.worker import ChunkWorker
 
-ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GCS_", "STREAMCOMP_")
+ENV_PREFIXES = ("AWS_", "GCS_", "STREAMCOMP_")  # settings the workers may share (endpoint, region, ...)
+_SECRET_NAME = re.compile(r"key|secret|token|passw|credential|private", re.IGNORECASE)
+_KMS_NAME = re.compile(r"kms", re.IGNORECASE)  # a KMS key id names a key, it is not one
+
+logger = logging.getLogger(__name__)
 
 
 class PipelineError(StreamcompError, RuntimeError):
@@ -50,9 +56,41 @@ class LocalPool:
         pass
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether a variable or option called ``name`` may hold a credential (so never leaves the driver)."""
+    return bool(_SECRET_NAME.search(name)) and not _KMS_NAME.search(name)
+
+
 def _worker_env() -> dict[str, str]:
-    """Credentials and endpoints the workers need, from the driver's environment."""
-    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    """Non-secret settings (endpoint, region, ...) for the workers, from the driver's environment.
+
+    They travel in the actors' ``runtime_env``, which the cluster records and shows to anyone who
+    can read its state API or dashboard, so credentials never do: workers use their own chain
+    (the node's environment, instance role, workload identity; an embedded Ray's workers inherit
+    the driver's environment).
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES) and not is_secret_name(k)}
+
+
+def without_secrets(options: dict | None, prefix: str = "") -> tuple[dict | None, list[str]]:
+    """``options`` without the entries whose names may hold credentials (nested dicts too), and their names.
+
+    Actor constructor arguments are stored by the cluster (to restart actors), so storage options
+    sent to the workers must not carry keys.
+    """
+    if options is None:
+        return None, []
+    kept: dict = {}
+    dropped: list[str] = []
+    for name, value in options.items():
+        if is_secret_name(str(name)):
+            dropped.append(f"{prefix}{name}")
+        elif isinstance(value, dict):
+            kept[name], inner = without_secrets(value, f"{prefix}{name}.")
+            dropped += inner
+        else:
+            kept[name] = value
+    return kept, dropped
 
 
 class RayPool:
@@ -80,6 +118,13 @@ class RayPool:
         self.resubmitted = 0
         self.address = ray.get_runtime_context().gcs_address
         env = _worker_env()
+        worker_options, dropped = without_secrets(storage_options)
+        if dropped:
+            logger.warning(
+                "storage_options %s not sent to the Ray workers (the cluster records actor arguments); "
+                "they use their own credentials: the node's environment, an instance role or workload "
+                "identity (see cluster/README.md)", ", ".join(dropped),
+            )
         self._options = {
             "num_cpus": 1,
             "num_gpus": 1 if self.gpu else 0,  # GPU actors make an autoscaler add GPU nodes
@@ -87,7 +132,7 @@ class RayPool:
             "max_task_retries": 4,
             "runtime_env": {"env_vars": env} if env else None,
         }
-        self._args = (src, storage_options)
+        self._args = (src, worker_options)
         self._remote = ray.remote(ChunkWorker)
         self.actors = [self._new_actor() for _ in range(self.size)]
 
@@ -162,6 +207,9 @@ def start_ray(address: str | None, workers: int | None) -> bool:
     """Connect to ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray on loopback.
 
     Returns whether this call initialized Ray here (and so should shut it down or disconnect).
+    An embedded Ray gets a :mod:`~streamcomp.pipeline.watchdog` that ends its processes if this
+    process dies without shutting it down (SIGKILL, OOM killer). Its workers inherit this
+    process's environment, credentials included, so nothing secret is forwarded to them.
     """
     import ray
 
@@ -175,7 +223,7 @@ def start_ray(address: str | None, workers: int | None) -> bool:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise InputError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
         return True
-    ray.init(
+    context = ray.init(
         address="local",
         num_cpus=workers or os.cpu_count() or 1,
         include_dashboard=False,
@@ -184,4 +232,5 @@ def start_ray(address: str | None, workers: int | None) -> bool:
         log_to_driver=True,
         logging_level=logging.WARNING,  # Ray's own start-up lines are not the user's concern
     )
+    watchdog.start(context.address_info["session_dir"])
     return True
