@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,10 +43,8 @@ def test_aws_launcher_config_passes_ray_validation():
     assert config["file_mounts"].get("~/streamcomp") == "."
 
 
-def test_kuberay_manifest_structure():
-    doc = yaml.safe_load((CLUSTER / "kuberay-raycluster.yaml").read_text())
-    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayCluster"
-    spec = doc["spec"]
+def check_raycluster_spec(spec: dict) -> None:
+    """A KubeRay RayCluster spec: autoscaling, a CPU head, GPU worker groups that scale from zero."""
     assert spec["enableInTreeAutoscaling"] is True
     assert spec["autoscalerOptions"]["idleTimeoutSeconds"] > 0
     head = spec["headGroupSpec"]
@@ -61,6 +62,51 @@ def test_kuberay_manifest_structure():
         for c in g["template"]["spec"]["containers"]:
             assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 1
             assert c["image"]
+
+
+def test_kuberay_manifest_structure():
+    doc = yaml.safe_load((CLUSTER / "kuberay-raycluster.yaml").read_text())
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayCluster"
+    check_raycluster_spec(doc["spec"])
+
+
+def without_service_account(spec: dict) -> dict:
+    """A RayCluster spec with its pods' ``serviceAccountName`` left out (to compare pod specs)."""
+    spec = json.loads(json.dumps(spec))
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        group["template"]["spec"].pop("serviceAccountName", None)
+    return spec
+
+
+def test_kuberay_rayjob_manifest_structure():
+    """The RayJob runs jobs/compress_cremi.py on the RayCluster manifest's head and GPU workers, deletes
+    its cluster after the job, and takes credentials from a service account or secret, never from the
+    job's runtime env."""
+    sys.path.insert(0, str(ROOT / "jobs"))
+    import compress_cremi
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((CLUSTER / "kuberay-rayjob.yaml").read_text())}
+    job = docs["RayJob"]
+    assert job["apiVersion"] == "ray.io/v1"
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and 0 < spec["ttlSecondsAfterFinished"] <= 3600
+    entrypoint = shlex.split(spec["entrypoint"])
+    assert entrypoint[:2] == ["python", "jobs/compress_cremi.py"]
+    args = compress_cremi.parse_args(entrypoint[2:])
+    assert args.input.startswith("s3://") and args.output.startswith("s3://") and args.gpu is True
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert "env_vars" not in runtime_env and not re.search(r"(?i)key|secret|token|password", spec["runtimeEnvYAML"])
+    cluster = spec["rayClusterSpec"]
+    check_raycluster_spec(cluster)
+    reference = yaml.safe_load((CLUSTER / "kuberay-raycluster.yaml").read_text())["spec"]
+    assert without_service_account(cluster) == without_service_account(reference)
+    account = docs["ServiceAccount"]["metadata"]["name"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert pod["serviceAccountName"] == account
+        for c in pod["containers"]:
+            assert "env" not in c  # no literal credentials in the manifest
+            assert {"secretRef": {"name": "streamcomp-s3", "optional": True}} in c["envFrom"]
 
 
 def fake_cluster_config(gcs_address: str, idle_minutes: float) -> dict:
