@@ -27,6 +27,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+# The head node's own credentials (as a cluster config gives its nodes), distinct from the driver's:
+# the pipeline never forwards credentials, so its workers on the head use these.
+NODE_S3_ENV = {"AWS_ACCESS_KEY_ID": "AKIANODE7Q3XW9", "AWS_SECRET_ACCESS_KEY": "node-secret-5f1c9e",
+               "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def free_port() -> int:
@@ -148,6 +152,7 @@ def ray_head():
     port, dash = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="scray_", dir="/tmp")  # short: Ray's socket paths are limited
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
+    env.update(NODE_S3_ENV)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["RAY_AUTH_MODE"] = "token"  # the default of `ray start`; clients must then say so too

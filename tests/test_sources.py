@@ -82,7 +82,7 @@ def test_s3_source_errors_are_clear(s3_server, bucket):
 @pytest.mark.slow
 def test_s3_zarr_to_s3_output_through_ray_head(s3_server, bucket, ray_head, em):
     """A zarr v2 array on the S3 server, read by the Ray workers through tensorstore's s3 driver
-    (credentials reach them from this driver's AWS_* environment: the head was started without),
+    (credentials from the head node's own environment, never forwarded by this driver),
     compressed straight to S3, then read back with plain zarr + s3fs in a fresh process."""
     so = s3_server.options
     zarr.create_array(zarr.storage.FsspecStore.from_url(f"s3://{bucket}/raw.zarr", storage_options=so),
