@@ -9,7 +9,6 @@ reads only the region it covers, in bounded pieces.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,22 +179,6 @@ def is_zstd_level(array: zarr.Array) -> bool:
     return [type(c).__name__ for c in array.compressors] == ["ZstdCodec"]
 
 
-def name_axes(array: zarr.Array) -> zarr.Array:
-    """The array with its ``dimension_names`` set to the axis names, as NGFF 0.5 requires of every
-    level (its ``zarr.json`` replaced in one store write when they differ)."""
-    from zarr.core.sync import sync
-
-    names = axis_names(array.ndim)
-    if tuple(array.metadata.dimension_names or ()) == names:
-        return array
-    metadata = dataclasses.replace(array.metadata, dimension_names=names)
-    with zarr.config.set({"json_indent": None}):  # compact, as the array was written
-        doc = metadata.to_buffer_dict(default_buffer_prototype())[GROUP_DOC]
-    prefix = array.store_path.path
-    sync(array.store_path.store.set(f"{prefix}/{GROUP_DOC}" if prefix else GROUP_DOC, doc))
-    return zarr.open_array(array.store_path, mode="r+")
-
-
 def prepare_level(
     url: str,
     storage_options: dict | None,
@@ -218,7 +201,8 @@ def prepare_level(
         if existing is not None and _matches(existing, level, chunks, dtype, codec, config):
             return existing
     if codec == "streamcomp":
-        return name_axes(create_array(store, level.shape, chunks, dtype, config, 3, overwrite=True))
+        names = axis_names(len(level.shape))
+        return create_array(store, level.shape, chunks, dtype, config, 3, overwrite=True, dimension_names=names)
     return zarr.create_array(
         store, shape=level.shape, chunks=chunks, dtype=dtype, fill_value=0, zarr_format=3, overwrite=True,
         compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), filters=None, dimension_names=axis_names(len(level.shape)),

@@ -36,6 +36,7 @@ def create_array(
     overwrite: bool = False,
     attributes: dict | None = None,
     shards: tuple[int, ...] | None = None,
+    dimension_names: tuple[str, ...] | None = None,
 ) -> zarr.Array:
     """An empty array whose chunks decode through the streamcomp codec; with ``shards``, a zarr v3
     array whose shards (``sharding_indexed``) hold the streamcomp-coded chunks."""
@@ -56,7 +57,8 @@ def create_array(
     with zarr.config.set({"json_indent": None}):
         if zarr_format == 3:
             return zarr.create_array(
-                serializer=StreamcompCodec(**codec_config), compressors=None, shards=shards, **common
+                serializer=StreamcompCodec(**codec_config), compressors=None, shards=shards,
+                dimension_names=dimension_names, **common
             )
         return zarr.create_array(compressors=StreamcompNumcodec(**codec_config), **common)
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from streamcomp.errors import InputError
 from streamcomp.format.bounded import BOUNDED_CHUNKS
 from streamcomp.format.codec import make_config, method_from_config
+from streamcomp.format.ome import axis_names
 from streamcomp.format.shards import chunks_per_shard, index_size, parse_shards
 from streamcomp.format.store import (
     array_stored_bytes,
@@ -207,7 +208,8 @@ def check_feasible(state: Run) -> None:
         return
     config = make_config(method, with_shared=False)
     shared = math.ceil(method.shared_state_size_estimate() * 4 / 3)  # base64 in the metadata
-    meta = metadata_bytes(source.shape, state.chunks, source.dtype, config, cfg.zarr_format, shards=state.shards)
+    meta = metadata_bytes(source.shape, state.chunks, source.dtype, config, cfg.zarr_format, shards=state.shards,
+                          dimension_names=dimension_names(state))
     meta += shared + shard_index_bytes(state)
     assign_budgets(state.plan, cfg.ratio, meta, method.min_payload_bytes(state.chunks))
 
@@ -250,7 +252,8 @@ def assign_final_budgets(state: Run) -> None:
     if cfg.ratio is None:
         return
     fresh = {**state.config, "bytes_per_voxel": None}
-    meta = metadata_bytes(source.shape, state.chunks, source.dtype, fresh, cfg.zarr_format, shards=state.shards)
+    meta = metadata_bytes(source.shape, state.chunks, source.dtype, fresh, cfg.zarr_format, shards=state.shards,
+                          dimension_names=dimension_names(state))
     meta += shard_index_bytes(state)
     assign_budgets(state.plan, cfg.ratio, meta, method_from_config(fresh).min_payload_bytes(state.chunks))
     budgets = state.plan.budgets
@@ -258,6 +261,11 @@ def assign_final_budgets(state: Run) -> None:
     if state.existing is not None:
         mf.check_same_target(cfg.dst, "ratio", state.config["bytes_per_voxel"], bpv)
     state.config["bytes_per_voxel"] = bpv
+
+
+def dimension_names(state: Run) -> tuple[str, ...] | None:
+    """Axis names on the array: NGFF 0.5 requires them of an OME-Zarr level (and counts their bytes)."""
+    return axis_names(len(state.source.shape)) if state.cfg.ome_zarr else None
 
 
 def shard_index_bytes(state: Run) -> int:
@@ -290,7 +298,7 @@ def prepare_output(state: Run) -> int:
         store = store_for(cfg.array_url, cfg.storage_options)
         state.array = create_array(
             store, source.shape, state.chunks, source.dtype, state.config, cfg.zarr_format,
-            overwrite=cfg.overwrite, shards=state.shards,
+            overwrite=cfg.overwrite, shards=state.shards, dimension_names=dimension_names(state),
         )
         state.present = set()
     if state.shards is not None:

@@ -22,7 +22,6 @@ from streamcomp.format.ome import (
     level_block,
     level_url,
     multiscales_attrs,
-    name_axes,
     plan_levels,
     prepare_level,
     write_group,
@@ -59,7 +58,6 @@ def build_pyramid(state: Run, pool: Any) -> int:
     so, resumed = cfg.storage_options, state.existing is not None
     config = state.config  # level 0's codec configuration, its target included
     levels = plan_levels(source.shape, state.chunks, source.voxel_size)
-    state.array = name_axes(state.array)
     bpv = config["bytes_per_voxel"] if cfg.pyramid_codec == "streamcomp" else None
     floor = method_from_config(config).min_payload_bytes(state.chunks) + header_size(len(source.shape), 3)
     arrays, tasks = [], []
