@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"PSNR      {quality.psnr:.2f} dB  (peak = max - min of the original; {checked})",
                 f"SSIM      {quality.ssim:.4f}",
                 f"error     max |error| {quality.max_abs_error:g}{bound_note(quality)}",
-                f"chunks    {result.chunks_written} encoded, {result.chunks_skipped} already done, "
-                f"{run['chunks_fill']} fill (not stored); {run['workers']} {run['executor']} workers"
+                f"chunks    {result.chunks_written} {run['unit']}s encoded, {result.chunks_skipped} already done, "
+                f"{run['chunks_fill']} fill chunks (not stored); {run['workers']} {run['executor']} workers"
                 f"{' (GPU)' if run['gpu'] else ''}",
                 f"speed     {run['voxels_per_second'] / 1e6:.3f} Mvoxel/s encode",
                 f"time      {time.perf_counter() - t0:.1f} s wall ({result.seconds:.1f} s compress, "

@@ -115,7 +115,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
         ome_zarr=args.ome_zarr, pyramid_codec=args.pyramid_codec,
     )
     if result.chunks_skipped:
-        print(f"resumed: {result.chunks_skipped} chunks already done, {result.chunks_written} encoded now")
+        unit = result.run["unit"]
+        print(f"resumed: {result.chunks_skipped} {unit}s already done, {result.chunks_written} encoded now")
     print(
         f"{result.dst}: {result.coder}, ratio {result.ratio:.2f}x ({result.bits_per_voxel:.3f} bits/voxel), "
         f"{result.stored_bytes} bytes stored, {result.chunks_written} chunks, {result.seconds:.1f} s"

@@ -149,7 +149,7 @@ def test_killed_driver_rerun_encodes_only_missing_chunks(ray_head, tmp_path, em_
     assert run["resumed"] and run["chunks_skipped"] == len(done) - 1
     assert run["chunks_repaired"] == 1
     assert run["chunks_encoded"] == 64 - len(done) + 1, run
-    assert f"{run['chunks_encoded']} encoded, {run['chunks_skipped']} already done" in proc.stdout
+    assert f"{run['chunks_encoded']} chunks encoded, {run['chunks_skipped']} already done" in proc.stdout
     assert assert_every_chunk_valid(dst) == 64
     out = read_in_fresh_process(dst)
     assert out.shape == BIG_SHAPE
