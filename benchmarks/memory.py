@@ -147,9 +147,10 @@ class RssSampler(threading.Thread):
     this process only, would miss most of the memory.
     """
 
-    def __init__(self, interval: float = 0.25) -> None:
+    def __init__(self, interval: float = 0.25, exclude: frozenset[int] = frozenset()) -> None:
         super().__init__(daemon=True)
         self.interval = interval
+        self.exclude = exclude  # PIDs of helper servers this process started (a loopback S3 server)
         self.peak_total = 0
         self.peak_workers = 0
         self.peak_driver = 0
@@ -167,6 +168,8 @@ class RssSampler(threading.Thread):
             except psutil.NoSuchProcess:
                 procs = [me]
             for p in procs:
+                if p.pid in self.exclude:
+                    continue
                 try:
                     rss = p.memory_info().rss
                     name = " ".join(p.cmdline()[:1])

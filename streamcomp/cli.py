@@ -114,12 +114,12 @@ def cmd_compress(args: argparse.Namespace) -> None:
         args.src, args.dst, **run_options(args), overwrite=args.overwrite, resume=args.resume, executor=args.executor,
         ome_zarr=args.ome_zarr, pyramid_codec=args.pyramid_codec,
     )
+    unit = result.run["unit"]
     if result.chunks_skipped:
-        unit = result.run["unit"]
         print(f"resumed: {result.chunks_skipped} {unit}s already done, {result.chunks_written} encoded now")
     print(
         f"{result.dst}: {result.coder}, ratio {result.ratio:.2f}x ({result.bits_per_voxel:.3f} bits/voxel), "
-        f"{result.stored_bytes} bytes stored, {result.chunks_written} chunks, {result.seconds:.1f} s"
+        f"{result.stored_bytes} bytes stored, {result.chunks_written} {unit}s written, {result.seconds:.1f} s"
     )
     if result.pyramid_bytes is not None:
         print(f"pyramid: {result.pyramid_bytes} bytes more (levels 1.. and the OME-Zarr group document; "

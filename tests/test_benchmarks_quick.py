@@ -275,3 +275,17 @@ def test_seed_methods_study_quick(tmp_path: Path) -> None:
         for r in rows:
             assert r["ratio"] > 1 and math.isfinite(r["psnr"]) and r["bytes"] > 0
     assert (tmp_path / "seed_methods.md").is_file() and (tmp_path / "seed_methods.png").is_file()
+
+
+@pytest.mark.slow
+def test_scale_study_on_loopback_s3_loses_nothing_to_a_killed_worker_or_driver(tmp_path: Path) -> None:
+    from benchmarks.studies import scale
+
+    scale.main(["--sizes-mib", "16", "--kill-mib", "32", "--bundled", "--workers", "2", "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "scale.json").read_text())
+    (row,) = doc["sweep"]
+    assert row["objects"] == row["shards"] + 1 and row["ratio"] > 30  # shards + zarr.json
+    runs = {r["run"]: r for r in doc["faults"]}
+    assert len(runs) == 3 and all(r["lost"] == 0 and r["identical"] for r in runs.values())
+    assert runs["driver SIGKILLed, rerun --resume"]["skipped"] >= 2
+    assert "| size_mib |" in (tmp_path / "scale.md").read_text()

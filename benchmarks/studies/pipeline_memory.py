@@ -39,12 +39,16 @@ SIDE = 512
 PARAMS = {"steps": 2, "batch": 1024}
 
 
-def make_source(path: str, mib: int, em: np.ndarray, seed: int = 0) -> tuple[int, ...]:
-    """A (Z, 512, 512) uint8 zarr of ``mib`` MiB tiled from the EM stack, written slab by slab."""
+def make_source(
+    path: str, mib: int, em: np.ndarray, seed: int = 0, storage_options: dict | None = None
+) -> tuple[int, ...]:
+    """A (Z, 512, 512) uint8 zarr of ``mib`` MiB tiled from the EM stack, written slab by slab
+    (``path`` a local path or an fsspec URL such as ``s3://bucket/src.zarr``)."""
     import zarr
 
     z = max(CHUNKS[0], (mib * 2**20) // (SIDE * SIDE) // CHUNKS[0] * CHUNKS[0])
-    arr = zarr.create_array(path, shape=(z, SIDE, SIDE), chunks=CHUNKS, dtype="u1", overwrite=True)
+    arr = zarr.create_array(path, shape=(z, SIDE, SIDE), chunks=CHUNKS, dtype="u1", overwrite=True,
+                            storage_options=storage_options)
     rng = np.random.default_rng(seed)
     reps = (1, math.ceil(SIDE / em.shape[1]), math.ceil(SIDE / em.shape[2]))
     for start in range(0, z, CHUNKS[0]):
