@@ -20,13 +20,12 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,11 +45,13 @@ from streamcomp.format.store import (
     store_for,
     stored_chunk_keys,
 )
-from streamcomp.methods import Method, build_method
+from streamcomp.methods import build_method
 from streamcomp.pipeline import manifest as mf
+from streamcomp.pipeline.batching import batch_size, batches
 from streamcomp.pipeline.config import RunConfig
 from streamcomp.pipeline.executors import LocalPool, RayPool, start_ray
 from streamcomp.pipeline.pyramid import build_pyramid
+from streamcomp.pipeline.state import Run
 from streamcomp.pipeline.worker import ShardTask, Task
 from streamcomp.plan import BLOCK, KINDS, Plan, assign_budgets, parse_chunks, sample_items
 from streamcomp.source import Source, open_source, path_exists
@@ -58,26 +59,6 @@ from streamcomp.source import Source, open_source, path_exists
 log = logging.getLogger(__name__)
 
 TINY_BYTES = 64 * 2**20  # in-process below this size when no Ray is running or asked for
-
-
-@dataclass
-class Run:
-    """The state the phases hand on: what was opened, planned and created."""
-
-    cfg: RunConfig
-    source: Source
-    method: Method
-    chunks: tuple[int, ...]
-    existing: mf.Existing | None
-    plan: Plan | None = None
-    config: dict[str, Any] | None = None
-    array: Any = None
-    shards: tuple[int, ...] | None = None
-    present: set[str] = field(default_factory=set)  # keys already stored (a resume)
-
-    @property
-    def max_mse(self) -> float | None:
-        return self.cfg.max_mse(self.plan.peak)
 
 
 def run(cfg: RunConfig) -> tuple[dict[str, Any], mf.RunStats]:
@@ -174,17 +155,6 @@ def choose_executor(cfg: RunConfig, source: Source) -> str:
 
     ray_wanted = ray.is_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS") or cfg.workers
     return "ray" if ray_wanted or source.nbytes > TINY_BYTES else "local"
-
-
-def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Lists of ``size`` items, drawn lazily: the plan's chunks are never all listed at once."""
-    it = iter(items)
-    while batch := list(itertools.islice(it, size)):
-        yield batch
-
-
-def batch_size(n: int, workers: int, cap: int) -> int:
-    return max(1, min(cap, n // (workers * 8)))
 
 
 def scan(state: Run, pool: LocalPool | RayPool) -> None:

@@ -30,10 +30,11 @@ from streamcomp.format.ome import (
 )
 from streamcomp.format.store import array_stored_bytes, chunk_key, read_chunk, store_for, stored_chunk_keys, write_chunk
 from streamcomp.methods import Method
+from streamcomp.pipeline.batching import batch_size, batches
 from streamcomp.plan import chunk_grid
 
 if TYPE_CHECKING:
-    from streamcomp.pipeline.driver import Run
+    from streamcomp.pipeline.state import Run
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,6 @@ class LevelTask:
 def build_pyramid(state: Run, pool: Any) -> int:
     """Create (or, on a resume, reuse) the level arrays, fill them through the pool and write the
     group's NGFF metadata; returns the pyramid's bytes (levels 1.. and the group document)."""
-    from streamcomp.pipeline.driver import batch_size, batches  # the driver imports this module
 
     cfg, source = state.cfg, state.source
     so, resumed = cfg.storage_options, state.existing is not None
