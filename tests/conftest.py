@@ -29,6 +29,12 @@ def ct() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def ct_large() -> np.ndarray:
+    """Real head CT crop in HU, 32x128x128 int16 (InVesalius cranium [40:72, 64:192, 64:192])."""
+    return load_data("ct_head_invesalius_32x128x128_i16.npy")
+
+
+@pytest.fixture(scope="session")
 def mri4d_crop() -> np.ndarray:
     """Real 4D diffusion MRI crop as shipped, 4x20x32x32 uint16 (dcm_qa_toshiba [:4, 12:32, 16:48, 16:48])."""
     return load_data("mri4d_dwi_toshiba_4x20x32x32_u16.npy")

@@ -88,7 +88,7 @@ def _inverse_int(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return x
 
 
-def _keys(count: int) -> list[str]:
+def detail_keys(count: int) -> list[str]:
     """Detail-band keys over ``count`` transformed axes, in pywt's order (all-``a`` excluded)."""
     return ["".join(k) for k in itertools.product("ad", repeat=count)][1:]
 
@@ -124,7 +124,7 @@ def wavedec(x: np.ndarray, levels: int, axes: tuple[int, ...], reversible: bool 
             low, high = forward(np.moveaxis(a, ax, 0))
             a = np.moveaxis(np.concatenate((low, high)), 0, ax)
         half = _sizes(a.shape, 1, axes)[1]
-        per_level.append([a[_region(a.shape, key, half, axes)] for key in _keys(len(axes))])
+        per_level.append([a[_region(a.shape, key, half, axes)] for key in detail_keys(len(axes))])
         a = a[_region(a.shape, "a" * len(axes), half, axes)]
     return [a] + [band for level in reversed(per_level) for band in level]
 
@@ -134,7 +134,7 @@ def band_shapes(shape: tuple[int, ...], levels: int, axes: tuple[int, ...]) -> l
     sizes = _sizes(shape, levels, axes)
     out = [sizes[-1]]
     for size, half in zip(sizes[-2::-1], sizes[:0:-1], strict=True):
-        for key in _keys(len(axes)):
+        for key in detail_keys(len(axes)):
             out.append(tuple(len(range(n)[s]) for n, s in zip(size, _region(size, key, half, axes), strict=True)))
     return out
 
@@ -144,7 +144,7 @@ def waverec(
 ) -> np.ndarray:
     """Inverse of :func:`wavedec` for an array of ``shape`` (``reversible`` as there)."""
     sizes = _sizes(shape, levels, axes)
-    keys = _keys(len(axes))
+    keys = detail_keys(len(axes))
     a = np.asarray(bands[0]) if reversible else np.asarray(bands[0], np.float32)
     inverse = _inverse_int if reversible else _inverse
     for i, (size, half) in enumerate(zip(sizes[-2::-1], sizes[:0:-1], strict=True)):

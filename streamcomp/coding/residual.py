@@ -14,9 +14,14 @@ the second also by its decoded neighbours in the first, and each class gets its 
 chosen by code length; on real data this beats one moment-fitted Laplace per subband at equal
 bytes, with decode no slower (``benchmarks/results/REPORT.md``).
 
+With an array's learned context model (:mod:`streamcomp.coding.context_model`) the bands carry
+no descriptors: every coefficient's distribution comes from the model and its decoded context,
+and the rate control bisects on the model's ideal code length, coding the ANS stream once.
+
 Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric
-extension), uint8 symbol range bits, one descriptor per subband (0: all zero, none stored; a scale
-code; or 255 and one scale code per context class), then one ANS stream.
+extension, learned model), uint8 symbol range bits, one descriptor per subband unless the learned
+flag is set (0: all zero, none stored; a scale code; or 255 and one scale code per context
+class), then one ANS stream.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from streamcomp.coding.bands import (
     subbands,
     transform_axes,
 )
+from streamcomp.coding.context_model import ContextModel, PairCoder, runs, walk_bands
 from streamcomp.errors import ChunkFormatError
 
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
@@ -46,6 +52,7 @@ _HEAD = struct.Struct("<fBB")
 _PLANAR = 0x80  # flag in the levels byte
 _LAYOUT = 0x40  # flags in the levels byte: context-coded bands and the symmetric-extension
 _SYMMETRIC = 0x20  # transform; a section lacking either predates them
+_LEARNED = 0x10  # flag in the levels byte: bands coded under the array's learned context model
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 _CONTEXT = NO_SCALE  # band descriptor: per-context-group scale codes follow
 _EDGES = (1, 3, 7)  # context class edges, in units of half a symbol magnitude
@@ -146,9 +153,10 @@ class ResidualCoder:
     tries both.
     """
 
-    def __init__(self, residual: np.ndarray, planar: bool = False) -> None:
+    def __init__(self, residual: np.ndarray, planar: bool = False, model: ContextModel | None = None) -> None:
         self.shape = tuple(residual.shape)
         self.planar = planar
+        self.model = model
         self.levels = levels_for(self.shape, planar)
         self.bands = subbands(np.asarray(residual, np.float32), self.levels, planar)
         self.lattices = lattices([b.shape for b in self.bands], transform_axes(self.shape, planar))
@@ -156,16 +164,23 @@ class ResidualCoder:
 
     def code(self, log2_step: float) -> tuple[bytes, np.ndarray]:
         """The coded bytes at quantizer step ``2**log2_step`` and the residual they decode to."""
-        step, symbols = self._quantize(log2_step)
+        step, symbols = self.quantize(log2_step)
         return self._bytes(step, symbols), self._decoded(step, symbols)
 
-    def _quantize(self, log2_step: float) -> tuple[float, list[np.ndarray]]:
+    def code_bytes(self, log2_step: float) -> bytes:
+        """The coded bytes at quantizer step ``2**log2_step`` (no reconstruction)."""
+        return self._bytes(*self.quantize(log2_step))
+
+    def quantize(self, log2_step: float) -> tuple[float, list[np.ndarray]]:
         step = float(np.float32(2.0**log2_step))
         return step, [(np.sign(b) * np.floor(np.abs(b) / step + ROUNDING)).astype(np.int32) for b in self.bands]
 
     def _bytes(self, step: float, symbols: list[np.ndarray]) -> bytes:
         bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
-        head = bytearray(_HEAD.pack(step, self.levels | _LAYOUT | _SYMMETRIC | (_PLANAR if self.planar else 0), bits))
+        flags = self.levels | _LAYOUT | _SYMMETRIC | (_PLANAR if self.planar else 0)
+        if self.model is not None:
+            return _HEAD.pack(step, flags | _LEARNED, bits) + self._learned_stream(symbols, bits)
+        head = bytearray(_HEAD.pack(step, flags, bits))
         segments: list[tuple[np.ndarray, int]] = []
         for q, lattice, parent in zip(symbols, self.lattices, self.parents, strict=True):
             head += _code_band(q, lattice, None if parent is None else symbols[parent], segments)
@@ -177,19 +192,61 @@ class ResidualCoder:
             head += coder.get_compressed().tobytes()
         return bytes(head)
 
+    def _learned_stream(self, symbols: list[np.ndarray], bits: int) -> bytes:
+        """One ANS stream of every band half's runs of equal pair codes, in decode order (none
+        when every symbol is zero: ``bits`` 0 says so)."""
+        if not bits:
+            return b""
+        segments: list[tuple[np.ndarray, int]] = []
+
+        def visit(band, base, phase, idx, keys):
+            values = symbols[band].reshape(-1)[idx]
+            order, spans = runs(self.model.pairs(base, phase, keys))
+            segments.extend((values[order[a:b]], pair) for pair, a, b in spans)
+            return values
+
+        walk_bands(self.lattices, self.parents, self.levels, visit)
+        coder = constriction.stream.stack.AnsCoder()
+        pairs = PairCoder(bits)
+        for values, pair in reversed(segments):
+            pairs.encode(coder, values, pair)
+        return coder.get_compressed().tobytes()
+
+    def _size(self, step: float, symbols: list[np.ndarray]) -> int:
+        """Coded size in bytes: exact for the hand-set models; under the learned model, the ideal
+        code length under the very tables the coder uses (within a few bytes of the ANS stream),
+        which spares one ANS pass per trial of the rate control."""
+        if self.model is None:
+            return len(self._bytes(step, symbols))
+        bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
+        if not bits:
+            return _HEAD.size
+        coder, total = PairCoder(bits), 0.0
+
+        def visit(band, base, phase, idx, keys):
+            nonlocal total
+            values = symbols[band].reshape(-1)[idx]
+            total += coder.estimate_bits(values, self.model.pairs(base, phase, keys))
+            return values
+
+        walk_bands(self.lattices, self.parents, self.levels, visit)
+        return _HEAD.size + 4 * (int(total) // 32 + 2)
+
     def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
         return reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
 
     def fit_budget(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
         """Finest step whose bytes fit ``budget`` (the coarsest step's bytes when none does).
         Only the step kept is reconstructed: the inverse transform costs as much as the coding."""
+        if self.model is not None:
+            return self._fit_budget_learned(budget)
         lo, hi = _STEP_RANGE
-        quantized = self._quantize(hi)
+        quantized = self.quantize(hi)
         data = self._bytes(*quantized)
         if len(data) <= budget:
             for _ in range(iters):
                 mid = 0.5 * (lo + hi)
-                trial = self._quantize(mid)
+                trial = self.quantize(mid)
                 trial_data = self._bytes(*trial)
                 if len(trial_data) <= budget:
                     quantized, data, hi = trial, trial_data, mid
@@ -197,6 +254,47 @@ class ResidualCoder:
                     lo = mid
                 if len(data) >= 0.99 * budget:
                     break
+        return data, self._decoded(*quantized)
+
+    def _fit_budget_learned(self, budget: int, iters: int = 10) -> tuple[bytes, np.ndarray]:
+        """:meth:`fit_budget` on the learned model's size estimates, by regula falsi on log size
+        over log2 step (nearly linear, so a handful of trials instead of a bisection's dozen); the
+        step kept is coded once, and coarsened in small steps if its real bytes exceed the budget."""
+        lo, hi = _STEP_RANGE
+        fits: list[float] | None = None  # [log2 step, log size excess] of the finest step that fits
+        over: list[float] | None = None  # and of the coarsest that does not
+        x, stride, last = -6.0, 1.5, ""
+        for _ in range(iters):
+            size = self._size(*self.quantize(x))
+            g = float(np.log(size / budget))
+            if g <= 0:
+                if last == "fits" and over is not None:
+                    over[1] /= 2  # Illinois: an end that stays twice counts half, so both ends move
+                fits, last = [x, g], "fits"
+                if size >= 0.985 * budget:
+                    break
+            else:
+                if last == "over" and fits is not None:
+                    fits[1] /= 2
+                over, last = [x, g], "over"
+            if fits is None:
+                if x >= hi:
+                    break
+                x, stride = min(x + stride, hi), 2 * stride
+            elif over is None:
+                if x <= lo:
+                    break
+                x, stride = max(x - stride, lo), 2 * stride
+            else:
+                (a, ga), (b, gb) = over, fits
+                x = b - gb * (b - a) / (gb - ga)
+        log2_step = fits[0] if fits is not None else hi
+        quantized = self.quantize(log2_step)
+        data = self._bytes(*quantized)
+        while len(data) > budget and log2_step < hi:
+            log2_step = min(log2_step + 1 / 32, hi)
+            quantized = self.quantize(log2_step)
+            data = self._bytes(*quantized)
         return data, self._decoded(*quantized)
 
     def fit_error(self, residual: np.ndarray, max_mse: float, iters: int = 18) -> tuple[bytes, np.ndarray]:
@@ -214,13 +312,22 @@ class ResidualCoder:
 
 
 def encode_residual(
-    residual: np.ndarray, budget: int | None = None, max_mse: float | None = None
+    residual: np.ndarray,
+    budget: int | None = None,
+    max_mse: float | None = None,
+    model: ContextModel | None = None,
 ) -> tuple[bytes, np.ndarray]:
     """The better of the volumetric and the planar transform: lower error within ``budget`` bytes,
-    or fewer bytes within ``max_mse`` (mean squared error of the residual's reconstruction)."""
+    or fewer bytes within ``max_mse`` (mean squared error of the residual's reconstruction).
+    ``model``: the array's learned context model (None: the hand-set per-chunk models)."""
     best: tuple[tuple[float, int], bytes, np.ndarray] | None = None
     for planar in (False, True):
-        coder = ResidualCoder(residual, planar)
+        coder = ResidualCoder(residual, planar, model)
+        # At the volumetric transform's step, the planar one errs about as much: under the learned
+        # model its rate control is worth running only when it codes that step in fewer bytes.
+        learned_probe = best is not None and model is not None and budget is not None
+        if learned_probe and coder._size(*coder.quantize(step_of(best[1])[0])) >= len(best[1]):
+            break
         if budget is not None:
             data, decoded = coder.fit_budget(budget)
             cost = (float(np.mean((decoded - residual) ** 2)), len(data))
@@ -230,6 +337,12 @@ def encode_residual(
         if best is None or cost < best[0]:
             best = (cost, data, decoded)
     return best[1], best[2]
+
+
+def step_of(data: bytes) -> tuple[float, bool]:
+    """(log2 quantizer step, planar transform) of a coded residual section."""
+    step, levels, _ = _HEAD.unpack_from(data, 0)
+    return float(np.log2(step)), bool(levels & _PLANAR)
 
 
 def min_residual_bytes(shape: tuple[int, ...]) -> int:
@@ -252,8 +365,9 @@ def _descriptors(data: bytes, count: int) -> tuple[list[bytes], int]:
     return out, pos
 
 
-def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :meth:`ResidualCoder.code` for a residual of ``shape``."""
+def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | None = None) -> np.ndarray:
+    """Inverse of :meth:`ResidualCoder.code` for a residual of ``shape`` (``model``: the array's
+    learned context model, needed by sections coded under it)."""
     shape = tuple(shape)
     if len(data) < _HEAD.size:
         raise ChunkFormatError("residual section is shorter than its header")
@@ -265,9 +379,15 @@ def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
         )
     planar = bool(stored_levels & _PLANAR)
     levels = levels_for(shape, planar)
-    if stored_levels & ~(_PLANAR | _LAYOUT | _SYMMETRIC) != levels or not (np.isfinite(step) and step > 0) or bits > 30:
+    flags = _PLANAR | _LAYOUT | _SYMMETRIC | _LEARNED
+    if stored_levels & ~flags != levels or not (np.isfinite(step) and step > 0) or bits > 30:
         raise ChunkFormatError("residual section has an invalid header")
     band_shapes = subband_shapes(shape, levels, planar)
+    if stored_levels & _LEARNED:
+        if model is None:
+            raise ChunkFormatError("residual section is coded under a learned context model the array does not carry")
+        symbols = _decode_learned(data[_HEAD.size :], band_shapes, transform_axes(shape, planar), levels, bits, model)
+        return reconstruct(_dequantize(symbols, step), shape, levels, planar)
     descriptors, start = _descriptors(data, len(band_shapes))
     body = data[start:]
     if len(body) % 4:
@@ -292,3 +412,28 @@ def decode_residual(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
                     flat[run] = models.decode(coder, int(run.sum()), int(codes[group]))
         symbols.append(q)
     return reconstruct(_dequantize(symbols, step), shape, levels, planar)
+
+
+def _decode_learned(
+    body: bytes, shapes: list[tuple[int, ...]], axes: tuple[int, ...], levels: int, bits: int, model: ContextModel
+) -> list[np.ndarray]:
+    if len(body) % 4:
+        raise ChunkFormatError("residual section is not a whole number of 32-bit words")
+    if not bits:
+        if body:
+            raise ChunkFormatError("residual section of zeros carries a stream")
+        return [np.zeros(s, np.int32) for s in shapes]
+    coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
+    pairs = PairCoder(bits)
+
+    def visit(band, base, phase, idx, keys):
+        order, spans = runs(model.pairs(base, phase, keys))
+        values = np.empty(len(idx), np.int32)
+        for pair, a, b in spans:
+            values[order[a:b]] = pairs.decode(coder, b - a, pair)
+        return values
+
+    try:
+        return walk_bands(lattices(shapes, axes), parents(len(shapes), levels), levels, visit)
+    except (ValueError, RuntimeError) as exc:
+        raise ChunkFormatError(f"residual section does not decode under the array's context model: {exc}") from exc

@@ -23,7 +23,9 @@ import numpy as np
 from streamcomp.errors import ChunkFormatError, InputError
 
 MAGIC = b"SCMP"
-FORMAT_VERSION = 2  # 2: error-bounded chunks (FLAG_BOUNDED); version 1 chunks decode unchanged
+# 2: error-bounded chunks (FLAG_BOUNDED); 3: the wavelet method, whose residual sections may be
+# coded under the array's learned context model. Older chunks decode unchanged.
+FORMAT_VERSION = 3
 
 FLAG_CONSTANT = 1
 FLAG_NONFINITE = 2

@@ -14,7 +14,7 @@ from typing import Any
 from streamcomp.errors import InputError
 from streamcomp.methods.base import FitTargets, Method, Params, Target, encode_only
 
-DEFAULT_METHOD = "unicompress"
+DEFAULT_METHOD = "wavelet"
 ENTRY_POINT_GROUP = "streamcomp.methods"
 _LOADED: dict[str, type[Method]] = {}
 _LOCK = threading.Lock()

@@ -1,0 +1,211 @@
+"""The learned context model (the ``wavelet`` method's default) against the same coder with its
+hand-set models, and against JPEG XL and x265, on whole volumes as a user runs them.
+
+    python -m benchmarks.studies.learned_coder [--quick] [--bundled] [--volumes em,ct_head,ct_thorax]
+                                               [--codecs jpegxl,x265] [--out DIR]
+
+Every streamcomp row is ``streamcomp.api.compress`` at a target ratio, in its default chunks,
+read back through plain zarr (:func:`benchmarks.project_methods.run_method`), every stored byte
+counted (the model travels in the codec configuration). Rows: ``wavelet`` (learned, the default),
+``wavelet`` with ``entropy=context`` (the same transform, quantizer and rate control with the
+hand-set per-chunk models: the coder as it was before the learned model), and the baselines,
+searched to the same ratios. Ablations at one ratio per volume switch off distillation (the
+student fitted alone) and widen the student. The fit's own report (teacher and student bits per
+coefficient, held-out saving, fit seconds) is read from the run's log. BD-rate and BD-PSNR are
+over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (default
+``benchmarks/results/``; ``--quick``: a temp folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import baselines, bd, data
+from benchmarks.project_methods import run_method
+from benchmarks.studies.common import machine, peak_of, quality, write_json
+from benchmarks.volumes import VOLUMES, load
+
+RESULTS = data.RESULTS
+ROWS = {"learned": {}, "hand-set": {"entropy": "context"}}
+ABLATIONS = {"no distillation": {"distill": 0.0}, "student 32 hidden": {"hidden": 32}}
+ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
+QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
+_FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
+_HELD = re.compile(r"codes ([\d.]+) % fewer bytes|did not pay")
+
+
+class _Notes(logging.Handler):
+    """Collects the driver's log lines (the method's fit notes)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _fit_report(lines: list[str]) -> dict[str, Any]:
+    text = " ".join(lines)
+    out: dict[str, Any] = {}
+    if m := _FIT.search(text):
+        out.update(fit_s=float(m[1]), teacher_bits=float(m[2]), student_bits=float(m[3]))
+    if m := _HELD.search(text):
+        out["held_out_saving_pct"] = float(m[1]) if m[1] else None
+        out["kept"] = m[1] is not None
+    return out
+
+
+def _method_row(volume: np.ndarray, ratio: float, params: dict[str, Any], peak: float) -> dict[str, Any]:
+    notes = _Notes()
+    logger = logging.getLogger("streamcomp")
+    level = logger.level
+    logger.addHandler(notes)
+    logger.setLevel(logging.INFO)
+    try:
+        run = run_method("wavelet", volume, ratio, method_params=params)
+    finally:
+        logger.removeHandler(notes)
+        logger.setLevel(level)
+    mvox = volume.size / 1e6
+    return {
+        "ratio": volume.nbytes / run.stored_bytes,
+        "bpv": 8.0 * run.stored_bytes / volume.size,
+        **quality(volume, run.decoded, peak),
+        "encode_mvox_s": mvox / run.encode_s,
+        "decode_mvox_s": mvox / run.decode_s,
+        "chunk_decode_ms": 1e3 * run.chunk_decode_s,
+        **_fit_report(notes.lines),
+    }
+
+
+def _baseline_row(name: str, volume: np.ndarray, ratio: float, peak: float) -> dict[str, Any]:
+    best = baselines.at_ratio(name, volume, ratio).best
+    mvox = volume.size / 1e6
+    return {
+        "ratio": best.ratio,
+        "bpv": 8.0 * best.result.stored_bytes / volume.size,
+        **quality(volume, best.result.decoded, peak),
+        "encode_mvox_s": mvox / best.result.encode_s,
+        "decode_mvox_s": mvox / best.result.decode_s,
+    }
+
+
+def _bd(rows: list[dict], test: str, anchor: str) -> dict[str, float | None]:
+    def curve(name):
+        pts = sorted((r["bpv"], r["psnr"]) for r in rows if r["row"] == name)
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    (ra, pa), (rt, pt) = curve(anchor), curve(test)
+    if min(len(ra), len(rt)) < 2:
+        return {"bd_rate_pct": None, "bd_psnr_db": None}
+    try:
+        return {"bd_rate_pct": bd.bd_rate(ra, pa, rt, pt), "bd_psnr_db": bd.bd_psnr(ra, pa, rt, pt)}
+    except ValueError:
+        return {"bd_rate_pct": None, "bd_psnr_db": bd.bd_psnr(ra, pa, rt, pt) if len(ra) > 1 else None}
+
+
+def run_study(volumes: list[str], codecs: list[str], quick: bool, bundled: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "volumes": {}}
+    for name in volumes:
+        spec = VOLUMES[name]
+        path = spec.bundled_path if bundled else data.require(spec.path)
+        crop = spec.crop("quick") if quick else None
+        volume = load(spec, data.fit_crop(crop, np.load(path, mmap_mode="r").shape) if bundled and crop else crop,
+                      path)
+        peak = peak_of(volume)
+        targets = QUICK_TARGETS[name] if quick else spec.targets("full")
+        rows: list[dict[str, Any]] = []
+        for ratio in targets:
+            for row, params in ROWS.items():
+                rows.append({"row": row, "target": ratio, **_method_row(volume, ratio, params, peak)})
+                print(_line(name, rows[-1]), flush=True)
+            for codec in codecs:
+                reason = baselines.unsupported(codec, volume) or baselines.availability()[codec]
+                if reason:
+                    continue
+                rows.append({"row": codec, "target": ratio, **_baseline_row(codec, volume, ratio, peak)})
+                print(_line(name, rows[-1]), flush=True)
+        ablation_ratio = QUICK_TARGETS[name][0] if quick else ABLATION_RATIO[name]
+        for row, params in ABLATIONS.items():
+            rows.append({"row": row, "target": ablation_ratio, **_method_row(volume, ablation_ratio, params, peak)})
+            print(_line(name, rows[-1]), flush=True)
+        bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in ["hand-set", *codecs]}
+        results["volumes"][name] = {"shape": list(volume.shape), "dtype": str(volume.dtype), "rows": rows, "bd": bds}
+    return results
+
+
+def _line(volume: str, r: dict[str, Any]) -> str:
+    return (f"{volume:10s} {r['row']:18s} {r['target']:>6}x  ratio {r['ratio']:7.2f}  PSNR {r['psnr']:6.2f}  "
+            f"SSIM {r['ssim']:.4f}  enc {r['encode_mvox_s']:6.2f}  dec {r['decode_mvox_s']:6.2f} Mvox/s")
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    out = [
+        "# The learned context model on whole volumes",
+        "",
+        "`python -m benchmarks.studies.learned_coder`: `streamcomp compress --method wavelet` (learned context model, "
+        "the default) against the same coder with its hand-set per-chunk models (`entropy=context`) and the "
+        "baselines at the same target ratios; every stored byte counted, PSNR and SSIM with peak = max - min "
+        "of the original; encode includes the fit and starting Ray, decode is a whole plain-zarr read.",
+        "",
+        f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores, {m.get('ram_gib', '?')} GiB, "
+        f"GPU: {m.get('gpu') or 'none'}; "
+        f"load at start {m.get('load_average_at_start')}; {m.get('note', '')}.",
+    ]
+    for name, vol in results["volumes"].items():
+        out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", "",
+                "| row | target | ratio | bits/voxel | PSNR | SSIM | encode Mvox/s | decode Mvox/s | fit s | "
+                "teacher / student bits/coef | held-out saving |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in vol["rows"]:
+            bits = (f"{r['teacher_bits']:.4f} / {r['student_bits']:.4f}" if "teacher_bits" in r else "-")
+            held = "-" if "kept" not in r else (f"{r['held_out_saving_pct']:.1f} %" if r["kept"] else "dropped")
+            out.append(
+                f"| {r['row']} | {r['target']}x | {r['ratio']:.2f} | {r['bpv']:.4f} | {r['psnr']:.2f} | "
+                f"{r['ssim']:.4f} | {r['encode_mvox_s']:.2f} | {r['decode_mvox_s']:.2f} | "
+                f"{_fmt(r.get('fit_s'), '.1f')} | {bits} | {held} |"
+            )
+        out += ["", "| learned vs | BD-rate | BD-PSNR |", "|---|---|---|"]
+        for k, v in vol["bd"].items():
+            out.append(f"| {k.split(' vs ')[1]} | {_fmt(v['bd_rate_pct'], '+.1f')} % | "
+                       f"{_fmt(v['bd_psnr_db'], '+.2f')} dB |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small crops, one ratio (output to a temp folder)")
+    p.add_argument("--bundled", action="store_true", help="the crops shipped in the repository")
+    p.add_argument("--volumes", default="em,ct_head,ct_thorax")
+    p.add_argument("--codecs", default="jpegxl,x265", help="baselines (comma-separated; empty for none)")
+    p.add_argument("--out", help="output folder (default benchmarks/results/, with --quick a temp folder)")
+    args = p.parse_args(argv)
+    volumes = [v for v in args.volumes.split(",") if v]
+    unknown = [v for v in volumes if v not in ABLATION_RATIO]
+    if unknown:
+        raise SystemExit(f"unknown volume(s) {unknown}; choose from {sorted(ABLATION_RATIO)}")
+    codecs = [c for c in args.codecs.split(",") if c]
+    results = run_study(volumes, codecs, args.quick, args.bundled)
+    out = Path(args.out) if args.out else (
+        Path(tempfile.gettempdir()) / "streamcomp-bench" if args.quick else RESULTS
+    )
+    write_json(out / "learned_coder.json", results)
+    (out / "learned_coder.md").write_text(report(results))
+    print(f"wrote {out / 'learned_coder.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The `wavelet` method and its learned context model: integer determinism, exact round trips,
+budgets, the fit's judgement, and fewer bytes than the hand-set models on real CT."""
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from helpers import run_fresh_python
+
+from streamcomp.api import compress
+from streamcomp.coding.context_model import ContextModel, buckets
+from streamcomp.coding.residual import ResidualCoder, decode_residual, encode_residual, step_of
+from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.methods import DEFAULT_METHOD, method_class
+from streamcomp.methods.base import FitTargets, Target
+from streamcomp.metrics import psnr
+from streamcomp.values import normalize
+
+FAST = {"teacher_steps": 150, "student_steps": 300}
+CHUNK = (8, 64, 64)
+
+
+def _blocks(volume: np.ndarray, chunk=CHUNK) -> list[np.ndarray]:
+    grid = [range(0, n - c + 1, c) for n, c in zip(volume.shape, chunk, strict=True)]
+    return [
+        normalize(np.ascontiguousarray(volume[z : z + chunk[0], y : y + chunk[1], x : x + chunk[2]]))[0]
+        for z in grid[0] for y in grid[1] for x in grid[2]
+    ]
+
+
+@pytest.fixture(scope="module")
+def ct_blocks(ct_large):
+    return _blocks(ct_large)
+
+
+@pytest.fixture(scope="module")
+def fitted(ct_blocks):
+    """A model fitted on the first six CT chunks at ratio 32, judged on the next two."""
+    method = method_class("wavelet")(**FAST)
+    budget = int(np.prod(CHUNK)) * 2 // 32
+    notes = method.fit_shared(ct_blocks[:8], FitTargets(tuple([Target(budget_bytes=budget)] * 8), 64))
+    return method, notes, budget
+
+
+def test_default_method_is_the_learned_wavelet_coder():
+    assert DEFAULT_METHOD == "wavelet"
+
+
+def test_buckets_are_half_octaves():
+    x = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 16, 191, 192, 10**9])
+    assert buckets(x).tolist() == [0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 7, 8, 14, 15, 15]
+
+
+def test_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
+    model = fitted[0].model
+    blob = model.to_bytes()
+    again = ContextModel.from_bytes(blob)
+    inputs = np.random.default_rng(0).integers(0, 16, (1000, model.w1.shape[0]))
+    assert np.array_equal(again.codes(inputs), model.codes(inputs))
+    with pytest.raises(ChunkFormatError, match="truncated|size"):
+        ContextModel.from_bytes(blob[:-3])
+    with pytest.raises(ChunkFormatError, match="header"):
+        ContextModel.from_bytes(b"XXXX" + blob[4:])
+
+
+def test_fit_keeps_a_model_that_pays_and_says_why(fitted):
+    method, notes, _ = fitted
+    assert method.model is not None and method.shared_state() == method.model.to_bytes()
+    assert "context model fitted" in notes[0] and "teacher" in notes[0] and "student" in notes[0]
+    assert "fewer bytes than the hand-set models" in notes[1]
+
+
+@pytest.mark.parametrize("planar", [False, True])
+@pytest.mark.parametrize("shape", [(8, 64, 64), (16, 64, 64), (1, 64, 64), (5, 17, 3), (1, 1, 1)])
+def test_decoder_reproduces_the_encoders_reconstruction(fitted, ct_large, shape, planar):
+    model = fitted[0].model
+    x = normalize(np.ascontiguousarray(ct_large[: shape[0], : shape[1], : shape[2]]))[0]
+    data, decoded = ResidualCoder(x, planar, model).code(-6.0)
+    assert np.array_equal(decode_residual(data, shape, model), decoded)
+    assert np.mean((x - decoded) ** 2) < 1e-4
+
+
+def test_all_zero_block_is_a_header(fitted):
+    model = fitted[0].model
+    data, decoded = ResidualCoder(np.zeros(CHUNK, np.float32), False, model).code(-6.0)
+    assert len(data) == 6 and not decoded.any()
+    assert not decode_residual(data, CHUNK, model).any()
+
+
+def test_budget_is_filled_not_exceeded(fitted, ct_blocks):
+    model, budget = fitted[0].model, fitted[2]
+    for block in ct_blocks[8:12]:
+        data, decoded = encode_residual(block, budget=budget, model=model)
+        assert 0.95 * budget <= len(data) <= budget
+        assert np.array_equal(decode_residual(data, block.shape, model), decoded)
+
+
+def test_learned_model_codes_unseen_chunks_shorter_than_the_hand_set_models(fitted, ct_blocks):
+    """Same quantized coefficients (the hand-set coder's own step), so only the modelling differs."""
+    model, budget = fitted[0].model, fitted[2]
+    learned = hand = 0
+    for block in ct_blocks[8:]:
+        log2_step, planar = step_of(encode_residual(block, budget=budget)[0])
+        hand += len(ResidualCoder(block, planar).code_bytes(log2_step))
+        learned += len(ResidualCoder(block, planar, model).code_bytes(log2_step))
+    assert hand > 0 and learned < 0.95 * hand
+
+
+def test_decoding_needs_the_model_the_section_was_coded_under(fitted, ct_blocks):
+    data, _ = ResidualCoder(ct_blocks[0], False, fitted[0].model).code(-6.0)
+    with pytest.raises(ChunkFormatError, match="learned context model"):
+        decode_residual(data, CHUNK, None)
+
+
+def test_a_model_that_does_not_pay_is_dropped(ct_blocks):
+    """One data chunk carries the whole model's bytes: at this rate it cannot pay for them."""
+    method = method_class("wavelet")(teacher_steps=5, student_steps=5)
+    small = [b[:4, :16, :16] for b in ct_blocks[:8]]
+    notes = method.fit_shared(small, FitTargets(tuple([Target(budget_bytes=64)] * 8), 1))
+    assert "dropped" in notes[-1]
+    assert method.model is None and method.shared_state() == b""
+    data = method.encode(small[0], Target(budget_bytes=64))
+    assert np.isfinite(method.decode(data, small[0].shape)).all()
+
+
+def test_parameters_are_checked():
+    with pytest.raises(InputError, match="entropy"):
+        method_class("wavelet")(entropy="magic")
+    with pytest.raises(InputError, match="distill"):
+        method_class("wavelet")(distill=2.0)
+
+
+@pytest.mark.slow
+def test_compress_beats_the_hand_set_models_and_reads_back_with_plain_zarr(ct_large, save, tmp_path):
+    src = save(ct_large, "ct.npy")
+    scores = {}
+    for entropy in ("learned", "context"):
+        dst = str(tmp_path / f"{entropy}.zarr")
+        result = compress(src, dst, ratio=32, chunks=CHUNK, method_params={**FAST, "entropy": entropy}, progress=False)
+        assert result.method == "wavelet"
+        assert abs(result.raw_bytes / result.stored_bytes / 32 - 1) < 0.05
+        decoded = zarr.open_array(dst, mode="r")[...]
+        scores[entropy] = psnr(ct_large, decoded, peak=float(ct_large.max()) - float(ct_large.min()))
+    assert scores["learned"] > scores["context"] + 0.3
+    meta = json.loads((tmp_path / "learned.zarr" / "zarr.json").read_text())
+    assert meta["codecs"][0]["configuration"]["shared"]  # the model travels with the array
+    np.save(tmp_path / "in_process.npy", zarr.open_array(str(tmp_path / "learned.zarr"), mode="r")[...])
+    fresh = run_fresh_python(
+        "import numpy as np, zarr; "
+        f"a = zarr.open_array({str(tmp_path / 'learned.zarr')!r}, mode='r')[...]; "
+        f"assert np.array_equal(a, np.load({str(tmp_path / 'in_process.npy')!r})); print('ok')"
+    )
+    assert fresh.returncode == 0 and "ok" in fresh.stdout, fresh.stderr
+
+
+def test_4d_series_round_trip(mri4d, save, tmp_path):
+    dst = str(tmp_path / "mri.zarr")
+    result = compress(save(mri4d, "mri.npy"), dst, method="wavelet", ratio=8, chunks=(2, 8, 32, 32),
+                      method_params=FAST, progress=False)
+    decoded = zarr.open_array(dst, mode="r")[...]
+    assert decoded.shape == mri4d.shape and abs(result.raw_bytes / result.stored_bytes / 8 - 1) < 0.05
+    assert psnr(mri4d, decoded, peak=float(mri4d.max()) - float(mri4d.min())) > 30
