@@ -16,6 +16,7 @@ from helpers import SAMPLE, run_fresh_python
 from streamcomp.api import compress
 from streamcomp.cli import main
 from streamcomp.errors import InputError
+from streamcomp.methods import DEFAULT_METHOD
 from streamcomp.pipeline import RunConfig
 from streamcomp.source import open_source
 from streamcomp.verify import evaluate
@@ -90,7 +91,7 @@ def test_cli_info_lists_levels_and_decompress_reads_level_0(cremi_group, tmp_pat
     assert main(["info", dst, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert [lv["shape"] for lv in info["levels"]] == [[16, 256, 256], [16, 128, 128], [16, 64, 64]]
-    assert all(lv["codec"] == "streamcomp unicompress" for lv in info["levels"])
+    assert all(lv["codec"] == f"streamcomp {DEFAULT_METHOD}" for lv in info["levels"])
     out = str(tmp_path / "back.npy")
     assert main(["decompress", dst, out, "--quiet"]) == 0
     assert np.array_equal(np.load(out), zarr.open_array(f"{dst}/0", mode="r")[...])
