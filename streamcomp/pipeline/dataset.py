@@ -15,6 +15,7 @@ CPUs and 2 actors).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,11 +49,12 @@ class EncodeActor:
 
 def encode(
     tasks: EncodeTasks, pool: RayPool, dst: str, params: dict[str, Any], max_mse: float | None,
-    max_error: float | None, batch: int,
+    max_error: float | None, batch: int, progress: bool = True,
 ) -> Iterator[list[tuple[int, str, int, int]]]:
     """Like ``pool.map("encode", ...)``: lists of (index, status, bytes, pid), as batches finish.
 
-    The pool's own actors are released first, so their CPUs (or GPUs) go to Ray Data's."""
+    The pool's own actors are released first, so their CPUs (or GPUs) go to Ray Data's. Without
+    ``progress`` (``-q``), Ray Data's own start and finish lines are held back too."""
     try:
         import ray.data
     except ImportError as exc:
@@ -60,8 +62,11 @@ def encode(
             f"--engine data needs Ray Data, which is not installed ({exc}): pip install 'streamcomp[data]'"
         ) from exc
     pool.release()
-    ctx = ray.data.DataContext.get_current()
+    ctx, logger = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # the driver's own bar counts chunks
+    level = logger.level
+    if not progress:
+        logger.setLevel(logging.WARNING)
     try:
         ds = ray.data.range(tasks.rows).map_batches(
             EncodeActor,
@@ -78,3 +83,4 @@ def encode(
                            out["pid"].tolist(), strict=True))
     finally:
         ctx.enable_progress_bars = bars
+        logger.setLevel(level)

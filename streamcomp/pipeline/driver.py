@@ -302,7 +302,7 @@ def encode(state: Run, pool: LocalPool | RayPool, stats: mf.RunStats) -> None:
     cap = 1 if state.shards is not None else 8  # a shard is already many chunks of work
     args = (cfg.array_url, params, state.max_mse, cfg.max_error)
     if cfg.engine == "data":
-        done = dataset.encode(tasks, pool, *args, batch=batch_size(tasks.rows, pool.size, cap))
+        done = dataset.encode(tasks, pool, *args, batch=batch_size(tasks.rows, pool.size, cap), progress=cfg.progress)
     else:
         done = pool.map("encode", batches(tasks.in_order(state.array), batch_size(n, pool.size, cap)), *args)
     for results in done:
