@@ -54,7 +54,8 @@ def encode(
     """Like ``pool.map("encode", ...)``: lists of (index, status, bytes, pid), as batches finish.
 
     The pool's own actors are released first, so their CPUs (or GPUs) go to Ray Data's. Without
-    ``progress`` (``-q``), Ray Data's own start and finish lines are held back too."""
+    ``progress`` (``-q``), Ray Data's own lines (start, finish, "progress bars disabled") are held
+    back too; its errors still raise here."""
     try:
         import ray.data
     except ImportError as exc:
@@ -66,7 +67,7 @@ def encode(
     bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # the driver's own bar counts chunks
     level = logger.level
     if not progress:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.ERROR)
     try:
         ds = ray.data.range(tasks.rows).map_batches(
             EncodeActor,
