@@ -4,8 +4,10 @@ bytes, the same resume; and a clear error for an engine that does not exist. Los
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from helpers import ROOT, SAMPLE, plan_in_process
 
 from streamcomp.api import compress
 from streamcomp.errors import InputError
-from streamcomp.pipeline import start_ray
+from streamcomp.pipeline import read_manifest, start_ray
 from streamcomp.pipeline.tasks import EncodeTasks
 
 
@@ -84,6 +86,34 @@ def test_data_engine_writes_what_the_pool_writes_and_resumes(tmp_path, em_with_f
                       resume=True, progress=False)
     assert (result.chunks_skipped, result.chunks_written, result.run["chunks_repaired"]) == (10, 2, 1)
     assert stored(dst) == stored(outs["pool"])
+
+
+@pytest.mark.slow
+def test_data_engine_finishes_after_an_encoder_actor_is_killed(tmp_path, em_with_fill):
+    """Ray Data restarts a SIGKILLed actor and retries its batches: nothing is lost."""
+    import psutil
+
+    src, vol = em_with_fill
+    dst = tmp_path / "out.zarr"
+    cmd = [sys.executable, "-m", "streamcomp.cli", "compress", src, str(dst), "--lossless", "--chunks", "8,32,32",
+           "--engine", "data", "--workers", "2", "--quiet"]
+    driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 180
+    while killed is None and time.monotonic() < deadline and driver.poll() is None:
+        written = len(list((dst / "c").rglob("*"))) if (dst / "c").exists() else 0
+        actors = [p for p in psutil.Process(driver.pid).children(recursive=True)
+                  if "MapWorker" in " ".join(p.cmdline())] if written >= 4 else []
+        if actors:
+            actors[0].send_signal(signal.SIGKILL)
+            killed = actors[0].pid
+        time.sleep(0.02)
+    _, err = driver.communicate(timeout=600)
+    assert killed is not None, "the run finished before an actor could be killed; make the volume larger"
+    assert driver.returncode == 0, err[-3000:]
+    run = read_manifest(str(dst))["run"]
+    assert run["chunks_encoded"] == run["chunks_todo"] == 192  # 256 chunks, 64 of them all fill value
+    assert np.array_equal(zarr.open_array(str(dst))[...], vol)
 
 
 def test_unknown_engine_is_a_clear_error(tmp_path):
