@@ -15,6 +15,8 @@
     (or of shard tasks, --shards)            read own blocks, encode, write its key atomically
     (bounded in flight, progress)            (a shard: all its chunks, then the shard whole)
                                              (present keys: frame + CRC check, re-encode if bad)
+    (--engine data: Ray Data's actor pool
+     runs the same worker code)
     manifest: counts, rates, times
 """
 
