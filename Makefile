@@ -13,7 +13,7 @@ $(BIN)/streamcomp: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	# The AWS trio pinned exactly: s3fs 2026.9 needs aiobotocore 3.10, which pins botocore.
 	$(BIN)/pip install -q "aiobotocore==3.10.0" "botocore==1.43.117" "boto3==1.43.117" \
-		"zfpy==1.0.1" -e ".[dev,bench,view]"
+		"zfpy==1.0.1" -e ".[dev,bench,view,data]"
 	touch $@
 
 setup: $(BIN)/streamcomp

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"error     max |error| {quality.max_abs_error:g}{bound_note(quality)}",
                 f"chunks    {result.chunks_written} {run['unit']}s encoded, {result.chunks_skipped} already done, "
                 f"{run['chunks_fill']} fill chunks (not stored); {run['workers']} {run['executor']} workers"
+                f"{' on Ray Data' if run['engine'] == 'data' else ''}"
                 f"{' (GPU)' if run['gpu'] else ''}",
                 f"speed     {run['voxels_per_second'] / 1e6:.3f} Mvoxel/s encode",
                 f"time      {time.perf_counter() - t0:.1f} s wall ({result.seconds:.1f} s compress, "

@@ -50,7 +50,8 @@ def compress(src: str, dst: str, **options: Any) -> CompressResult:
     ``options`` are the fields of :class:`~streamcomp.pipeline.RunConfig`: ``method``, one of
     ``ratio`` / ``psnr`` / ``max_error`` / ``lossless=True``, ``chunks``, ``shards``, ``zarr_format``,
     ``method_params``, ``overwrite``, ``resume``,
-    ``progress``, ``storage_options``, ``workers``, ``ray_address``, ``executor``, ``gpu``,
+    ``progress``, ``storage_options``, ``workers``, ``ray_address``, ``executor``, ``engine`` (``pool``
+    or ``data``: Ray Data feeds the encode phase), ``gpu``,
     ``manifest``, ``ome_zarr`` (an OME-Zarr 0.5 group with a pyramid; level 0 at ``dst/0``) and
     ``pyramid_codec`` (``streamcomp`` or ``zstd``). ``ray_address`` (or ``RAY_ADDRESS``) names a
     running cluster, otherwise an embedded local Ray is started with ``workers`` CPUs and stopped

@@ -23,6 +23,7 @@ from streamcomp.format.codec import codec_config_of
 from streamcomp.format.ome import PYRAMID_CODECS, group_levels, is_zstd_level, level_url
 from streamcomp.format.store import array_stored_bytes
 from streamcomp.methods import DEFAULT_METHOD, method_names
+from streamcomp.pipeline.config import ENGINES
 from streamcomp.plan import chunk_grid
 from streamcomp.source import is_url, local_path
 from streamcomp.verify import evaluate, open_compressed
@@ -57,6 +58,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
     p.add_argument("--workers", type=int, help="Ray encoder actors (default: one per CPU/GPU)")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
+    p.add_argument("--engine", default="pool", choices=ENGINES,
+                   help="what feeds the encode phase to the Ray workers: the pipeline's actor pool (default) "
+                        "or Ray Data (map_batches over an autoscaling actor pool; needs streamcomp[data])")
     p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
                    help="workers request one GPU each (default: when the cluster has GPUs)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// URLs")
@@ -91,6 +95,7 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "method_params": json_object(args.params, "--params"),
         "workers": args.workers,
         "ray_address": args.ray_address,
+        "engine": args.engine,
         "gpu": args.gpu,
         "storage_options": storage_options(args),
         "progress": not args.quiet,

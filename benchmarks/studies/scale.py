@@ -3,6 +3,7 @@ nothing lost when a worker or the driver is SIGKILLed.
 
     python -m benchmarks.studies.scale                              # 1 and 8 GiB sweep + the two kills
     python -m benchmarks.studies.scale --sizes-mib 64 --kill-mib 32 --quick   # a smoke run
+    python -m benchmarks.studies.scale --sizes-mib 256 --kill-mib 0 --engines pool data  # the two engines
 
 A moto S3 server on 127.0.0.1 holds both buckets. Sources are the real ISBI 2012 EM stack tiled with
 flips, rolls and offsets (:func:`benchmarks.studies.pipeline_memory.make_source`) written to
@@ -102,7 +103,7 @@ def upload(s3: LoopbackS3, src: str, mib: int, em_path: Path, seed: int = 0) -> 
     return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def sweep_row(s3: LoopbackS3, mib: int, workers: int, em_path: Path, shards: str) -> dict:
+def sweep_row(s3: LoopbackS3, mib: int, workers: int, em_path: Path, shards: str, engine: str = "pool") -> dict:
     from streamcomp.api import compress
 
     src, dst = f"s3://src/em_{mib}.zarr", f"s3://out/em_{mib}.zarr"
@@ -112,13 +113,13 @@ def sweep_row(s3: LoopbackS3, mib: int, workers: int, em_path: Path, shards: str
     t = time.perf_counter()
     with RssSampler(exclude=frozenset({s3.proc.pid})) as sampler:
         result = compress(src, dst, method="nerf", ratio=40, chunks=CHUNKS, method_params=PARAMS, shards=shards,
-                          workers=workers, executor="ray", storage_options=s3.options, progress=True)
+                          workers=workers, executor="ray", engine=engine, storage_options=s3.options, progress=True)
     wall = time.perf_counter() - t
     raw = int(np.prod(shape))
     row = {
         "size_mib": round(raw / 2**20, 1), "shape": list(shape), "chunks": result.run["chunks_total"],
         "shards": result.run["chunks_todo"], "shard_shape": shards, "objects": s3.count(dst),
-        "workers": result.run["workers"],
+        "workers": result.run["workers"], "engine": engine, "actors_used": len(result.run["worker_pids"]),
         "ratio": round(result.ratio, 2), "upload_s": round(upload_s, 1), "wall_s": round(wall, 1),
         "encode_s": result.run["seconds"]["encode"],
         "encode_mvox_s": round(result.run["voxels_per_second"] / 1e6, 3),
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill-mib", type=int, default=256, help="fault-run size (0: no fault runs)")
     p.add_argument("--shards", default=SWEEP_SHARDS, help="the sweep's shard shape, or auto")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--engines", nargs="+", default=["pool"], choices=("pool", "data"),
+                   help="sweep each size with each engine (--engine of the CLI)")
     p.add_argument("--quick", action="store_true", help="write results to a temp folder")
     p.add_argument("--bundled", action="store_true", help="tile the EM sample in examples/ instead of the stack")
     p.add_argument("--out", help="output folder (default benchmarks/results; --quick: a temp folder)")
@@ -232,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     s3 = LoopbackS3()
     try:
         for mib in args.sizes_mib:
-            doc["sweep"].append(sweep_row(s3, mib, args.workers, em_path, args.shards))
-            print(json.dumps(doc["sweep"][-1]), flush=True)
+            for engine in args.engines:
+                doc["sweep"].append(sweep_row(s3, mib, args.workers, em_path, args.shards, engine))
+                print(json.dumps(doc["sweep"][-1]), flush=True)
         if args.kill_mib:
             doc["faults"] = fault_rows(s3, args.kill_mib, em_path)
             print(json.dumps(doc["faults"]), flush=True)
@@ -249,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Sweep: `{doc['source']}` tiled, s3://src -> s3://out (moto on 127.0.0.1), `nerf` {json.dumps(PARAMS)}, "
         f"chunks {'x'.join(map(str, CHUNKS))}, `--shards {args.shards}`, ratio 40, embedded Ray. RSS: peak of the "
         "summed resident set of the driver and all its descendants (the S3 server and the upload process "
-        "excluded), sampled every 0.25 s.", "",
+        "excluded), sampled every 0.25 s. `engine`: what fed the encode phase (`pool`: the pipeline's "
+        "actors; `data`: Ray Data's autoscaling actor pool), `actors_used`: encoder processes that "
+        "wrote something.", "",
         table(doc["sweep"]), "",
         f"Faults: `--lossless`, shards {KILL_SHARDS}, 2 workers, {args.kill_mib} MiB. `lost`: shards neither "
         "written nor kept; `resubmitted`: batches the pool gave a fresh actor after a kill (the batch Ray "

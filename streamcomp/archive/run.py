@@ -28,7 +28,7 @@ from streamcomp.archive.discover import (
 )
 from streamcomp.errors import StreamcompError
 from streamcomp.methods import DEFAULT_METHOD
-from streamcomp.pipeline import error_bound, start_ray, validate_target
+from streamcomp.pipeline import error_bound, start_ray, validate_engine, validate_target
 from streamcomp.source import filesystem, is_url, open_source, s3_options
 from streamcomp.verify import evaluate
 
@@ -98,6 +98,7 @@ def archive(
     workers: int | None = None,
     gpu: bool | None = None,
     executor: str = "ray",
+    engine: str = "pool",
     verify_chunks: int = 8,
     min_psnr: float | None = None,
     max_volumes: int | None = None,
@@ -113,9 +114,12 @@ def archive(
     bit for bit when lossless, whatever ``verify_chunks`` says. ``max_volumes`` stops after that
     many volumes were processed in this run (the rest on rerun). ``shards`` stores each volume's
     chunks in zarr v3 shards (one object per shard; ``"auto"``: about 1 GiB of raw data each).
+    ``engine``: what feeds the encode phase to Ray (``pool`` or ``data``, see
+    :class:`~streamcomp.pipeline.RunConfig`).
     """
     max_error = error_bound(max_error, lossless)
     validate_target(ratio, psnr, max_error)
+    validate_engine(engine, executor)
     say = log or (lambda msg: None)
     preflight(src_prefix, dst_prefix, storage_options)
     dst_root = filesystem(dst_prefix, storage_options)[1]
@@ -146,7 +150,7 @@ def archive(
                                   dict(method=method, ratio=ratio, psnr=psnr, max_error=max_error,
                                        method_params=method_params,
                                        chunks=chunks, shards=shards, zarr_format=zarr_format, workers=workers, gpu=gpu,
-                                       executor=executor,
+                                       executor=executor, engine=engine,
                                        ray_address=ray_address, progress=progress),
                                   verify_chunks, floor, ratio)
             _append_manifest(dst_prefix, record, storage_options)

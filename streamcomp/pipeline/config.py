@@ -12,6 +12,7 @@ from streamcomp.methods import DEFAULT_METHOD
 from streamcomp.source import local_path
 
 EXECUTORS = ("auto", "ray", "local")
+ENGINES = ("pool", "data")  # what feeds the encode phase on Ray: the pool of actors, or Ray Data
 
 
 def error_bound(max_error: float | None, lossless: bool) -> float | None:
@@ -40,6 +41,14 @@ def validate_target(ratio: float | None, psnr: float | None, max_error: float | 
         raise InputError(f"PSNR target must be between 0 and 200 dB, got {psnr}")
 
 
+def validate_engine(engine: str, executor: str = "auto") -> None:
+    """``pool`` or ``data``; Ray Data needs Ray, so ``data`` contradicts the in-process executor."""
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "data" and executor == "local":
+        raise InputError("--engine data runs the encode phase on Ray Data, which needs Ray: drop --executor local")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one compression run needs; :func:`streamcomp.api.compress` takes these as keywords.
@@ -49,7 +58,9 @@ class RunConfig:
     (default: whether the cluster has GPUs) makes workers request one GPU each. ``manifest``
     writes ``<dst>.manifest.json`` beside the output. ``shards`` (a shape in whole chunks, or
     ``"auto"``: about 1 GiB of raw data each) stores many chunks per object (zarr v3 sharding).
-    ``max_error`` bounds every voxel's absolute error in the data's units (0: lossless, bit for
+    ``engine``: ``pool`` (default) feeds the encode phase to the pipeline's own actor pool,
+    ``data`` to a Ray Data actor-pool ``map_batches`` (:mod:`streamcomp.pipeline.dataset`; Ray
+    only). ``max_error`` bounds every voxel's absolute error in the data's units (0: lossless, bit for
     bit); ``lossless=True`` is ``max_error=0``. ``ome_zarr`` writes an OME-Zarr 0.5 group: level 0 at
     ``DST/0`` (:attr:`array_url`), a pyramid of averaged levels coded per ``pyramid_codec``.
     """
@@ -72,6 +83,7 @@ class RunConfig:
     workers: int | None = None
     ray_address: str | None = None
     executor: str = "auto"
+    engine: str = "pool"
     gpu: bool | None = None
     manifest: bool = True
     ome_zarr: bool = False
@@ -92,6 +104,7 @@ class RunConfig:
             raise InputError("a pyramid codec needs --ome-zarr (only an OME-Zarr group has a pyramid)")
         if self.executor not in EXECUTORS:
             raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
+        validate_engine(self.engine, self.executor)
         if self.workers is not None and self.workers < 1:
             raise InputError(f"workers must be at least 1, got {self.workers}")
         if self.method_params is not None and not isinstance(self.method_params, dict):

@@ -15,6 +15,8 @@
     (or of shard tasks, --shards)            read own blocks, encode, write its key atomically
     (bounded in flight, progress)            (a shard: all its chunks, then the shard whole)
                                              (present keys: frame + CRC check, re-encode if bad)
+    (--engine data: Ray Data's actor pool
+     runs the same worker code)
     manifest: counts, rates, times
 """
 
@@ -24,12 +26,10 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from streamcomp.errors import InputError
@@ -39,21 +39,21 @@ from streamcomp.format.ome import axis_names
 from streamcomp.format.shards import chunks_per_shard, index_size, parse_shards
 from streamcomp.format.store import (
     array_stored_bytes,
-    chunk_key,
     create_array,
     metadata_bytes,
     store_for,
     stored_chunk_keys,
 )
 from streamcomp.methods import build_method
+from streamcomp.pipeline import dataset
 from streamcomp.pipeline import manifest as mf
 from streamcomp.pipeline.batching import batch_size, batches
 from streamcomp.pipeline.config import RunConfig
 from streamcomp.pipeline.executors import LocalPool, RayPool, start_ray
 from streamcomp.pipeline.pyramid import build_pyramid
 from streamcomp.pipeline.state import Run
-from streamcomp.pipeline.worker import ShardTask, Task
-from streamcomp.plan import BLOCK, KINDS, Plan, assign_budgets, parse_chunks, sample_items
+from streamcomp.pipeline.tasks import EncodeTasks, stored_shards
+from streamcomp.plan import Plan, assign_budgets, parse_chunks, sample_items
 from streamcomp.source import Source, open_source, path_exists
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def run(cfg: RunConfig) -> tuple[dict[str, Any], mf.RunStats]:
         assign_final_budgets(state)
         todo = prepare_output(state)
         stats = mf.RunStats(
-            executor=pool.kind, workers=pool.size, gpu=pool.gpu, ray_address=pool.address,
+            executor=pool.kind, engine=cfg.engine, workers=pool.size, gpu=pool.gpu, ray_address=pool.address,
             resumed=state.existing is not None, chunks_total=state.plan.size,
             chunks_fill=state.plan.count("fill"), chunks_todo=todo,
             unit="shard" if state.shards else "chunk",
@@ -151,6 +151,8 @@ def resolve_shards(state: Run, workers: int) -> None:
 def choose_executor(cfg: RunConfig, source: Source) -> str:
     if cfg.executor != "auto":
         return cfg.executor
+    if cfg.engine == "data":  # Ray Data runs on Ray, whatever the size
+        return "ray"
     import ray
 
     ray_wanted = ray.is_initialized() or cfg.ray_address or os.environ.get("RAY_ADDRESS") or cfg.workers
@@ -242,23 +244,12 @@ def shard_index_bytes(state: Run) -> int:
     """Bytes the shards' indexes add: one index per shard that holds a stored chunk."""
     if state.shards is None:
         return 0
-    return int(stored_shards(state).sum()) * index_size(chunks_per_shard(state.shards, state.chunks))
-
-
-def stored_shards(state: Run) -> np.ndarray:
-    """Over the shard grid: whether a shard holds any chunk that is stored (not all fill value)."""
-    plan, per_shard = state.plan, chunks_per_shard(state.shards, state.chunks)
-    mask = np.zeros([math.ceil(g / k) for g, k in zip(plan.grid, per_shard, strict=True)], bool)
-    for start in range(0, plan.size, BLOCK):
-        stored = start + np.flatnonzero(plan.kinds[start : start + BLOCK] != KINDS.index("fill"))
-        coords = np.unravel_index(stored, plan.grid)
-        mask[tuple(c // k for c, k in zip(coords, per_shard, strict=True))] = True
-    return mask
+    return int(stored_shards(state.plan, state.shards).sum()) * index_size(chunks_per_shard(state.shards, state.chunks))
 
 
 def prepare_output(state: Run) -> int:
     """Create the output array (or take the resumed one); returns how many chunks (or shards) are
-    to encode (or check), which :func:`encode_tasks` then lists lazily."""
+    to encode (or check), which :class:`~streamcomp.pipeline.tasks.EncodeTasks` then makes lazily."""
     cfg, source, plan = state.cfg, state.source, state.plan
     if state.existing is not None:
         state.array = state.existing.array
@@ -272,37 +263,8 @@ def prepare_output(state: Run) -> int:
         )
         state.present = set()
     if state.shards is not None:
-        return int(stored_shards(state).sum())
+        return int(stored_shards(state.plan, state.shards).sum())
     return plan.size - plan.count("fill")
-
-
-def chunk_task(state: Run, index: int, present: bool = False) -> Task:
-    it = state.plan.item(index)
-    return Task(index, it.coords, it.slices, it.kind, it.budget, present)
-
-
-def encode_tasks(state: Run) -> Iterator[Task | ShardTask]:
-    """The chunks (or shards) to encode, in grid order, made as they are consumed."""
-    plan, array, present = state.plan, state.array, state.present
-    if state.shards is None:
-        for start in range(0, plan.size, BLOCK):
-            for i in start + np.flatnonzero(plan.kinds[start : start + BLOCK] != KINDS.index("fill")):
-                coords = plan.coords(int(i))
-                yield chunk_task(state, int(i), chunk_key(array, coords) in present)
-        return
-    mask = stored_shards(state)
-    for linear in np.flatnonzero(mask):
-        coords = tuple(int(c) for c in np.unravel_index(linear, mask.shape))
-        chunks = tuple(chunk_task(state, int(i)) for i in shard_chunks(state, coords))
-        yield ShardTask(int(linear), coords, chunks, chunk_key(array, coords) in present)
-
-
-def shard_chunks(state: Run, coords: tuple[int, ...]) -> np.ndarray:
-    """Plan indices of the stored (non-fill) chunks of the shard at ``coords``, in grid order."""
-    plan, per_shard = state.plan, chunks_per_shard(state.shards, state.chunks)
-    ranges = [np.arange(c * k, min((c + 1) * k, g)) for c, k, g in zip(coords, per_shard, plan.grid, strict=True)]
-    index = np.ravel_multi_index(np.meshgrid(*ranges, indexing="ij"), plan.grid).ravel()
-    return index[plan.kinds[index] != KINDS.index("fill")]
 
 
 def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
@@ -333,13 +295,19 @@ def manifest_doc(state: Run, stats: mf.RunStats) -> dict[str, Any]:
 
 
 def encode(state: Run, pool: LocalPool | RayPool, stats: mf.RunStats) -> None:
-    """Bounded batches through the pool, one progress bar with Mvoxel/s and ETA."""
+    """Bounded batches through the pool (or Ray Data, ``--engine data``), one progress bar with
+    Mvoxel/s and ETA."""
     cfg, t, voxels, pids, n = state.cfg, time.perf_counter(), 0, set(), stats.chunks_todo
     bar = tqdm(total=n, desc=f"encode {cfg.coder}", unit=stats.unit, disable=not cfg.progress, smoothing=0.1)
     params = state.method.params.as_dict()
+    tasks = EncodeTasks(state.plan, state.shards, state.present)
     cap = 1 if state.shards is not None else 8  # a shard is already many chunks of work
-    work = batches(encode_tasks(state), batch_size(n, pool.size, cap))
-    for results in pool.map("encode", work, cfg.array_url, params, state.max_mse, cfg.max_error):
+    args = (cfg.array_url, params, state.max_mse, cfg.max_error)
+    if cfg.engine == "data":
+        done = dataset.encode(tasks, pool, *args, batch=batch_size(tasks.rows, pool.size, cap), progress=cfg.progress)
+    else:
+        done = pool.map("encode", batches(tasks.in_order(state.array), batch_size(n, pool.size, cap)), *args)
+    for results in done:
         for index, status, _nbytes, pid in results:
             pids.add(pid)
             if status == "skipped":
@@ -347,22 +315,12 @@ def encode(state: Run, pool: LocalPool | RayPool, stats: mf.RunStats) -> None:
             else:
                 stats.chunks_encoded += 1
                 stats.chunks_repaired += status == "repaired"
-                voxels += task_voxels(state, index)
+                voxels += tasks.voxels(index)
         bar.update(len(results))
         bar.set_postfix_str(f"{voxels / max(time.perf_counter() - t, 1e-9) / 1e6:.2f} Mvox/s", refresh=False)
     bar.close()
     stats.worker_pids = sorted(pids)
     stats.voxels_per_second = voxels / max(time.perf_counter() - t, 1e-9)
-
-
-def task_voxels(state: Run, index: int) -> int:
-    """Voxels a finished task encoded: its chunk's, or its shard's stored chunks'."""
-    if state.shards is None:
-        return state.plan.voxels(index)
-    per_shard = chunks_per_shard(state.shards, state.chunks)
-    grid = [math.ceil(g / k) for g, k in zip(state.plan.grid, per_shard, strict=True)]
-    coords = tuple(int(c) for c in np.unravel_index(index, grid))
-    return int(state.plan.voxels(shard_chunks(state, coords)).sum())
 
 
 def finish(

@@ -125,19 +125,29 @@ class RayPool:
                 "they use their own credentials: the node's environment, an instance role or workload "
                 "identity (see cluster/README.md)", ", ".join(dropped),
             )
-        self._options = {
+        self.resources = {  # what each actor asks for; Ray Data's actors (--engine data) take the same
             "num_cpus": 1,
             "num_gpus": 1 if self.gpu else 0,  # GPU actors make an autoscaler add GPU nodes
-            "max_restarts": 4,
-            "max_task_retries": 4,
             "runtime_env": {"env_vars": env} if env else None,
         }
-        self._args = (src, worker_options)
+        self._options = {**self.resources, "max_restarts": 4, "max_task_retries": 4}
+        self.worker_args = (src, worker_options)
         self._remote = ray.remote(ChunkWorker)
-        self.actors = [self._new_actor() for _ in range(self.size)]
+        self.actors: list[Any] = []
+        self._start()
 
     def _new_actor(self) -> Any:
-        return self._remote.options(**self._options).remote(*self._args)
+        return self._remote.options(**self._options).remote(*self.worker_args)
+
+    def _start(self) -> None:
+        if not self.actors:
+            self.actors = [self._new_actor() for _ in range(self.size)]
+
+    def release(self) -> None:
+        """End the actors, so their CPUs (or GPUs) are free for another stage (Ray Data's); the next
+        ``map`` or ``call`` starts new ones."""
+        self.close()
+        self.actors = []
 
     def _replace(self, slot: int) -> None:
         import ray
@@ -152,6 +162,8 @@ class RayPool:
 
         def submit(slot: int, batch: Any) -> Any:
             return getattr(self.actors[slot], name).remote(batch, *args)
+
+        self._start()
 
         source = iter(batches)
         retry: deque[tuple[Any, int]] = deque()
@@ -194,6 +206,7 @@ class RayPool:
     def call(self, name: str, *args: Any) -> Any:
         import ray
 
+        self._start()
         return ray.get(getattr(self.actors[0], name).remote(*args))
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ class RunStats:
     chunks_total: int
     chunks_fill: int
     chunks_todo: int
+    engine: str = "pool"  # what fed the encode phase to Ray: "pool" or "data" (Ray Data)
     unit: str = "chunk"  # what chunks_todo / _encoded / _skipped / _repaired count: "chunk" or "shard"
     chunks_encoded: int = 0
     chunks_skipped: int = 0

@@ -97,7 +97,8 @@ class ChunkWorker:
         notes = codec_method.fit_shared([norm for norm, _, _ in blocks], targets)
         return FitResult(make_config(codec_method, max_mse=max_mse), tuple(notes))
 
-    def _output(self, dst: str, params: dict[str, Any]) -> tuple[Any, Method]:
+    def output(self, dst: str, params: dict[str, Any]) -> tuple[Any, Method]:
+        """The output array at ``dst`` and the method built from its codec configuration, opened once."""
         if dst not in self._outputs:
             array = open_output_array(dst, self.storage_options)
             self._outputs[dst] = (array, method_from_config(codec_config_of(array), params))
@@ -112,7 +113,7 @@ class ChunkWorker:
 
         ``params`` are the run's full method parameters: the array's configuration keeps only
         those a decoder needs."""
-        array, method = self._output(dst, params)
+        array, method = self.output(dst, params)
         run = encode_shard_task if array.shards is not None else encode_task
         return [(t.index, *run(method, self.source, array, t, max_mse, max_error), os.getpid()) for t in batch]
 
