@@ -38,7 +38,7 @@ ABLATIONS = {"no distillation": {"distill": 0.0}, "student 32 hidden": {"hidden"
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
 _FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
-_HELD = re.compile(r"codes ([\d.]+) % fewer bytes|did not pay")
+_HELD = re.compile(r"codes (-?[\d.]+) % fewer bytes|did not pay")
 
 
 class _Notes(logging.Handler):

@@ -102,9 +102,11 @@ class WaveletMethod(Method):
             f"{fitted.teacher_bits:.4f} bits/coefficient (teacher, {p.teacher_hidden}x2 hidden), "
             f"{fitted.student_bits:.4f} (stored student, {p.hidden} hidden, {len(self._blob)} bytes)"
         ]
-        if held:
-            data_chunks = targets.data_chunks if targets is not None else len(samples)
-            notes.append(self._judge(samples[-held:], steps[-held:], data_chunks))
+        # Too few samples to hold any out: judged on what it was fitted on (which flatters the model,
+        # but on such small arrays its own bytes decide).
+        judged = slice(len(samples) - held, None) if held else slice(None)
+        data_chunks = targets.data_chunks if targets is not None else len(samples)
+        notes.append(self._judge(samples[judged], steps[judged], data_chunks, "held-out" if held else "sample"))
         return notes
 
     @staticmethod
@@ -115,7 +117,9 @@ class WaveletMethod(Method):
         data, _ = encode_residual(block, budget=target.budget_bytes, max_mse=target.max_mse)
         return step_of(data)
 
-    def _judge(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]], data_chunks: int) -> str:
+    def _judge(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]], data_chunks: int, what: str) -> str:
+        """Keep the model only if it codes ``blocks`` (at the steps the hand-set coder picked for
+        them) in fewer bytes than the hand-set models, its share of the stored model counted."""
         per_chunk = math.ceil(len(self._blob) * 4 / 3) / max(data_chunks, 1)  # base64 in the metadata
         learned = hand = 0.0
         for block, (log2_step, planar) in zip(blocks, steps, strict=True):
@@ -125,10 +129,11 @@ class WaveletMethod(Method):
         if learned >= hand:
             self._use(None)
             return (
-                f"the context model did not pay for its bytes on {len(blocks)} held-out chunks ({learned:.0f} bytes "
+                f"the context model did not pay for its bytes on {len(blocks)} {what} chunks ({learned:.0f} bytes "
                 f"with it, {hand:.0f} with the hand-set models): dropped, chunks use the hand-set models"
             )
-        return f"on {len(blocks)} held-out chunks it codes {100 * saving:.1f} % fewer bytes than the hand-set models"
+        return (f"on {len(blocks)} {what} chunks it codes {100 * saving:.1f} % fewer bytes than the hand-set "
+                "models, its own bytes counted")
 
     def _use(self, model: ContextModel | None) -> None:
         self.model = model
