@@ -9,7 +9,8 @@ read back through plain zarr (:func:`benchmarks.project_methods.run_method`), ev
 counted (the model travels in the codec configuration). Rows: ``wavelet`` (learned, the default),
 ``wavelet`` with ``entropy=context`` (the same transform, quantizer and rate control with the
 hand-set per-chunk models: the coder as it was before the learned model), and the baselines,
-searched to the same ratios. Ablations at one ratio per volume switch off distillation (the
+searched to the same ratios (or taken from an earlier run's JSON with ``--baselines-from``, their
+inputs and code being the same). Ablations at one ratio per volume switch off distillation (the
 student fitted alone) and widen the student. The fit's own report (teacher and student bits per
 coefficient, held-out saving, fit seconds) is read from the run's log. BD-rate and BD-PSNR are
 over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (default
@@ -19,6 +20,7 @@ over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (defa
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import tempfile
@@ -112,8 +114,19 @@ def _bd(rows: list[dict], test: str, anchor: str) -> dict[str, float | None]:
         return {"bd_rate_pct": None, "bd_psnr_db": bd.bd_psnr(ra, pa, rt, pt) if len(ra) > 1 else None}
 
 
-def run_study(volumes: list[str], codecs: list[str], quick: bool, bundled: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": machine(), "volumes": {}}
+def _earlier_rows(path: str | None) -> dict[tuple[str, str, float], dict[str, Any]]:
+    """Baseline rows of an earlier run of this study, by (volume, codec, target)."""
+    if not path:
+        return {}
+    earlier = json.loads(Path(path).read_text())["volumes"]
+    return {(v, r["row"], float(r["target"])): r for v, vol in earlier.items() for r in vol["rows"]}
+
+
+def run_study(
+    volumes: list[str], codecs: list[str], quick: bool, bundled: bool, baselines_from: str | None = None
+) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "volumes": {}, "baselines_from": baselines_from}
+    earlier = _earlier_rows(baselines_from)
     for name in volumes:
         spec = VOLUMES[name]
         path = spec.bundled_path if bundled else data.require(spec.path)
@@ -131,7 +144,10 @@ def run_study(volumes: list[str], codecs: list[str], quick: bool, bundled: bool)
                 reason = baselines.unsupported(codec, volume) or baselines.availability()[codec]
                 if reason:
                     continue
-                rows.append({"row": codec, "target": ratio, **_baseline_row(codec, volume, ratio, peak)})
+                row = earlier.get((name, codec, float(ratio))) or {
+                    "row": codec, "target": ratio, **_baseline_row(codec, volume, ratio, peak)
+                }
+                rows.append(row)
                 print(_line(name, rows[-1]), flush=True)
         ablation_ratio = QUICK_TARGETS[name][0] if quick else ABLATION_RATIO[name]
         for row, params in ABLATIONS.items():
@@ -165,6 +181,9 @@ def report(results: dict[str, Any]) -> str:
         f"GPU: {m.get('gpu') or 'none'}; "
         f"load at start {m.get('load_average_at_start')}; {m.get('note', '')}.",
     ]
+    if results.get("baselines_from"):
+        out += ["", "The baseline rows were taken from an earlier run of this study on the same machine and data "
+                "(`--baselines-from`); only the streamcomp rows were measured again."]
     for name, vol in results["volumes"].items():
         out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", "",
                 "| row | target | ratio | bits/voxel | PSNR | SSIM | encode Mvox/s | decode Mvox/s | fit s | "
@@ -192,13 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--volumes", default="em,ct_head,ct_thorax")
     p.add_argument("--codecs", default="jpegxl,x265", help="baselines (comma-separated; empty for none)")
     p.add_argument("--out", help="output folder (default benchmarks/results/, with --quick a temp folder)")
+    p.add_argument("--baselines-from", help="reuse the baseline rows of an earlier learned_coder.json (same data)")
     args = p.parse_args(argv)
     volumes = [v for v in args.volumes.split(",") if v]
     unknown = [v for v in volumes if v not in ABLATION_RATIO]
     if unknown:
         raise SystemExit(f"unknown volume(s) {unknown}; choose from {sorted(ABLATION_RATIO)}")
     codecs = [c for c in args.codecs.split(",") if c]
-    results = run_study(volumes, codecs, args.quick, args.bundled)
+    results = run_study(volumes, codecs, args.quick, args.bundled, args.baselines_from)
     out = Path(args.out) if args.out else (
         Path(tempfile.gettempdir()) / "streamcomp-bench" if args.quick else RESULTS
     )

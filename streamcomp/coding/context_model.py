@@ -220,8 +220,9 @@ class ContextModel:
         return ((a + A_MAX) * S_CODES + (s - S_MIN)).astype(np.int16)
 
     def pairs(self, base: np.ndarray, phase: int, keys: np.ndarray) -> np.ndarray:
-        """Pair codes of context ``keys`` in one band class. The network runs once per distinct
-        key of a class; a table per class keeps the results (-1: not computed yet)."""
+        """Pair codes of context ``keys`` (all the positions of one band phase) in one band class.
+        The network runs once per distinct key of a class; a table per class keeps the results
+        (-1: not computed yet). Rare codes are merged (:func:`_merge_rare`)."""
         cid = class_id(base, phase)
         table = self._tables.get(cid)
         if table is None:
@@ -235,7 +236,7 @@ class ContextModel:
             )
             table[new] = self.codes(inputs)
             pairs = table[keys]
-        return pairs
+        return _merge_rare(pairs)
 
     def to_bytes(self) -> bytes:
         parts = [self.w1.astype("<i2"), self.b1.astype("<i4"), self.w2.astype("<i2"), self.b2.astype("<i4")]
@@ -257,6 +258,33 @@ class ContextModel:
             pos += n * np.dtype(t).itemsize
         w1, b1, w2, b2 = arrays
         return cls(w1.reshape(INPUTS, hidden), b1, w2.reshape(hidden, 2), b2)
+
+
+MIN_RUN = 16  # a code fewer symbols of a band phase share is rounded to a coarse one
+COARSE = 4  # the coarse codes' grid, in code steps (two units of logit and of log2 s)
+
+
+def _coarse_pairs() -> np.ndarray:
+    a, s = np.divmod(np.arange(PAIRS), S_CODES)
+    a = np.clip(np.round((a - A_MAX) / COARSE) * COARSE + A_MAX, 0, 2 * A_MAX).astype(np.int64)
+    s = np.clip(np.round((s + S_MIN) / COARSE) * COARSE - S_MIN, 0, S_CODES - 1).astype(np.int64)
+    return (a * S_CODES + s).astype(np.int16)
+
+
+_COARSE = _coarse_pairs()
+
+
+def _merge_rare(pairs: np.ndarray) -> np.ndarray:
+    """Codes shared by fewer than MIN_RUN symbols of a band phase take their coarse code instead:
+    each code is one entropy-coder call, and half the calls coded ~1 % of the symbols. Decided from
+    the codes alone, so the decoder merges exactly as the encoder did."""
+    counts = np.bincount(pairs, minlength=PAIRS)
+    rare = counts[pairs] < MIN_RUN
+    if not rare.any():
+        return pairs
+    merged = pairs.copy()
+    merged[rare] = _COARSE[pairs[rare]]
+    return merged
 
 
 def pair_params(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -86,27 +86,35 @@ class WaveletMethod(Method):
         start = time.perf_counter()
         p = self.params
         steps = [self._sample_step(s, None if targets is None else targets.targets[i]) for i, s in enumerate(samples)]
-        held = min(p.held_out, len(samples) // 4)
+        # Every fourth sample (up to held_out) is kept out of the fit to judge it: spread over the
+        # sample rather than its tail, which is often the array's thin edge chunks.
+        held = set(range(3, len(samples), 4)[: p.held_out])
+        fit = [i for i in range(len(samples)) if i not in held]
         collector = StatsCollector()
-        for block, (log2_step, planar) in zip(samples[: len(samples) - held], steps, strict=False):
+        for i in fit:
+            log2_step, planar = steps[i]
             for other in (False, True):
                 for offset in STEP_SPREAD if other == planar else (0.0,):
-                    coder = ResidualCoder(block, other)
+                    coder = ResidualCoder(samples[i], other)
                     collector.add(coder.lattices, coder.parents, coder.levels, coder.quantize(log2_step + offset)[1])
         fitted = fit_context_model(
             collector.stats(), p.hidden, p.teacher_hidden, p.teacher_steps, p.student_steps, p.distill, p.seed, p.lr
         )
         self._use(fitted.student)
         notes = [
-            f"context model fitted in {time.perf_counter() - start:.1f} s on {len(samples) - held} sample chunks: "
+            f"context model fitted in {time.perf_counter() - start:.1f} s on {len(fit)} sample chunks: "
             f"{fitted.teacher_bits:.4f} bits/coefficient (teacher, {p.teacher_hidden}x2 hidden), "
             f"{fitted.student_bits:.4f} (stored student, {p.hidden} hidden, {len(self._blob)} bytes)"
         ]
         # Too few samples to hold any out: judged on what it was fitted on (which flatters the model,
         # but on such small arrays its own bytes decide).
-        judged = slice(len(samples) - held, None) if held else slice(None)
+        judged = sorted(held) or fit
         data_chunks = targets.data_chunks if targets is not None else len(samples)
-        notes.append(self._judge(samples[judged], steps[judged], data_chunks, "held-out" if held else "sample"))
+        full = max(block.size for block in samples)
+        notes.append(self._judge(
+            [samples[i] for i in judged], [steps[i] for i in judged], data_chunks * full,
+            "held-out" if held else "sample",
+        ))
         return notes
 
     @staticmethod
@@ -117,14 +125,16 @@ class WaveletMethod(Method):
         data, _ = encode_residual(block, budget=target.budget_bytes, max_mse=target.max_mse)
         return step_of(data)
 
-    def _judge(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]], data_chunks: int, what: str) -> str:
+    def _judge(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]], data_voxels: int, what: str) -> str:
         """Keep the model only if it codes ``blocks`` (at the steps the hand-set coder picked for
         them) in fewer bytes than the hand-set models, its share of the stored model counted."""
-        per_chunk = math.ceil(len(self._blob) * 4 / 3) / max(data_chunks, 1)  # base64 in the metadata
+        # The stored model (base64 in the metadata) costs every voxel of the array the same share:
+        # an edge chunk of a few sections carries a few sections' worth of it.
+        per_voxel = math.ceil(len(self._blob) * 4 / 3) / max(data_voxels, 1)
         learned = hand = 0.0
         for block, (log2_step, planar) in zip(blocks, steps, strict=True):
             hand += len(ResidualCoder(block, planar).code_bytes(log2_step))
-            learned += len(ResidualCoder(block, planar, self.model).code_bytes(log2_step)) + per_chunk
+            learned += len(ResidualCoder(block, planar, self.model).code_bytes(log2_step)) + per_voxel * block.size
         saving = 1 - learned / hand
         if learned >= hand:
             self._use(None)
