@@ -103,7 +103,11 @@ def upload(s3: LoopbackS3, src: str, mib: int, em_path: Path, seed: int = 0) -> 
     return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def sweep_row(s3: LoopbackS3, mib: int, workers: int, em_path: Path, shards: str, engine: str = "pool") -> dict:
+def sweep_row(
+    s3: LoopbackS3, mib: int, workers: int, em_path: Path, shards: str, engine: str = "pool", method: str = "nerf"
+) -> dict:
+    """One sweep point: ``nerf`` in the fast setting (chunks CHUNKS, ratio 40), or ``method`` as a
+    user runs it (its default parameters and chunks, ratio 8, EM's usual)."""
     from streamcomp.api import compress
 
     src, dst = f"s3://src/em_{mib}.zarr", f"s3://out/em_{mib}.zarr"
@@ -112,14 +116,17 @@ def sweep_row(s3: LoopbackS3, mib: int, workers: int, em_path: Path, shards: str
     upload_s = time.perf_counter() - t
     t = time.perf_counter()
     with RssSampler(exclude=frozenset({s3.proc.pid})) as sampler:
-        result = compress(src, dst, method="nerf", ratio=40, chunks=CHUNKS, method_params=PARAMS, shards=shards,
-                          workers=workers, executor="ray", engine=engine, storage_options=s3.options, progress=True)
+        fast = method == "nerf"
+        result = compress(src, dst, method=method, ratio=40 if fast else 8, chunks=CHUNKS if fast else None,
+                          method_params=PARAMS if fast else None, shards=shards, workers=workers, executor="ray",
+                          engine=engine, storage_options=s3.options, progress=True)
     wall = time.perf_counter() - t
     raw = int(np.prod(shape))
     row = {
         "size_mib": round(raw / 2**20, 1), "shape": list(shape), "chunks": result.run["chunks_total"],
         "shards": result.run["chunks_todo"], "shard_shape": shards, "objects": s3.count(dst),
-        "workers": result.run["workers"], "engine": engine, "actors_used": len(result.run["worker_pids"]),
+        "workers": result.run["workers"], "engine": engine, "method": method,
+        "actors_used": len(result.run["worker_pids"]),
         "ratio": round(result.ratio, 2), "upload_s": round(upload_s, 1), "wall_s": round(wall, 1),
         "encode_s": result.run["seconds"]["encode"],
         "encode_mvox_s": round(result.run["voxels_per_second"] / 1e6, 3),
@@ -222,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--engines", nargs="+", default=["pool"], choices=("pool", "data"),
                    help="sweep each size with each engine (--engine of the CLI)")
+    p.add_argument("--method", default="nerf",
+                   help="sweep method: nerf (fast setting, the default) or any method at its defaults (ratio 8)")
+    p.add_argument("--name", default="scale", help="output file stem (scale: the committed sweep)")
     p.add_argument("--quick", action="store_true", help="write results to a temp folder")
     p.add_argument("--bundled", action="store_true", help="tile the EM sample in examples/ instead of the stack")
     p.add_argument("--out", help="output folder (default benchmarks/results; --quick: a temp folder)")
@@ -230,13 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     spec = VOLUMES["em"]
     path = (spec.bundled_path if args.bundled else None) or spec.path
     em_path = data.require(path)
-    doc = {"machine": machine(), "method": "nerf", "params": PARAMS, "chunks": CHUNKS, "source": path.name,
-           "sweep": [], "faults": []}
+    fast = args.method == "nerf"
+    doc = {"machine": machine(), "method": args.method, "params": PARAMS if fast else "defaults",
+           "chunks": CHUNKS if fast else "the method's default", "source": path.name, "sweep": [], "faults": []}
     s3 = LoopbackS3()
     try:
         for mib in args.sizes_mib:
             for engine in args.engines:
-                doc["sweep"].append(sweep_row(s3, mib, args.workers, em_path, args.shards, engine))
+                doc["sweep"].append(sweep_row(s3, mib, args.workers, em_path, args.shards, engine, args.method))
                 print(json.dumps(doc["sweep"][-1]), flush=True)
         if args.kill_mib:
             doc["faults"] = fault_rows(s3, args.kill_mib, em_path)
@@ -244,14 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         s3.stop()
     out = data.out_dir("", args.quick, args.out)
-    write_json(out / "scale.json", doc)
+    write_json(out / f"{args.name}.json", doc)
     info = doc["machine"]
     md = [
         "# Scale and faults on object storage (loopback S3)", "",
         f"Machine: {info['cpu_model']}, {info['logical_cores']} cores, {info['ram_gib']} GiB, GPU: {info['gpu']}; "
         f"load average at start {info['load_average_at_start']}.",
-        f"Sweep: `{doc['source']}` tiled, s3://src -> s3://out (moto on 127.0.0.1), `nerf` {json.dumps(PARAMS)}, "
-        f"chunks {'x'.join(map(str, CHUNKS))}, `--shards {args.shards}`, ratio 40, embedded Ray. RSS: peak of the "
+        f"Sweep: `{doc['source']}` tiled, s3://src -> s3://out (moto on 127.0.0.1), `{args.method}` "
+        + (f"{json.dumps(PARAMS)}, chunks {'x'.join(map(str, CHUNKS))}, ratio 40" if fast else
+           "at its default parameters and chunks, ratio 8")
+        + f", `--shards {args.shards}`, embedded Ray. RSS: peak of the "
         "summed resident set of the driver and all its descendants (the S3 server and the upload process "
         "excluded), sampled every 0.25 s. `engine`: what fed the encode phase (`pool`: the pipeline's "
         "actors; `data`: Ray Data's autoscaling actor pool), `actors_used`: encoder processes that "
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "decoded voxels equal the uninterrupted run's.",
         "", table(doc["faults"]) if doc["faults"] else "(not run)", "",
     ]
-    (out / "scale.md").write_text("\n".join(md))
+    (out / f"{args.name}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
 

@@ -53,6 +53,7 @@ _PLANAR = 0x80  # flag in the levels byte
 _LAYOUT = 0x40  # flags in the levels byte: context-coded bands and the symmetric-extension
 _SYMMETRIC = 0x20  # transform; a section lacking either predates them
 _LEARNED = 0x10  # flag in the levels byte: bands coded under the array's learned context model
+UNDERFILLED = 0.9  # a learned section this far under its budget is checked against the hand-set models
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 _CONTEXT = NO_SCALE  # band descriptor: per-context-group scale codes follow
 _EDGES = (1, 3, 7)  # context class edges, in units of half a symbol magnitude
@@ -256,10 +257,12 @@ class ResidualCoder:
                     break
         return data, self._decoded(*quantized)
 
-    def _fit_budget_learned(self, budget: int, iters: int = 10) -> tuple[bytes, np.ndarray]:
+    def _fit_budget_learned(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
         """:meth:`fit_budget` on the learned model's size estimates, by regula falsi on log size
-        over log2 step (nearly linear, so a handful of trials instead of a bisection's dozen); the
-        step kept is coded once, and coarsened in small steps if its real bytes exceed the budget."""
+        over log2 step (nearly linear, so a handful of trials instead of a bisection's dozen; where
+        it is not, near the step that zeroes every coefficient, a trial outside the bracket's middle
+        80 % is replaced by the midpoint); the step kept is coded once, and coarsened in small steps
+        if its real bytes exceed the budget."""
         lo, hi = _STEP_RANGE
         fits: list[float] | None = None  # [log2 step, log size excess] of the finest step that fits
         over: list[float] | None = None  # and of the coarsest that does not
@@ -287,7 +290,12 @@ class ResidualCoder:
                 x, stride = max(x - stride, lo), 2 * stride
             else:
                 (a, ga), (b, gb) = over, fits
+                if abs(b - a) < 2.0**-7:
+                    break
                 x = b - gb * (b - a) / (gb - ga)
+                inner = sorted((a + 0.1 * (b - a), b - 0.1 * (b - a)))
+                if not inner[0] <= x <= inner[1]:
+                    x = 0.5 * (a + b)
         log2_step = fits[0] if fits is not None else hi
         quantized = self.quantize(log2_step)
         data = self._bytes(*quantized)
@@ -336,6 +344,13 @@ def encode_residual(
             cost = (len(data), 0)
         if best is None or cost < best[0]:
             best = (cost, data, decoded)
+    if model is not None and budget is not None and len(best[1]) < UNDERFILLED * budget:
+        # The learned model could not fill the budget: near-empty chunks (air in CT) at low rates,
+        # whose approximation band alone costs more than the budget under a zero-centred model.
+        # The hand-set models adapt that band per chunk; the section's flag tells the decoder.
+        hand = encode_residual(residual, budget=budget)
+        if np.mean((hand[1] - residual) ** 2) < best[0][0]:
+            return hand
     return best[1], best[2]
 
 
