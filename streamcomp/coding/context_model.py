@@ -33,7 +33,6 @@ from streamcomp.errors import ChunkFormatError
 BUCKETS = 16  # half-octave buckets per context feature (4 bits)
 FEATURES = 4  # parent, parent neighbourhood, decoded neighbours, decoded siblings
 KEYS = BUCKETS**FEATURES
-MAX_AXES = 4
 # Class features: approximation band, detail level (one-hot, finest first), high-pass axes / axes,
 # first axis high-pass, two-axis (planar) transform, then the phase (one-hot: second, third).
 CLASS_FEATURES = 1 + MAX_LEVELS + 5
