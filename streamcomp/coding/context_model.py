@@ -12,10 +12,11 @@ coefficients follow). The network predicts logit(p0) and log2(s) per context; bo
 codes, and each (p0, s) code pair has one integer-weighted table.
 
 Why integers: encoder and decoder must compute identical probabilities on any CPU. Context
-features are half-octave buckets of integer magnitude sums, the network runs with integer weights
-and integer arithmetic, so codes are bit-identical everywhere; and since a band's context is four
-4-bit buckets, the network is tabulated once per band class (65,536 entries), which makes decode
-cost a table lookup per coefficient whatever the network's size.
+features are half-octave buckets of integer magnitude sums and the network has integer weights,
+evaluated exactly (see :meth:`ContextModel.outputs`), so codes are bit-identical everywhere; and
+since a band's context is four 4-bit buckets, the network runs once per distinct context of a
+band class and is cached, which makes decode cost a table lookup per coefficient whatever the
+network's size.
 """
 
 from __future__ import annotations

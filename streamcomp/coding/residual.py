@@ -31,6 +31,7 @@ import struct
 import constriction
 import numpy as np
 
+from streamcomp.coding import learned_bands
 from streamcomp.coding.bands import (
     NO_SCALE,
     Lattice,
@@ -44,7 +45,7 @@ from streamcomp.coding.bands import (
     subbands,
     transform_axes,
 )
-from streamcomp.coding.context_model import ContextModel, PairCoder, runs, walk_bands
+from streamcomp.coding.context_model import ContextModel
 from streamcomp.errors import ChunkFormatError
 
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
@@ -180,7 +181,8 @@ class ResidualCoder:
         bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
         flags = self.levels | _LAYOUT | _SYMMETRIC | (_PLANAR if self.planar else 0)
         if self.model is not None:
-            return _HEAD.pack(step, flags | _LEARNED, bits) + self._learned_stream(symbols, bits)
+            stream = learned_bands.encode(self.model, self.lattices, self.parents, self.levels, symbols, bits)
+            return _HEAD.pack(step, flags | _LEARNED, bits) + stream
         head = bytearray(_HEAD.pack(step, flags, bits))
         segments: list[tuple[np.ndarray, int]] = []
         for q, lattice, parent in zip(symbols, self.lattices, self.parents, strict=True):
@@ -193,26 +195,6 @@ class ResidualCoder:
             head += coder.get_compressed().tobytes()
         return bytes(head)
 
-    def _learned_stream(self, symbols: list[np.ndarray], bits: int) -> bytes:
-        """One ANS stream of every band half's runs of equal pair codes, in decode order (none
-        when every symbol is zero: ``bits`` 0 says so)."""
-        if not bits:
-            return b""
-        segments: list[tuple[np.ndarray, int]] = []
-
-        def visit(band, base, phase, idx, keys):
-            values = symbols[band].reshape(-1)[idx]
-            order, spans = runs(self.model.pairs(base, phase, keys))
-            segments.extend((values[order[a:b]], pair) for pair, a, b in spans)
-            return values
-
-        walk_bands(self.lattices, self.parents, self.levels, visit)
-        coder = constriction.stream.stack.AnsCoder()
-        pairs = PairCoder(bits)
-        for values, pair in reversed(segments):
-            pairs.encode(coder, values, pair)
-        return coder.get_compressed().tobytes()
-
     def _size(self, step: float, symbols: list[np.ndarray]) -> int:
         """Coded size in bytes: exact for the hand-set models; under the learned model, the ideal
         code length under the very tables the coder uses (within a few bytes of the ANS stream),
@@ -220,18 +202,7 @@ class ResidualCoder:
         if self.model is None:
             return len(self._bytes(step, symbols))
         bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
-        if not bits:
-            return _HEAD.size
-        coder, total = PairCoder(bits), 0.0
-
-        def visit(band, base, phase, idx, keys):
-            nonlocal total
-            values = symbols[band].reshape(-1)[idx]
-            total += coder.estimate_bits(values, self.model.pairs(base, phase, keys))
-            return values
-
-        walk_bands(self.lattices, self.parents, self.levels, visit)
-        return _HEAD.size + 4 * (int(total) // 32 + 2)
+        return _HEAD.size + learned_bands.size(self.model, self.lattices, self.parents, self.levels, symbols, bits)
 
     def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
         return reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
@@ -401,7 +372,10 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
     if stored_levels & _LEARNED:
         if model is None:
             raise ChunkFormatError("residual section is coded under a learned context model the array does not carry")
-        symbols = _decode_learned(data[_HEAD.size :], band_shapes, transform_axes(shape, planar), levels, bits, model)
+        axes = transform_axes(shape, planar)
+        symbols = learned_bands.decode(
+            model, lattices(band_shapes, axes), parents(len(band_shapes), levels), levels, data[_HEAD.size :], bits
+        )
         return reconstruct(_dequantize(symbols, step), shape, levels, planar)
     descriptors, start = _descriptors(data, len(band_shapes))
     body = data[start:]
@@ -428,27 +402,3 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
         symbols.append(q)
     return reconstruct(_dequantize(symbols, step), shape, levels, planar)
 
-
-def _decode_learned(
-    body: bytes, shapes: list[tuple[int, ...]], axes: tuple[int, ...], levels: int, bits: int, model: ContextModel
-) -> list[np.ndarray]:
-    if len(body) % 4:
-        raise ChunkFormatError("residual section is not a whole number of 32-bit words")
-    if not bits:
-        if body:
-            raise ChunkFormatError("residual section of zeros carries a stream")
-        return [np.zeros(s, np.int32) for s in shapes]
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
-    pairs = PairCoder(bits)
-
-    def visit(band, base, phase, idx, keys):
-        order, spans = runs(model.pairs(base, phase, keys))
-        values = np.empty(len(idx), np.int32)
-        for pair, a, b in spans:
-            values[order[a:b]] = pairs.decode(coder, b - a, pair)
-        return values
-
-    try:
-        return walk_bands(lattices(shapes, axes), parents(len(shapes), levels), levels, visit)
-    except (ValueError, RuntimeError) as exc:
-        raise ChunkFormatError(f"residual section does not decode under the array's context model: {exc}") from exc
