@@ -117,7 +117,13 @@ class RayHead:
         if not wait:
             cmd.append("--no-wait")
         cmd += ["--", "python", *args]
-        proc = subprocess.run(cmd, cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=600)
+        # A head whose job agent is still starting (slow on a loaded machine) answers "No available
+        # agent to submit job, please try again later": try again, a bounded number of times.
+        for _ in range(6):
+            proc = subprocess.run(cmd, cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=600)
+            if proc.returncode == 0 or "No available agent" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(5)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return job_id
 
