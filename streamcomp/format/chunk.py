@@ -31,7 +31,7 @@ from streamcomp.format.frame import (
 from streamcomp.methods.base import Method, Target
 from streamcomp.values import normalize
 
-_NONFINITE_VALUES = np.array([0.0, np.nan, np.inf, -np.inf])
+NONFINITE_VALUES = np.array([0.0, np.nan, np.inf, -np.inf])
 
 
 def _nonfinite_section(block: np.ndarray) -> bytes:
@@ -118,6 +118,18 @@ def method_target(
     return Target(max_mse=normalized_mse(max_mse, vmin, vmax))
 
 
+def nonfinite_classes(frame: Frame) -> np.ndarray:
+    """The chunk's non-finite map over its valid region: 0 finite, else an index into
+    :data:`NONFINITE_VALUES`."""
+    try:
+        classes = np.frombuffer(zlib.decompress(frame.sections[0]), np.uint8)
+    except zlib.error as exc:
+        raise ChunkFormatError(f"non-finite map of the chunk cannot be decompressed: {exc}") from exc
+    if classes.size != math.prod(frame.valid) or classes.max(initial=0) > 3:
+        raise ChunkFormatError("non-finite map of the chunk does not match its shape")
+    return classes.reshape(frame.valid)
+
+
 def restore(frame: Frame, values: np.ndarray | None) -> np.ndarray:
     """Refill non-finite values, pad to the chunk shape, cast to the dtype; ``values`` are the
     valid region in data units (None: a constant chunk)."""
@@ -125,14 +137,8 @@ def restore(frame: Frame, values: np.ndarray | None) -> np.ndarray:
     if values is None:
         values = np.full(valid, frame.vmin, dtype=np.float64)
     if frame.has_nonfinite:
-        try:
-            classes = np.frombuffer(zlib.decompress(frame.sections[0]), np.uint8)
-        except zlib.error as exc:
-            raise ChunkFormatError(f"non-finite map of the chunk cannot be decompressed: {exc}") from exc
-        if classes.size != math.prod(valid) or classes.max(initial=0) > 3:
-            raise ChunkFormatError("non-finite map of the chunk does not match its shape")
-        classes = classes.reshape(valid)
-        values = np.where(classes > 0, _NONFINITE_VALUES[classes], values)
+        classes = nonfinite_classes(frame)
+        values = np.where(classes > 0, NONFINITE_VALUES[classes], values)
     if frame.dtype.kind in "iu":
         values = np.rint(values)
     out = np.zeros(frame.shape, dtype=frame.dtype)

@@ -171,13 +171,17 @@ class PerChunkINR(Method):
     def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
         return decode_on_grid(self, sections, shape)
 
-    def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
+    def load(self, sections: list[bytes], ndim: int) -> nn.Module:
+        """The chunk's network, with its stored weights."""
         if len(sections) != 2 or len(sections[0]) != _ARCH.size:
             raise ChunkFormatError(f"{self.name} chunk must have an architecture and a weight section")
         (hidden,) = _ARCH.unpack(sections[0])
         if not 1 <= hidden <= MAX_HIDDEN:
             raise ChunkFormatError(f"{self.name} chunk names an impossible width {hidden}")
-        model = self.build(len(shape), hidden)
+        model = self.build(ndim, hidden)
         shapes = [tuple(t.shape) for t in linear_tensors(model)]
         load_linear_tensors(model, unpack_tensors(sections[1], shapes))
-        return evaluate(model, coords.float())
+        return model
+
+    def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
+        return evaluate(self.load(sections, len(shape)), coords.float())
