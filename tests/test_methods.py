@@ -14,7 +14,7 @@ from streamcomp.methods import DEFAULT_METHOD, Method, Params, Target, build_met
 
 def test_every_method_is_registered_by_entry_point_with_a_unique_id():
     names = method_names()
-    assert names == ["nerf", "planes", "sci", "siren", "unicompress", "wavelet"] and DEFAULT_METHOD in names
+    assert names == ["nerf", "planes", "sci", "siren", "sr", "unicompress", "wavelet"] and DEFAULT_METHOD in names
     classes = [method_class(n) for n in names]
     assert [c.name for c in classes] == names
     assert len({c.method_id for c in classes}) == len(names)
