@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from streamcomp.format.store import array_stored_bytes
 from streamcomp.methods import DEFAULT_METHOD, method_names
 from streamcomp.pipeline.config import ENGINES
 from streamcomp.plan import chunk_grid
+from streamcomp.scaled import ScaledReader
 from streamcomp.source import is_url, local_path
 from streamcomp.verify import evaluate, open_compressed
 
@@ -184,22 +186,29 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     out = args.out
     if os.path.exists(local_path(out)) and not args.overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it")
-    items = list(chunk_grid(tuple(array.shape), tuple(array.chunks)))
+    if args.scale is not None:
+        reader = ScaledReader(args.dst, args.scale)
+        shape = reader.output_shape()
+        pieces = reader.pieces()
+        total = reader.piece_count()
+    else:
+        shape = tuple(array.shape)
+        pieces = ((item.slices, array[item.slices]) for item in chunk_grid(shape, tuple(array.chunks)))
+        total = math.prod(math.ceil(n / c) for n, c in zip(shape, array.chunks, strict=True))
+    if is_url(out):
+        raise InputError("decompress writes a local .npy file or a local zarr directory")
     if out.endswith(".npy"):
-        target = np.lib.format.open_memmap(out, mode="w+", dtype=array.dtype, shape=tuple(array.shape))
+        target = np.lib.format.open_memmap(out, mode="w+", dtype=array.dtype, shape=shape)
     else:
         import zarr
 
-        if is_url(out):
-            raise InputError("decompress writes a local .npy file or a local zarr directory")
-        target = zarr.create_array(
-            out, shape=array.shape, chunks=array.chunks, dtype=array.dtype, overwrite=args.overwrite
-        )
-    for item in tqdm(items, desc="decode", unit="chunk", disable=args.quiet):
-        target[item.slices] = array[item.slices]
+        chunks = tuple(min(c, n) for c, n in zip(array.chunks, shape, strict=True))
+        target = zarr.create_array(out, shape=shape, chunks=chunks, dtype=array.dtype, overwrite=args.overwrite)
+    for where, values in tqdm(pieces, total=total, desc="decode", unit="chunk", disable=args.quiet):
+        target[where] = values
     if isinstance(target, np.memmap):
         target.flush()
-    print(f"wrote {out} ({'x'.join(map(str, array.shape))} {array.dtype})")
+    print(f"wrote {out} ({'x'.join(map(str, shape))} {array.dtype})")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -265,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decompress", help="decode a compressed array to .npy or plain zarr")
     p.add_argument("dst")
     p.add_argument("out", help="output .npy file or zarr directory")
+    p.add_argument("--scale", help="decode at this resolution, e.g. 0.5 or per axis 1,0.5,0.5 (coordinate "
+                   "methods: the chunks are evaluated on the coarser grid, not decoded and downsampled)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_decompress)

@@ -1,0 +1,186 @@
+"""The ``sr`` method (downsampling + INR + shared super-resolution network) and decoding at a chosen
+scale (:mod:`streamcomp.scaled`), on real CT and 4D MRI crops."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from helpers import local_stored_bytes, run_fresh_python
+
+from streamcomp.api import compress
+from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.methods import FitTargets, Target, build_method
+from streamcomp.methods.sr import _CHUNK, downsample, parse_factors
+from streamcomp.metrics import psnr
+from streamcomp.models.coords import grid
+from streamcomp.models.sr import SRNet, low_res_positions
+from streamcomp.scaled import parse_scale, read_scaled, scaled_shape, supersampling_offsets
+from streamcomp.values import normalize
+
+FAST = {"steps": 60, "sr_steps": 40, "refine_steps": 5, "batch": 2048, "factors": "1x2x2", "channels": 4}
+
+
+def blocks_of(volume: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+    slices = np.ndindex(*(n // s for n, s in zip(volume.shape, shape, strict=True)))
+    return [normalize(volume[tuple(slice(i * s, (i + 1) * s) for i, s in zip(idx, shape, strict=True))])[0]
+            for idx in slices]
+
+
+def test_downsample_is_a_dct_low_pass_that_keeps_the_mean(ct):
+    block = normalize(ct)[0]
+    low = downsample(block, (1, 2, 4))
+    assert low.shape == (16, 32, 16)
+    assert abs(float(low.mean()) - float(block.mean())) < 1e-4
+    assert downsample(block, (1, 1, 1)) is not block and np.array_equal(downsample(block, (1, 1, 1)), block)
+    assert downsample(block[:15, :31], (2, 2, 2)).shape == (8, 16, 32)  # odd sizes round up
+
+
+def test_factors_are_validated():
+    assert parse_factors("1x2x2", 3) == (1, 2, 2)
+    for bad in ("2x2", "0x1x1", "1x9x1", "a"):
+        with pytest.raises(InputError, match="factors"):
+            parse_factors(bad, 3)
+    with pytest.raises(InputError, match="factors"):
+        build_method("sr", {"factors": "1x0x2"})
+    with pytest.raises(InputError, match="fit_chunks"):
+        build_method("sr", {"fit_chunks": 1})
+
+
+def test_an_untrained_network_returns_its_base():
+    low = torch.randn(4, 8, 8)
+    positions = low_res_positions(grid((4, 16, 16)), (4, 16, 16), (4, 8, 8))
+    base = torch.randn(positions.shape[0])
+    assert torch.equal(SRNet(3, 4)(low, positions, base), base)  # the head starts at zero
+
+
+@pytest.fixture(scope="module")
+def fitted(ct_large):
+    """sr fitted on four CT chunks at 16x; two more chunks to measure on."""
+    chunks = blocks_of(ct_large, (16, 64, 64))
+    target = Target(budget_bytes=16 * 64 * 64 * 2 // 16)
+    method = build_method("sr", FAST)
+    notes = method.fit_shared(chunks[:4], FitTargets((target,) * 4, 8))
+    return method, chunks, target, notes
+
+
+def test_shared_state_round_trips_and_refuses_damage(fitted):
+    method, chunks, target, notes = fitted
+    assert "factors 1x2x2, 4 channels" in notes[0]
+    sections = method.encode(chunks[5], target)
+    assert sum(map(len, sections)) <= target.budget_bytes
+    fresh = build_method("sr", {})
+    fresh.load_shared_state(method.shared_state())
+    assert np.array_equal(fresh.decode(sections, chunks[5].shape), method.decode(sections, chunks[5].shape))
+    with pytest.raises(ChunkFormatError):
+        fresh.load_shared_state(method.shared_state()[:3])
+    with pytest.raises(ChunkFormatError):
+        fresh.load_shared_state(b"\x09" + method.shared_state()[1:])  # 9 axes
+    with pytest.raises(InputError, match="shared state"):
+        build_method("sr", {}).encode(chunks[5], target)
+
+
+def test_each_chunk_keeps_the_network_only_where_it_helps(fitted):
+    method, chunks, target, _ = fitted
+    for block in chunks[4:6]:
+        sections = method.encode(block, target)
+        hidden, use_net = _CHUNK.unpack(sections[0])
+        errors = [float(np.mean((method.decode([_CHUNK.pack(hidden, flag), sections[1]], block.shape) - block) ** 2))
+                  for flag in (0, 1)]
+        assert errors[use_net] <= errors[1 - use_net]
+
+
+def test_trade_off_search_reports_every_setting_and_keeps_the_best(ct_large):
+    chunks = blocks_of(ct_large, (16, 64, 64))[:4]
+    target = Target(budget_bytes=16 * 64 * 64 * 2 // 32)
+    method = build_method("sr", {**FAST, "factors": "auto", "channels": 4, "sr_steps": 10, "steps": 30})
+    notes = method.fit_shared(chunks, FitTargets((target,) * 4, 8))
+    table = notes[1].split(": ", 1)[1].split("; ")
+    assert [row.split(" ")[0] for row in table] == ["1x1x1/4ch", "1x2x2/4ch", "2x2x2/4ch"]
+    scores = [float(row.split(" ")[1]) for row in table]
+    chosen = table[int(np.argmin(scores))].split("/")[0]
+    assert f"factors {chosen}," in notes[0]
+
+
+@pytest.mark.slow
+def test_sr_round_trips_through_plain_zarr_in_a_fresh_process_3d_and_4d(save, tmp_path, ct_large, mri4d_crop):
+    for name, volume, ratio, params in (("ct", ct_large[:16], 16, FAST),
+                                        ("mri", mri4d_crop, 24, {**FAST, "factors": "1x1x2x2"})):
+        dst = tmp_path / f"{name}.zarr"
+        result = compress(save(volume, f"{name}.npy"), str(dst), method="sr", ratio=ratio, method_params=params,
+                          progress=False)
+        assert abs(volume.nbytes / local_stored_bytes(dst) - ratio) / ratio < 0.05
+        here = zarr.open_array(str(dst), mode="r")[...]
+        assert here.shape == volume.shape and here.dtype == volume.dtype and result.method == "sr"
+        np.save(tmp_path / f"{name}_here.npy", here)
+        code = (f"import zarr, numpy as np; a = zarr.open_array({str(dst)!r}, mode='r')[...]; "
+                f"print(bool(np.array_equal(a, np.load({str(tmp_path / f'{name}_here.npy')!r}))))")
+        proc = run_fresh_python(code)
+        assert proc.returncode == 0 and proc.stdout.split() == ["True"], proc.stderr
+        assert psnr(volume, here) > psnr(volume, np.full(volume.shape, volume.mean())) + 3
+
+
+def test_scale_is_parsed_per_axis():
+    assert parse_scale("0.5", 3) == (0.5, 0.5, 0.5)
+    assert parse_scale("1,0.5,0.25", 3) == (1.0, 0.5, 0.25)
+    assert parse_scale(2, 2) == (2.0, 2.0)
+    for bad in ("0", "1,2", "x", "-1", "9"):
+        with pytest.raises(InputError, match="scale"):
+            parse_scale(bad, 3)
+    assert scaled_shape((16, 65, 1), (0.5, 0.5, 0.5)) == (8, 32, 1)
+    assert supersampling_offsets((1.0, 1.0)) == [(0.0, 0.0)]
+    assert len(supersampling_offsets((1.0, 0.5))) == 2
+
+
+@pytest.fixture(scope="module")
+def siren_array(tmp_path_factory, ct):
+    """The 16x64x64 CT crop as a siren array of 16x32x32 chunks (a real, fast coordinate method)."""
+    root = tmp_path_factory.mktemp("scaled")
+    np.save(root / "ct.npy", ct)
+    dst = root / "ct.zarr"
+    compress(str(root / "ct.npy"), str(dst), method="siren", ratio=8, chunks=(16, 32, 32),
+             method_params={"steps": 150, "batch": 4096}, progress=False)
+    return dst, zarr.open_array(str(dst), mode="r")[...]
+
+
+def test_scale_one_is_the_full_decode(siren_array):
+    dst, full = siren_array
+    same = read_scaled(str(dst), 1)
+    assert same.dtype == full.dtype and same.shape == full.shape
+    assert np.abs(same.astype(np.int32) - full).max() <= 1  # float32 coordinates, then rounding
+
+
+def test_half_scale_matches_the_averaged_full_decode_and_regions_agree(siren_array, ct):
+    dst, full = siren_array
+    half = read_scaled(str(dst), 0.5)
+    assert half.shape == (8, 32, 32)
+    averaged = full.astype(np.float64).reshape(8, 2, 32, 2, 32, 2).mean(axis=(1, 3, 5))
+    original = ct.astype(np.float64).reshape(8, 2, 32, 2, 32, 2).mean(axis=(1, 3, 5))
+    assert psnr(original, half) > psnr(original, averaged) - 2.0
+    region = read_scaled(str(dst), 0.5, (slice(0, 16), slice(32, 64), slice(0, 64)))
+    assert np.array_equal(region, half[:, 16:32, :])  # chunk-aligned region: the same voxels
+    anisotropic = read_scaled(str(dst), "1,0.25,0.5")
+    assert anisotropic.shape == (16, 16, 32)
+
+
+def test_cli_decompresses_at_a_scale(siren_array, tmp_path):
+    dst, _ = siren_array
+    out = tmp_path / "half.npy"
+    proc = subprocess.run([sys.executable, "-m", "streamcomp.cli", "decompress", str(dst), str(out), "--scale", "0.5",
+                           "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "8x32x32" in proc.stdout
+    assert np.array_equal(np.load(out), read_scaled(str(dst), 0.5))
+
+
+def test_methods_without_a_continuous_representation_refuse_to_scale(save, tmp_path, ct):
+    dst = tmp_path / "w.zarr"
+    compress(save(ct), str(dst), method="wavelet", ratio=8, method_params={"entropy": "context"}, progress=False)
+    with pytest.raises(InputError, match="cannot decode at another scale"):
+        read_scaled(str(dst), 0.5)
+    lossless = tmp_path / "l.zarr"
+    compress(save(ct), str(lossless), method="siren", lossless=True, progress=False)
+    with pytest.raises(InputError, match="full resolution only"):
+        read_scaled(str(lossless), 0.5)
