@@ -79,7 +79,7 @@ def test_allocation_modes_encode_within_budget(ct, allocation):
 
 
 def test_deblocking_reduces_seam_discontinuity(ct):
-    block = norm(ct[:8, :32, :32])
+    block = norm(ct[:8, 32:, 32:])  # bone and soft tissue: 20-step leaves meet with visible steps
     m = method_class("sci")(partition="equal", deblock="off", **FAST_SCI)
     sections = m.encode(block, Target(budget_bytes=2500))
     _, boxes, hiddens, flats, weights = m._parse(sections, block.shape)

@@ -45,6 +45,7 @@ from streamcomp.values import normalize
 _LEN = struct.Struct("<H")
 ALLOCATIONS = ("sci", "by_size", "by_d", "equal")
 GROUP_SPREAD = 1.5  # leaves whose widths differ by less than this share one batched network
+MIN_LEAF_BATCH = 256  # sampled points per leaf and step, at least (all of a smaller leaf)
 
 
 def allocation_weights(sizes: np.ndarray, ds: np.ndarray, mode: str) -> np.ndarray:
@@ -168,7 +169,6 @@ class SciMethod(Method):
             else:
                 groups.append([i])
         out: list[list[np.ndarray]] = [[] for _ in boxes]
-        leaf_batch = max(256, int(p.batch) // max(len(boxes), 1))
         for g, members in enumerate(groups):
             model = BatchedFunnelSiren(block.ndim, [self.widths(hiddens[i]) for i in members], float(p.w0))
             model = model.to(device)
@@ -177,12 +177,15 @@ class SciMethod(Method):
             coords = torch.zeros(len(members), nmax, block.ndim)
             values = torch.zeros(len(members), nmax, 1)
             for r, i in enumerate(members):
-                sub = block[tuple(slice(lo, hi) for lo, hi in boxes[i])]
+                sub = block[_slices(boxes[i])]
                 coords[r, : sizes[r]] = grid(sub.shape)
                 values[r, : sizes[r], 0] = torch.from_numpy(np.ascontiguousarray(sub, np.float32)).reshape(-1)
+            start_at_leaf_means(model, [float(block[_slices(boxes[i])].mean()) for i in members])
             coords, values = coords.to(device), values.to(device)
             counts = torch.tensor(sizes, device=device, dtype=torch.float32)[:, None]
-            b = min(leaf_batch, nmax)
+            # Every leaf sees the same share of its voxels per step as a one-network chunk would
+            # (batch / chunk size): a big leaf is not starved because many small leaves exist.
+            b = min(nmax, max(MIN_LEAF_BATCH, math.ceil(int(p.batch) * nmax / block.size)))
             full = all(s <= b for s in sizes) and len(set(sizes)) == 1
             gen = torch.Generator(device=device).manual_seed(int(p.seed) + g)
             opt = torch.optim.Adam(model.parameters(), lr=float(p.lr))
@@ -340,6 +343,23 @@ class SciMethod(Method):
             local = torch.where(span > 0, -1 + 2 * (vox[inside] - lo) / span.clamp(min=1), torch.zeros(()))
             out[inside] = torch.from_numpy(evaluate(net, local))
         return out.numpy()
+
+
+def start_at_leaf_means(model: BatchedFunnelSiren, means: list[float]) -> None:
+    """Set each network's output bias to its leaf's mean before fitting.
+
+    A narrow leaf network (a few dozen weights) cannot move its output by more than about
+    ``lr * steps`` in a short fit, so a near-flat leaf far from 0 (air in CT at -0.9) used to
+    decode tens of dB below a constant; starting at the mean leaves the fit only the variation.
+    Encode-side only: the bias is stored like every other weight.
+    """
+    with torch.no_grad():
+        bias = model.biases[-1]
+        bias[:, 0] = torch.tensor(means, dtype=bias.dtype, device=bias.device)
+
+
+def _slices(box: part.Box) -> tuple[slice, ...]:
+    return tuple(slice(lo, hi) for lo, hi in box)
 
 
 def _linear_params(model: torch.nn.Module) -> list[torch.Tensor]:
