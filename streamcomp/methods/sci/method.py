@@ -5,7 +5,8 @@ Per chunk:
 
 1. octree over the normalized block, D(x) (eq. 9) per node, flat nodes pruned;
 2. leaves chosen by the integer program of eq. 8, 10-12 (HiGHS via ``scipy.optimize.milp``), at
-   most ``a_max`` network leaves, and no more than the budget can give ``min_leaf_params`` each
+   most ``a_max`` network leaves, no more than the budget can give ``min_leaf_params`` each, none
+   smaller than the volume whose by-volume share of the budget is ``min_leaf_params``
    (``partition``: ``adaptive``, or the ablations ``equal`` = EP and ``none`` = NP);
 3. the chunk's parameter budget (bytes * 8 / ``bits_per_param``) split over the leaves in
    proportion to |x|/D(x) (``allocation``: ``sci``; ablations ``by_size`` |x|, ``by_d`` 1/D,
