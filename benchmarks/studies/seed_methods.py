@@ -1,8 +1,9 @@
 """SCI and hybrid feature planes against the per-chunk INRs, on real crops, at equal ratio.
 
     python -m benchmarks.studies.seed_methods [--steps 120] [--quick] [--bundled] [--out DIR]
+        [--volumes em ct_head ct_thorax] [--methods sci] [--update]
 
-Part A, SCI ablations (paper Table 2) on real EM and CT crops, one chunk per crop at one ratio:
+Part A, SCI ablations (paper Table 2) on real EM, head CT and thorax CT crops, one chunk per crop at one ratio:
 plain per-chunk ``siren`` (= NP with the same network), ``sci`` with adaptive / EP / NP
 partitioning, ``fr`` 2.2 vs 1.0, and the four parameter-allocation rules; plus ``planes``
 (tri-plane) on the same crops. Part B, the real 4D diffusion MRI: ``planes`` (adaptive and equal
@@ -13,7 +14,9 @@ Every run goes through the real chunk codec (:func:`benchmarks.studies.common.ro
 same for all methods, is left out); PSNR uses the crop's max - min as peak; SSIM is the 3D Gaussian
 SSIM (mean over time points for 4D); encode time is wall time on this shared machine. Writes
 ``seed_methods.{json,md,png}`` to ``--out`` (default ``benchmarks/results/``; ``--quick``: a
-temp folder, so the committed report stays).
+temp folder, so the committed report stays). ``--volumes`` / ``--methods`` run only some crops
+and rows; with ``--update`` those rows replace their namesakes in the existing report, the others
+stay as they were, and the report lists which rows were rerun when.
 """
 
 from __future__ import annotations
@@ -31,17 +34,25 @@ from benchmarks.studies.common import machine, peak_of, quality, roundtrip, torc
 from benchmarks.volumes import VOLUMES
 
 
-def crops(quick: bool, bundled: bool = False) -> dict[str, np.ndarray]:
-    """The three crops (smaller with ``quick``), from the whole volumes or the bundled crops."""
+def crops(quick: bool, bundled: bool = False, volumes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The crops (smaller with ``quick``), from the whole volumes or the bundled crops."""
     s = 64 if quick else 96
     wanted = {
         "em": ((0, 16), (200, 200 + s), (200, 200 + s)),
         "ct_head": ((40, 56), (80, 80 + s), (80, 80 + s)),
+        "ct_thorax": ((74, 90), (15, 15 + s), (12, 12 + s)),
         "mri4d": ((0, 6), (12, 28), (8, 56), (8, 56)),
     }
-    labels = {"em": "EM (ISBI 2012) {} u8", "ct_head": "CT head {} i16", "mri4d": "MRI 4D DWI {} u16"}
+    labels = {
+        "em": "EM (ISBI 2012) {} u8",
+        "ct_head": "CT head {} i16",
+        "ct_thorax": "CT thorax {} i16",
+        "mri4d": "MRI 4D DWI {} u16",
+    }
     out = {}
     for name, crop in wanted.items():
+        if volumes and name not in volumes:
+            continue
         spec = VOLUMES[name]
         path = spec.bundled_path if bundled else spec.path
         if path is None:
@@ -97,6 +108,7 @@ SCI_VARIANTS = [
     ("SCI alloc by_d", "sci", {"allocation": "by_d"}),
     ("SCI alloc equal", "sci", {"allocation": "equal"}),
     ("SCI deblock off", "sci", {"deblock": "off"}),
+    ("SCI D above noise floor", "sci", {"d_noise_floor": True}),
     ("planes (tri-plane)", "planes", {}),
 ]
 PLANES_4D = [
@@ -127,6 +139,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="smaller crops (a smoke run)")
     ap.add_argument("--bundled", action="store_true", help="crop the volumes shipped in tests/data and examples/")
     ap.add_argument("--variants", type=int, help="only the first N variants per crop (smoke runs)")
+    ap.add_argument("--volumes", nargs="+", choices=["em", "ct_head", "ct_thorax", "mri4d"], help="only these crops")
+    ap.add_argument("--methods", nargs="+", help="only the rows of these methods (e.g. sci)")
+    ap.add_argument("--update", action="store_true", help="merge the rows run into the existing report")
     ap.add_argument("--out", help="output folder (default benchmarks/results; --quick: a temp folder)")
     return ap.parse_args(argv)
 
@@ -137,14 +152,16 @@ def main(argv: list[str] | None = None) -> Path:
     args = _parse(argv)
     out = data.out_dir("", args.quick, args.out)
     threads = torch_threads(min(2, os.cpu_count() or 1))
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "update")}
     results: dict = {"machine": machine(torch_threads=threads), "settings": settings, "runs": {}}
     t0 = time.perf_counter()
-    for vname, vol in crops(args.quick, args.bundled).items():
+    for vname, vol in crops(args.quick, args.bundled, args.volumes).items():
         variants = PLANES_4D if vol.ndim == 4 else SCI_VARIANTS
         ratio = args.ratio4d if vol.ndim == 4 else args.ratio3d
         rows = []
         for label, name, extra in variants[: args.variants]:
+            if args.methods and name not in args.methods:
+                continue
             steps = args.planes_steps if name == "planes" else args.steps
             row = run(name, {"steps": steps, **extra}, vol, ratio)
             row["variant"] = label
@@ -158,16 +175,46 @@ def main(argv: list[str] | None = None) -> Path:
         print(table(rows), flush=True)
     results["total_s"] = time.perf_counter() - t0
     results["frame_header_bytes"] = header_size(3, 2)
+    if args.update:
+        results = merged(json.loads((out / "seed_methods.json").read_text()), results)
     write_json(out / "seed_methods.json", results)
     md = [
         f"# SCI and hybrid planes vs per-chunk INRs\n\nmachine: `{json.dumps(results['machine'])}`\n",
         f"settings: `{json.dumps(results['settings'])}`, total {results['total_s']:.0f} s\n",
     ]
+    for up in results.get("updates", []):
+        md.append(
+            f"rerun {up['date']} (`{json.dumps(up['settings'])}`, {up['total_s']:.0f} s, machine "
+            f"`{json.dumps(up['machine'])}`): {'; '.join(f'{v}: {len(r)} rows' for v, r in up['rows'].items())}\n"
+        )
     for vname, rows in results["runs"].items():
         md += [f"\n## {vname}\n", table(rows), ""]
     (out / "seed_methods.md").write_text("\n".join(md))
     plot(results, out / "seed_methods.png")
-    print(f"wrote {out / 'seed_methods.json'}, .md, .png in {results['total_s']:.0f} s")
+    print(f"wrote {out / 'seed_methods.json'}, .md, .png in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def merged(old: dict, new: dict) -> dict:
+    """``old`` with the rows of ``new`` in place of their namesakes (new crops and rows appended),
+    and an entry in ``updates`` saying what was rerun, when, where and how."""
+    out = {**old, "runs": {k: list(v) for k, v in old["runs"].items()}}
+    for vname, rows in new["runs"].items():
+        kept = out["runs"].setdefault(vname, [])
+        for row in rows:
+            at = [i for i, r in enumerate(kept) if r["variant"] == row["variant"]]
+            if at:
+                kept[at[0]] = row
+            else:
+                kept.append(row)
+    update = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "settings": new["settings"],
+        "machine": new["machine"],
+        "total_s": new["total_s"],
+        "rows": {v: [r["variant"] for r in rows] for v, rows in new["runs"].items()},
+    }
+    out["updates"] = [*old.get("updates", []), update]
     return out
 
 

@@ -1,7 +1,8 @@
 """SCI adaptive partitioning: spectrum concentration D(x) and the octree integer program.
 
 - :func:`spectrum_concentration` is SCI's eq. 9: the sum of the top ``M`` FFT magnitudes of a block
-  over the sum of all of them (1 for a constant block, ~M/size for white noise).
+  over the sum of all of them (1 for a constant block, ~M/size for white noise), optionally
+  counting only the magnitude above a noise floor set by :func:`noise_sigma`.
 - :func:`build_tree` lays an octree over a block: every node halves each axis that is long enough
   (all ``ndim`` axes at once, as in eq. 7), down to ``levels`` levels. Flat nodes (value range
   below ``flat_tol``) are pruned: they get no children, as the reference implementation skips
@@ -9,7 +10,9 @@
 - :func:`solve_partition` is eq. 8 + 10-12 as a 0/1 integer program solved by HiGHS through
   ``scipy.optimize.milp``: choose active nodes ``a`` to maximize sum a_i * D(x_i) * |x_i| / |x|
   (volume-weighted within-block concentration), with exactly one active node on every
-  root-to-terminal path and at most ``a_max`` active non-flat nodes.
+  root-to-terminal path, at most ``a_max`` active non-flat nodes, and none of them smaller than
+  ``min_leaf_size`` voxels (eq. 11's minimum network size, applied to each block: see
+  :meth:`streamcomp.methods.sci.method.SciMethod.partition`).
 - :func:`equidistant_partition` / :func:`no_partition` are the EP / NP ablations of the paper.
 
 A partition is stored compactly as one split bit per splittable node in pre-order
@@ -31,12 +34,32 @@ from streamcomp.errors import ChunkFormatError
 Box = tuple[tuple[int, int], ...]  # per axis [start, stop)
 
 
-def spectrum_concentration(block: np.ndarray, m: int = 1) -> float:
-    """SCI's D(x): top-``m`` FFT magnitudes over the total FFT magnitude (eq. 9)."""
+def noise_sigma(block: np.ndarray) -> float:
+    """Robust white-noise std of ``block``: the MAD of its finest-scale Haar detail along every
+    axis (Donoho's estimator); smooth content and sparse edges barely reach that subband's median."""
+    d = np.asarray(block, dtype=np.float64)
+    for a in range(d.ndim):
+        n = d.shape[a] - d.shape[a] % 2
+        if n < 2:
+            continue
+        d = (np.take(d, np.arange(1, n, 2), axis=a) - np.take(d, np.arange(0, n, 2), axis=a)) / math.sqrt(2)
+    return float(np.median(np.abs(d)) / 0.6745) if d.size else 0.0
+
+
+def spectrum_concentration(block: np.ndarray, m: int = 1, noise_sigma: float = 0.0) -> float:
+    """SCI's D(x): top-``m`` FFT magnitudes over the total FFT magnitude (eq. 9).
+
+    With ``noise_sigma`` > 0 only the magnitude above the noise floor
+    ``noise_sigma * sqrt(N ln N)`` counts (about the largest of the N magnitudes that white noise of
+    that std gives): noise then does not read as spectrum spread, which made near-flat noisy
+    blocks look complex, and a block that is only noise around its mean gets D = 1.
+    """
     x = np.asarray(block, dtype=np.float64)
     if x.size == 0:
         return 1.0
     mag = np.abs(np.fft.fftn(x)).reshape(-1)
+    if noise_sigma > 0:
+        mag = np.maximum(mag - noise_sigma * math.sqrt(x.size * math.log(max(x.size, 2))), 0.0)
     total = float(mag.sum())
     if total <= 0:
         return 1.0
@@ -106,9 +129,15 @@ def tree_geometry(shape: tuple[int, ...], levels: int, min_side: int) -> list[No
 
 
 def build_tree(
-    block: np.ndarray, levels: int = 3, min_side: int = 4, m: int = 1, flat_tol: float = 1e-3
+    block: np.ndarray,
+    levels: int = 3,
+    min_side: int = 4,
+    m: int = 1,
+    flat_tol: float = 1e-3,
+    noise_sigma: float = 0.0,
 ) -> list[Node]:
-    """Octree over ``block`` with D(x) on every node; flat nodes are pruned (no children)."""
+    """Octree over ``block`` with D(x) on every node (above the noise floor of ``noise_sigma``,
+    see :func:`spectrum_concentration`); flat nodes are pruned (no children)."""
     nodes: list[Node] = []
 
     def add(box: Box, level: int, parent: int | None) -> None:
@@ -119,7 +148,7 @@ def build_tree(
             nodes[parent].children.append(idx)
         sub = block[node.slices]
         node.flat = bool(float(sub.max()) - float(sub.min()) <= flat_tol)
-        node.d = 1.0 if node.flat else spectrum_concentration(sub, m)
+        node.d = 1.0 if node.flat else spectrum_concentration(sub, m, noise_sigma)
         if level < levels and not node.flat:
             for child in _children(box, min_side):
                 add(child, level + 1, idx)
@@ -148,8 +177,9 @@ def objective(nodes: list[Node], leaves: list[int]) -> float:
     return float(sum(nodes[i].d * nodes[i].size / total for i in leaves))
 
 
-def solve_partition(nodes: list[Node], a_max: int) -> list[int]:
-    """Optimal leaf set (indices into ``nodes``, pre-order) by the SCI integer program."""
+def solve_partition(nodes: list[Node], a_max: int, min_leaf_size: int = 0) -> list[int]:
+    """Optimal leaf set (indices into ``nodes``, pre-order) by the SCI integer program, with no
+    network leaf (the root aside) smaller than ``min_leaf_size`` voxels."""
     n = len(nodes)
     if n == 1:
         return [0]
@@ -166,26 +196,30 @@ def solve_partition(nodes: list[Node], a_max: int) -> list[int]:
         LinearConstraint(a_paths, np.ones(len(paths)), np.ones(len(paths))),
         LinearConstraint(count, -np.inf, float(a_max)),
     ]
-    res = milp(c, constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, 1),
+    small = [i > 0 and not node.flat and node.size < min_leaf_size for i, node in enumerate(nodes)]
+    upper = np.where(small, 0.0, 1.0)
+    res = milp(c, constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, upper),
                options={"disp": False, "time_limit": 30.0})
     if res.x is None:  # cannot happen (the root alone is feasible), but never fail an encode on it
         return [0]
     return sorted(int(i) for i in np.flatnonzero(res.x > 0.5))
 
 
-def equidistant_partition(nodes: list[Node], a_max: int) -> list[int]:
-    """EP: the deepest uniform level whose node count fits ``a_max`` (flat nodes stop early)."""
+def equidistant_partition(nodes: list[Node], a_max: int, min_leaf_size: int = 0) -> list[int]:
+    """EP: the deepest uniform level whose node count fits ``a_max`` and whose network leaves hold
+    ``min_leaf_size`` voxels (flat nodes stop early)."""
     best = [0]
     depth = max(node.level for node in nodes)
     for level in range(1, depth + 1):
         leaves = [i for i, node in enumerate(nodes) if node.level == level
                   or (node.level < level and not node.children)]
-        if sum(not nodes[i].flat for i in leaves) <= max(a_max, 1):
+        net = [nodes[i] for i in leaves if not nodes[i].flat]
+        if len(net) <= max(a_max, 1) and all(node.size >= min_leaf_size for node in net):
             best = sorted(leaves)
     return best
 
 
-def no_partition(nodes: list[Node], a_max: int) -> list[int]:
+def no_partition(nodes: list[Node], a_max: int, min_leaf_size: int = 0) -> list[int]:
     return [0]
 
 
