@@ -71,7 +71,7 @@ class SciParams(SirenParams):
     (:func:`~streamcomp.methods.sci.partition.spectrum_concentration`), so that noise does not
     read as spectrum spread and near-flat noisy blocks neither draw parameters nor gain D by
     being split. Off by default (eq. 9 as the paper writes it): with the minimum leaf volume in
-    place it moved PSNR by -0.4..+0.04 dB on eight real EM/CT crops at ratio 16 (issue #18).
+    place it did not help on real EM/CT crops (``benchmarks/results/sci_issue18.md``).
     ``min_leaf_params``: the smallest network a leaf may get, on average (eq. 11's a_max) and as
     a minimum leaf volume (:meth:`SciMethod.partition`).
     """
@@ -143,8 +143,8 @@ class SciMethod(Method):
         """Leaves by the chosen partitioner: at most ``total_params / min_leaf_params`` network
         leaves (eq. 11), and none smaller than the volume whose by-volume share of the budget is
         ``min_leaf_params``. Eq. 11 bounds only the count, so the program (D grows as blocks
-        shrink, even at the same content) split to that count with 4x24x24 leaves of 50-300
-        weights, which lost 0.5-1.3 dB to EP on every CT crop measured (issue #18)."""
+        shrink, even at the same content) split to that count with leaves too small for their
+        networks, and lost to EP (``benchmarks/results/sci_issue18.md``)."""
         p = self.params
         nodes = part.build_tree(
             block, int(p.levels), int(p.min_side), int(p.m), float(p.flat_tol), self.noise_sigma(block)
