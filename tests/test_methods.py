@@ -27,7 +27,7 @@ def test_build_method_checks_the_volumes_axes():
     assert build_method("planes", {"steps": 3}, 4).params.steps == 3
     assert build_method("siren", None, 3).params == method_class("siren").Params()
     with pytest.raises(InputError, match="handles .* volumes, this one has 4 axes"):
-        build_method("siren", {}, 4)
+        build_method("sci", {}, 4)
 
 
 def test_parameters_are_a_typed_frozen_dataclass():

@@ -74,7 +74,7 @@ def test_cli_compresses_real_4d_mri_with_planes(tmp_path, mri4d_crop):
     assert abs(vol.nbytes / local_stored_bytes(dst) - 32) / 32 < 0.05
 
 
-@pytest.mark.parametrize("method", ["siren", "sci"])
+@pytest.mark.parametrize("method", ["nerf", "sci"])
 def test_3d_only_methods_refuse_4d(save, tmp_path, mri4d, method):
     with pytest.raises(InputError, match="4 axes"):
         compress(save(mri4d), str(tmp_path / "x.zarr"), method=method, ratio=8, progress=False)

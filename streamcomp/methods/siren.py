@@ -19,6 +19,7 @@ class SirenParams(INRParams):
 class SirenMethod(PerChunkINR):
     name = "siren"
     method_id = 1
+    ndims = (3, 4)  # 4D: one network over (t, z, y, x), the 4D papers' per-block SIREN baseline
     Params = SirenParams
 
     def widths(self, hidden: int) -> list[int]:
