@@ -313,12 +313,13 @@ class SRMethod(SirenMethod):
     def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
         factors, net = self._ready()
         siren = self.load(sections, len(shape)).eval()
+        low = low_shape(shape, factors)
         if not _CHUNK.unpack(sections[0])[1]:
-            low = low_shape(shape, factors)
             return evaluate(siren, low_res_coords(low_res_positions(coords, tuple(shape), low), low))
+        grid_values = torch.from_numpy(evaluate(siren, grid(low))).reshape(low)
         with torch.no_grad():
             parts = [
-                _predict(siren, net, factors, tuple(shape), coords[i : i + DECODE_BATCH]).numpy()
+                _predict(siren, net, factors, tuple(shape), coords[i : i + DECODE_BATCH], grid_values).numpy()
                 for i in range(0, coords.shape[0], DECODE_BATCH)
             ]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -343,13 +344,19 @@ class _Sample:
 
 
 def _predict(
-    siren: torch.nn.Module, net: SRNet, factors: tuple[int, ...], shape: tuple[int, ...], coords: torch.Tensor
+    siren: torch.nn.Module,
+    net: SRNet,
+    factors: tuple[int, ...],
+    shape: tuple[int, ...],
+    coords: torch.Tensor,
+    grid_values: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The chunk at ``coords``: the SIREN on its low-resolution grid feeds the network, the SIREN at
-    the queries themselves is the base the network corrects."""
+    """The chunk at ``coords``: the SIREN on its low-resolution grid (``grid_values`` when the caller
+    has it) feeds the network, the SIREN at the queries themselves is the base it corrects."""
     low = low_shape(shape, factors)
     positions = low_res_positions(coords, shape, low)
-    grid_values = siren(grid(low)).reshape(low)
+    if grid_values is None:
+        grid_values = siren(grid(low)).reshape(low)
     return net(grid_values, positions, siren(low_res_coords(positions, low)).reshape(-1))
 
 
