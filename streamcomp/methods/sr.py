@@ -2,10 +2,10 @@
 
 Per chunk, the block is low-passed in the frequency domain and resampled by ``factors`` per axis (a
 DCT crop: the Fourier low-pass of the block's mirror extension, so chunk edges do not ring), and a
-funnel SIREN is fitted to the smaller block: fewer coordinates to fit, and the chunk's bytes buy a
-wider network. One super-resolution network (:class:`~streamcomp.models.sr.SRNet`), shared by every
-chunk of the array and stored, counted, in its codec configuration, restores full resolution, or
-any other: it is queried at continuous positions.
+funnel SIREN is fitted to the smaller block (fewer coordinates to fit). One super-resolution
+network (:class:`~streamcomp.models.sr.SRNet`), shared by every chunk of the array and stored,
+counted, in its codec configuration, restores full resolution, or any other: it is queried at
+continuous positions.
 
 Fit, once per array, on a sample of its chunks:
 
@@ -15,13 +15,19 @@ Fit, once per array, on a sample of its chunks:
    blocks to the full-resolution chunks.
 
 Then every chunk's SIREN is refined through the frozen network against its full-resolution block
-(``refine_steps``, the same L1), so each INR learns what the network makes of it.
+(``refine_steps``, the same L1), so each INR learns what the network makes of it, and one bit per
+chunk says whether the network lowers that chunk's error (else the SIREN alone decodes it).
+
+Every chunk's SIREN has the same width (the paper's SN, from the sample's median budget; narrower
+only where a chunk's budget is smaller) and the same initialisation: SIRENs alike leave alike
+artefacts, which is what one shared network can learn to remove. The learned correction does not
+carry over to SIRENs of another width or quantization.
 
 The paper's trade-off point picks the downsampling factors (DS) and the network's channels (NC):
 with ``factors="auto"`` / ``channels=0`` every combination is tried on the sample, each network's
 stored bytes taken from the chunks' budgets, and the one that minimises the paper's objective
-1/PSNR + 1 - SSIM + (1 - CR) on held-out sample chunks is kept. The SIREN size (SN) follows from
-each chunk's budget.
+1/PSNR + 1 - SSIM + (1 - CR) on held-out sample chunks is kept (CR differs between settings only by
+the network's bytes, as the budgets are the run's).
 """
 
 from __future__ import annotations

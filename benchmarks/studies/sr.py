@@ -1,0 +1,165 @@
+"""The sr method against per-chunk SIREN at equal ratio, and decoding at a chosen scale.
+
+Each run is ``streamcomp.api.compress`` (every stored byte counted, the SR network included) on
+real crops of the shared 4D MRI and head CT, then a plain zarr read. Scaled decoding is timed
+against a full decode followed by block averaging, and both are scored against the block-averaged
+original.
+
+    python -m benchmarks.studies.sr [--quick] [--ratios 16,32,64]
+
+Writes ``benchmarks/results/sr.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from benchmarks.studies.common import machine, peak_of, quality, write_json
+from streamcomp.api import compress
+from streamcomp.scaled import read_scaled
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+VOLUMES = {
+    # name: (file, crop, chunks, which axes a scaled read makes coarser: the MRI series' time points
+    # are different diffusion directions, so only its space is)
+    "mri4d": ("mri4d_dwi_toshiba_13x40x64x64_u16.npy", np.s_[:12, 12:28], (4, 16, 32, 32), (0, 1, 1, 1)),
+    "ct_head": ("ct_head_invesalius_cranium_108x256x256_i16.npy", np.s_[40:72, 64:192, 64:192], (16, 64, 64),
+                (1, 1, 1)),
+}
+SCALES = (2, 4)  # read at 1/2 and 1/4 along the scaled axes
+STEPS = 300
+
+
+def methods(ndim: int, quick: bool) -> dict[str, tuple[str, dict]]:
+    steps = 60 if quick else STEPS
+    sr = {"steps": steps, "sr_steps": 60 if quick else 400, "refine_steps": 10 if quick else 50, "channels": 4}
+    return {"siren": ("siren", {"steps": steps, "layers": 5}), "sr": ("sr", sr)}
+
+
+def block_mean(volume: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """Averages over blocks of ``factors`` voxels per axis (the volume cropped to whole blocks)."""
+    shape = tuple(n // f for n, f in zip(volume.shape, factors, strict=True))
+    cropped = volume[tuple(slice(0, n * f) for n, f in zip(shape, factors, strict=True))].astype(np.float64)
+    split = [v for n, f in zip(shape, factors, strict=True) for v in (n, f)]
+    return cropped.reshape(split).mean(axis=tuple(range(1, 2 * len(shape), 2)))
+
+
+def run_one(
+    volume: np.ndarray, chunks: tuple[int, ...], axes: tuple[int, ...], method: str, params: dict, ratio: float,
+    tmp: Path,
+) -> dict:
+    src, dst = tmp / "src.npy", tmp / f"{method}_{ratio}.zarr"
+    np.save(src, volume)
+    notes: list[str] = []
+    handler, logger = _Collect(notes), logging.getLogger("streamcomp")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        result = compress(str(src), str(dst), method=method, ratio=ratio, chunks=chunks, method_params=params,
+                          overwrite=True, progress=False, workers=2)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    t0 = time.perf_counter()
+    full = zarr.open_array(str(dst), mode="r")[...]
+    full_s = time.perf_counter() - t0
+    peak = peak_of(volume)
+    row = {"method": method, "target": ratio, "ratio": result.ratio, **quality(volume, full, peak),
+           "encode_s": result.seconds, "fit_s": result.run.get("seconds", {}).get("fit", 0.0),
+           "decode_s": full_s, "notes": [n for n in notes if "trade-off" in n or "trained" in n]}
+    row["scaled"] = {}
+    for k in SCALES:
+        factors = tuple(k if a else 1 for a in axes)
+        t0 = time.perf_counter()
+        scaled = read_scaled(str(dst), [1 / f for f in factors])
+        scaled_s = time.perf_counter() - t0
+        reference = block_mean(volume, factors)
+        crop = tuple(slice(0, n) for n in reference.shape)
+        row["scaled"][f"1/{k}"] = {
+            "scaled_psnr": quality(reference, scaled[crop], peak)["psnr"],
+            "full_then_average_psnr": quality(reference, block_mean(full, factors), peak)["psnr"],
+            "scaled_s": scaled_s,
+            "full_then_average_s": full_s,
+            "speedup": full_s / max(scaled_s, 1e-9),
+        }
+    return row
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+def render(report: dict) -> str:
+    lines = [
+        "# sr (downsampling + INR + SR network) vs per-chunk SIREN, and decoding at scale 1/2", "",
+        f"machine: `{report['machine']}`", "",
+        f"settings: `{report['settings']}`, total {report['seconds']:.0f} s", "",
+        "Every stored byte counted (the SR network is in the array's metadata). Decode: plain zarr read.",
+        "Scale 1/k: `read_scaled` (each chunk evaluated on the coarse grid, two points per voxel) vs the full",
+        "decode then block averaging, both scored against the block-averaged original; the 4D MRI is scaled in",
+        "space only (its time points are different diffusion directions). Speedup: full decode time over",
+        "scaled read time.", "",
+    ]
+    for name, rows in report["volumes"].items():
+        lines += [f"## {name} {rows[0]['shape']}", "",
+                  "| method | target | ratio | PSNR dB | SSIM | encode s | fit s | decode s "
+                  + "".join(f"| 1/{k}: scaled dB | full+avg dB | speedup " for k in SCALES) + "|",
+                  "|---" * (8 + 3 * len(SCALES)) + "|"]
+        for r in rows[1:]:
+            cells = "".join(f"| {h['scaled_psnr']:.2f} | {h['full_then_average_psnr']:.2f} | {h['speedup']:.1f}x "
+                            for h in r["scaled"].values())
+            lines.append(f"| {r['method']} | {r['target']:g} | {r['ratio']:.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+                         f"{r['encode_s']:.1f} | {r['fit_s']:.1f} | {r['decode_s']:.2f} {cells}|")
+        chosen = [n for r in rows[1:] for n in r["notes"]]
+        if chosen:
+            lines += ["", "What the sr fits chose:", ""] + [f"- {n}" for n in chosen]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few steps, one ratio (a smoke run)")
+    parser.add_argument("--ratios", default="16,32,64")
+    args = parser.parse_args()
+    ratios = [16.0] if args.quick else [float(r) for r in args.ratios.split(",")]
+    start = time.perf_counter()
+    report = {"machine": machine(), "settings": {"ratios": ratios, "quick": args.quick, "steps": STEPS},
+              "volumes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (file, crop, chunks, axes) in VOLUMES.items():
+            volume = np.ascontiguousarray(np.load(DATA / file, mmap_mode="r")[crop])
+            rows: list = [{"shape": "x".join(map(str, volume.shape)), "chunks": chunks}]
+            for ratio in ratios:
+                for label, (method, params) in methods(volume.ndim, args.quick).items():
+                    row = run_one(volume, chunks, axes, method, params, ratio, Path(tmp))
+                    row["method"] = label
+                    rows.append(row)
+                    half = row["scaled"]["1/2"]
+                    print(f"{name} {label} {ratio:g}x: ratio {row['ratio']:.2f}, {row['psnr']:.2f} dB, "
+                          f"encode {row['encode_s']:.1f} s; 1/2 {half['scaled_psnr']:.2f} dB vs "
+                          f"{half['full_then_average_psnr']:.2f}, {half['speedup']:.1f}x", flush=True)
+            report["volumes"][name] = rows
+    report["seconds"] = time.perf_counter() - start
+    name = "sr_quick" if args.quick else "sr"
+    write_json(RESULTS / f"{name}.json", report)
+    (RESULTS / f"{name}.md").write_text(render(report))
+    print(render(report))
+
+
+if __name__ == "__main__":
+    main()
