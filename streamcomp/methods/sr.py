@@ -119,7 +119,6 @@ class SRMethod(SirenMethod):
     method_id = 7
     ndims = (3, 4)
     Params = SRParams
-    payload_sections = 2
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -395,9 +394,7 @@ def _query_batch(
     """Random full-resolution voxels of ``block``: their flat indices, [-1, 1] coordinates and values."""
     n = block.size
     idx = torch.randint(0, n, (batch,), generator=gen) if n > batch else torch.arange(n)
-    pos = torch.stack(torch.unravel_index(idx, block.shape), dim=1).float()
-    size = torch.tensor(block.shape, dtype=torch.float32)
-    coords = torch.where(size > 1, -1 + 2 * pos / (size - 1).clamp(min=1), torch.zeros(()))
+    coords = grid(block.shape)[idx]
     values = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).reshape(-1)[idx]
     return idx, coords, values
 
