@@ -17,7 +17,7 @@ from streamcomp.methods.base import FitTargets, Target
 from streamcomp.metrics import psnr
 from streamcomp.values import normalize
 
-FAST = {"teacher_steps": 150, "student_steps": 300}
+FAST = {"teacher_steps": 150, "student_steps": 300, "filter_channels": 0}  # the post-filter: test_postfilter.py
 CHUNK = (8, 64, 64)
 
 
@@ -115,7 +115,7 @@ def test_decoding_needs_the_model_the_section_was_coded_under(fitted, ct_blocks)
 
 def test_a_model_that_does_not_pay_is_dropped(ct_blocks):
     """One data chunk carries the whole model's bytes: at this rate it cannot pay for them."""
-    method = method_class("wavelet")(teacher_steps=5, student_steps=5)
+    method = method_class("wavelet")(teacher_steps=5, student_steps=5, filter_channels=0)
     small = [b[:4, :16, :16] for b in ct_blocks[:8]]
     notes = method.fit_shared(small, FitTargets(tuple([Target(budget_bytes=64)] * 8), 1))
     assert "dropped" in notes[-1]

@@ -3,17 +3,21 @@ hand-set models, and against JPEG XL and x265, on whole volumes as a user runs t
 
     python -m benchmarks.studies.learned_coder [--quick] [--bundled] [--volumes em,ct_head,ct_thorax]
                                                [--codecs jpegxl,x265] [--out DIR]
+                                               [--baselines-from JSON [--reuse OLD:NEW,...]]
 
 Every streamcomp row is ``streamcomp.api.compress`` at a target ratio, in its default chunks,
 read back through plain zarr (:func:`benchmarks.project_methods.run_method`), every stored byte
-counted (the model travels in the codec configuration). Rows: ``wavelet`` (learned, the default),
-``wavelet`` with ``entropy=context`` (the same transform, quantizer and rate control with the
-hand-set per-chunk models: the coder as it was before the learned model), and the baselines,
-searched to the same ratios (or taken from an earlier run's JSON with ``--baselines-from``, their
-inputs and code being the same). Ablations at one ratio per volume switch off distillation (the
-student fitted alone) and widen the student. The fit's own report (teacher and student bits per
-coefficient, held-out saving, fit seconds) is read from the run's log. BD-rate and BD-PSNR are
-over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (default
+counted (the model travels in the codec configuration). Rows: ``wavelet`` (learned context model
+and post-filter, the default), the same without the post-filter (``filter_channels=0``),
+``wavelet`` with ``entropy=context`` and no filter (the same transform, quantizer and rate control
+with the hand-set per-chunk models: the coder as it was before the learned parts), and the
+baselines, searched to the same ratios (or taken from an earlier run's JSON with
+``--baselines-from``, their inputs and code being the same; ``--reuse OLD:NEW`` also takes that
+run's streamcomp row OLD as row NEW, for rows whose code has not changed since). Ablations of the
+context model at one ratio per volume (without the filter) switch off distillation (the student
+fitted alone) and widen the student. The fit's own report (teacher and student bits per
+coefficient, held-out saving, the filter's held-out gain, fit seconds) is read from the run's
+log. BD-rate and BD-PSNR are over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (default
 ``benchmarks/results/``; ``--quick``: a temp folder).
 """
 
@@ -35,12 +39,14 @@ from benchmarks.studies.common import machine, peak_of, quality, write_json
 from benchmarks.volumes import VOLUMES, load
 
 RESULTS = data.RESULTS
-ROWS = {"learned": {}, "hand-set": {"entropy": "context"}}
-ABLATIONS = {"no distillation": {"distill": 0.0}, "student 32 hidden": {"hidden": 32}}
+NO_FILTER = {"filter_channels": 0}
+ROWS = {"learned": {}, "no post-filter": NO_FILTER, "hand-set": {"entropy": "context", **NO_FILTER}}
+ABLATIONS = {"no distillation": {"distill": 0.0, **NO_FILTER}, "student 32 hidden": {"hidden": 32, **NO_FILTER}}
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
 _FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
 _HELD = re.compile(r"codes (-?[\d.]+) % fewer bytes|did not pay")
+_FILTER = re.compile(r"post-filter .*? in ([\d.]+) s .*?: ([-+][\d.]+) dB on .*?: (kept|dropped)|post-filter skipped")
 
 
 class _Notes(logging.Handler):
@@ -62,6 +68,9 @@ def _fit_report(lines: list[str]) -> dict[str, Any]:
     if m := _HELD.search(text):
         out["held_out_saving_pct"] = float(m[1]) if m[1] else None
         out["kept"] = m[1] is not None
+    if m := _FILTER.search(text):
+        out["filter"] = "skipped" if m[3] is None else f"{m[2]} dB, {m[3]}"
+        out["fit_s"] = out.get("fit_s", 0.0) + (float(m[1]) if m[1] else 0.0)
     return out
 
 
@@ -123,10 +132,21 @@ def _earlier_rows(path: str | None) -> dict[tuple[str, str, float], dict[str, An
 
 
 def run_study(
-    volumes: list[str], codecs: list[str], quick: bool, bundled: bool, baselines_from: str | None = None
+    volumes: list[str], codecs: list[str], quick: bool, bundled: bool, baselines_from: str | None = None,
+    reuse: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": machine(), "volumes": {}, "baselines_from": baselines_from}
+    reuse = reuse or {}
+    results: dict[str, Any] = {
+        "machine": machine(), "volumes": {}, "baselines_from": baselines_from, "reused": reuse,
+    }
     earlier = _earlier_rows(baselines_from)
+    taken = {new: old for old, new in reuse.items()}
+
+    def method_row(name, row, ratio, params, volume, peak):
+        if row in taken and (name, taken[row], float(ratio)) in earlier:
+            return {**earlier[(name, taken[row], float(ratio))], "row": row}
+        return {"row": row, "target": ratio, **_method_row(volume, ratio, params, peak)}
+
     for name in volumes:
         spec = VOLUMES[name]
         path = spec.bundled_path if bundled else data.require(spec.path)
@@ -138,7 +158,7 @@ def run_study(
         rows: list[dict[str, Any]] = []
         for ratio in targets:
             for row, params in ROWS.items():
-                rows.append({"row": row, "target": ratio, **_method_row(volume, ratio, params, peak)})
+                rows.append(method_row(name, row, ratio, params, volume, peak))
                 print(_line(name, rows[-1]), flush=True)
             for codec in codecs:
                 reason = baselines.unsupported(codec, volume) or baselines.availability()[codec]
@@ -151,9 +171,9 @@ def run_study(
                 print(_line(name, rows[-1]), flush=True)
         ablation_ratio = QUICK_TARGETS[name][0] if quick else ABLATION_RATIO[name]
         for row, params in ABLATIONS.items():
-            rows.append({"row": row, "target": ablation_ratio, **_method_row(volume, ablation_ratio, params, peak)})
+            rows.append(method_row(name, row, ablation_ratio, params, volume, peak))
             print(_line(name, rows[-1]), flush=True)
-        bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in ["hand-set", *codecs]}
+        bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in ["hand-set", "no post-filter", *codecs]}
         results["volumes"][name] = {"shape": list(volume.shape), "dtype": str(volume.dtype), "rows": rows, "bd": bds}
     return results
 
@@ -170,10 +190,11 @@ def _fmt(v: Any, spec: str) -> str:
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     out = [
-        "# The learned context model on whole volumes",
+        "# The learned context model and post-filter on whole volumes",
         "",
-        "`python -m benchmarks.studies.learned_coder`: `streamcomp compress --method wavelet` (learned context model, "
-        "the default) against the same coder with its hand-set per-chunk models (`entropy=context`) and the "
+        "`python -m benchmarks.studies.learned_coder`: `streamcomp compress --method wavelet` (learned context model "
+        "and post-filter, the default) against the same without the post-filter (`filter_channels=0`), the same "
+        "coder with its hand-set per-chunk models and no filter (`entropy=context`) and the "
         "baselines at the same target ratios; every stored byte counted, PSNR and SSIM with peak = max - min "
         "of the original; encode includes the fit and starting Ray (\"after the fit\": without the fit), "
         "decode is a whole plain-zarr read, chunk read the first chunk's, the codec loaded. Throughput is "
@@ -184,14 +205,16 @@ def report(results: dict[str, Any]) -> str:
         f"load at start {m.get('load_average_at_start')}; {m.get('note', '')}.",
     ]
     if results.get("baselines_from"):
+        reused = ", ".join(f"`{old}` as `{new}`" for old, new in (results.get("reused") or {}).items())
         out += ["", "The baseline rows were taken from an earlier run of this study on the same machine and data "
-                "(`--baselines-from`); only the streamcomp rows were measured again."]
+                "(`--baselines-from`)" + (f", and these streamcomp rows, whose code has not changed since: {reused}"
+                                          if reused else "") + "; the other rows were measured again."]
     for name, vol in results["volumes"].items():
         mvox = float(np.prod(vol["shape"])) / 1e6
         out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", "",
                 "| row | target | ratio | bits/voxel | PSNR | SSIM | encode Mvox/s | after the fit | decode Mvox/s | "
-                "chunk read ms | fit s | teacher / student bits/coef | held-out saving |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "chunk read ms | fit s | teacher / student bits/coef | held-out saving | post-filter (held-out) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in vol["rows"]:
             bits = (f"{r['teacher_bits']:.4f} / {r['student_bits']:.4f}" if "teacher_bits" in r else "-")
             held = "-" if "kept" not in r else (f"{r['held_out_saving_pct']:.1f} %" if r["kept"] else "dropped")
@@ -199,7 +222,8 @@ def report(results: dict[str, Any]) -> str:
             out.append(
                 f"| {r['row']} | {r['target']}x | {r['ratio']:.2f} | {r['bpv']:.4f} | {r['psnr']:.2f} | "
                 f"{r['ssim']:.4f} | {r['encode_mvox_s']:.2f} | {_fmt(after, '.2f')} | {r['decode_mvox_s']:.2f} | "
-                f"{_fmt(r.get('chunk_decode_ms'), '.0f')} | {_fmt(r.get('fit_s'), '.1f')} | {bits} | {held} |"
+                f"{_fmt(r.get('chunk_decode_ms'), '.0f')} | {_fmt(r.get('fit_s'), '.1f')} | {bits} | {held} | "
+                f"{r.get('filter', '-')} |"
             )
         out += ["", "| learned vs | BD-rate | BD-PSNR |", "|---|---|---|"]
         for k, v in vol["bd"].items():
@@ -221,13 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--codecs", default="jpegxl,x265", help="baselines (comma-separated; empty for none)")
     p.add_argument("--out", help="output folder (default benchmarks/results/, with --quick a temp folder)")
     p.add_argument("--baselines-from", help="reuse the baseline rows of an earlier learned_coder.json (same data)")
+    p.add_argument("--reuse", default="", help="OLD:NEW,... also take that run's streamcomp row OLD as row NEW")
     args = p.parse_args(argv)
+    pairs = [item.split(":") for item in args.reuse.split(",") if item]
+    if any(len(pair) != 2 for pair in pairs) or (pairs and not args.baselines_from):
+        raise SystemExit("--reuse takes OLD:NEW,... row names and needs --baselines-from")
     volumes = [v for v in args.volumes.split(",") if v]
     unknown = [v for v in volumes if v not in ABLATION_RATIO]
     if unknown:
         raise SystemExit(f"unknown volume(s) {unknown}; choose from {sorted(ABLATION_RATIO)}")
     codecs = [c for c in args.codecs.split(",") if c]
-    results = run_study(volumes, codecs, args.quick, args.bundled, args.baselines_from)
+    results = run_study(volumes, codecs, args.quick, args.bundled, args.baselines_from, dict(pairs))
     out = Path(args.out) if args.out else (
         Path(tempfile.gettempdir()) / "streamcomp-bench" if args.quick else RESULTS
     )

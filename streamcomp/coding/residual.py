@@ -19,7 +19,7 @@ no descriptors: every coefficient's distribution comes from the model and its de
 and the rate control bisects on the model's ideal code length, coding the ANS stream once.
 
 Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric
-extension, learned model), uint8 symbol range bits, one descriptor per subband unless the learned
+extension, learned model, post-filter), uint8 symbol range bits, one descriptor per subband unless the learned
 flag is set (0: all zero, none stored; a scale code; or 255 and one scale code per context
 class), then one ANS stream.
 """
@@ -54,6 +54,7 @@ _PLANAR = 0x80  # flag in the levels byte
 _LAYOUT = 0x40  # flags in the levels byte: context-coded bands and the symmetric-extension
 _SYMMETRIC = 0x20  # transform; a section lacking either predates them
 _LEARNED = 0x10  # flag in the levels byte: bands coded under the array's learned context model
+_FILTERED = 0x08  # flag in the levels byte: the array's post-filter applies to this chunk
 UNDERFILLED = 0.9  # a learned section this far under its budget is checked against the hand-set models
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 _CONTEXT = NO_SCALE  # band descriptor: per-context-group scale codes follow
@@ -331,6 +332,16 @@ def step_of(data: bytes) -> tuple[float, bool]:
     return float(np.log2(step)), bool(levels & _PLANAR)
 
 
+def mark_filtered(data: bytes) -> bytes:
+    """``data`` with its flag saying the array's post-filter applies to it set."""
+    return data[:4] + bytes([data[4] | _FILTERED]) + data[5:]
+
+
+def is_filtered(data: bytes) -> bool:
+    """Whether the array's post-filter applies to this coded residual section."""
+    return len(data) >= _HEAD.size and bool(data[4] & _FILTERED)
+
+
 def min_residual_bytes(shape: tuple[int, ...]) -> int:
     """Size of an all-zero residual: the header alone (the planar transform has fewer subbands)."""
     shape = tuple(shape)
@@ -365,7 +376,7 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
         )
     planar = bool(stored_levels & _PLANAR)
     levels = levels_for(shape, planar)
-    flags = _PLANAR | _LAYOUT | _SYMMETRIC | _LEARNED
+    flags = _PLANAR | _LAYOUT | _SYMMETRIC | _LEARNED | _FILTERED
     if stored_levels & ~flags != levels or not (np.isfinite(step) and step > 0) or bits > 30:
         raise ChunkFormatError("residual section has an invalid header")
     band_shapes = subband_shapes(shape, levels, planar)

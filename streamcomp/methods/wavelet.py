@@ -11,19 +11,33 @@ side information; every chunk still decodes on its own.
 The fit judges itself on held-out sample chunks at the run's rate: when the learned model does not
 code them in fewer bytes than the hand-set per-chunk models (its stored bytes counted), it is
 dropped, nothing is stored and chunks use the hand-set models (``entropy=context`` forces that).
+
+A post-filter (:mod:`streamcomp.models.postfilter`), trained on the same sample decoded at its
+rate, then corrects what the quantizer left; it is kept only when the held-out chunks gain more
+than its stored bytes would have bought, and each chunk's section says whether it applies (the
+encoder checks the chunk against its original). ``filter_channels=0`` leaves it out.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import struct
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from streamcomp.coding.context_model import ContextModel
-from streamcomp.coding.residual import ResidualCoder, decode_residual, encode_residual, min_residual_bytes, step_of
+from streamcomp.coding.residual import (
+    ResidualCoder,
+    decode_residual,
+    encode_residual,
+    is_filtered,
+    mark_filtered,
+    min_residual_bytes,
+    step_of,
+)
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods.base import FitTargets, Method, Params, Target, encode_only
 
@@ -31,6 +45,13 @@ logger = logging.getLogger(__name__)
 ENTROPY = ("learned", "context")
 STEP_SPREAD = (-0.5, 0.0, 0.5)  # log2 offsets around each sample's step the model learns from
 DEFAULT_LOG2_STEP = -6.0  # a sample's step when the fit is given no target
+# Shared state holding a post-filter: magic, context model length, the model, then the filter.
+# A state without the filter is the context model alone (or empty), as arrays stored it before.
+_STATE = struct.Struct("<4sI")
+_STATE_MAGIC = b"SCWF"
+DB_PER_BIT = 20 * math.log10(2)  # what one more bit per voxel buys at high rate
+FILTER_VOXELS_PER_STEP = 4096  # the filter trains one step per this many voxels of the array, up to filter_steps
+FILTER_MAX_GAIN_DB = 1.0  # more than a post-filter has gained anywhere: arrays whose share costs more skip it
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,9 @@ class WaveletParams(Params):
     distill: float = encode_only(0.5)
     held_out: int = encode_only(4)
     seed: int = encode_only(0)
+    filter_channels: int = encode_only(8)
+    filter_steps: int = encode_only(1500)
+    filter_lr: float = encode_only(3e-3)
 
     def __post_init__(self) -> None:
         if self.entropy not in ENTROPY:
@@ -52,6 +76,11 @@ class WaveletParams(Params):
             raise InputError("hidden and teacher_hidden must be at least 1")
         if not 0 <= self.distill <= 1:
             raise InputError(f"distill must be in [0, 1], got {self.distill!r}")
+        if not 0 <= self.filter_channels <= 64 or self.filter_steps < 0:
+            raise InputError(
+                f"filter_channels must be in [0, 64] (0: no post-filter) and filter_steps >= 0, got "
+                f"{self.filter_channels!r}, {self.filter_steps!r}"
+            )
 
 
 class WaveletMethod(Method):
@@ -66,30 +95,49 @@ class WaveletMethod(Method):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self.model: ContextModel | None = None
+        self.filter = None  # the array's PostFilter, when it has one
         self._blob: bytes | None = None if self.needs_fit() else b""
+        self._filter_blob = b""
 
     def needs_fit(self) -> bool:
-        return self.params.entropy == "learned"
+        return self.params.entropy == "learned" or self.params.filter_channels > 0
 
     def fit_note(self) -> str:
-        return "chunks are coded under the hand-set per-chunk context models (entropy=context)"
+        return "chunks are coded under the hand-set per-chunk context models (entropy=context), without a post-filter"
 
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
         """Fit the context model on ``samples`` quantized near the steps their targets need; keep it
-        only if it codes the held-out samples in fewer bytes, its own bytes counted."""
-        from streamcomp.coding.fit_context import StatsCollector, fit_context_model
-
+        only if it codes the held-out samples in fewer bytes, its own bytes counted. Then the same
+        for the post-filter, judged in dB against what its bytes would buy."""
         if not self.needs_fit():
             return []
         if not samples:
-            raise InputError("wavelet needs at least one non-constant chunk to learn its context model from")
-        start = time.perf_counter()
+            raise InputError("wavelet needs at least one non-constant chunk to learn its shared state from")
         p = self.params
         steps = [self._sample_step(s, None if targets is None else targets.targets[i]) for i, s in enumerate(samples)]
         # Every fourth sample (up to held_out) is kept out of the fit to judge it: spread over the
         # sample rather than its tail, which is often the array's thin edge chunks.
         held = set(range(3, len(samples), 4)[: p.held_out])
         fit = [i for i in range(len(samples)) if i not in held]
+        # Too few samples to hold any out: judged on what it was fitted on (which flatters the
+        # model, but on such small arrays its own bytes decide).
+        judged = sorted(held) or fit
+        what = "held-out" if held else "sample"
+        data_voxels = (targets.data_chunks if targets is not None else len(samples)) * max(b.size for b in samples)
+        self.filter, self._filter_blob = None, b""
+        self._use(None)
+        notes = []
+        if p.entropy == "learned":
+            notes += self._fit_model(samples, steps, fit, judged, data_voxels, what)
+        if p.filter_channels:
+            notes += self._fit_filter(samples, steps, fit, judged, data_voxels, what)
+        return notes
+
+    def _fit_model(self, samples, steps, fit: list[int], judged: list[int], data_voxels: int, what: str) -> list[str]:
+        from streamcomp.coding.fit_context import StatsCollector, fit_context_model
+
+        start = time.perf_counter()
+        p = self.params
         collector = StatsCollector()
         for i in fit:
             log2_step, planar = steps[i]
@@ -101,21 +149,74 @@ class WaveletMethod(Method):
             collector.stats(), p.hidden, p.teacher_hidden, p.teacher_steps, p.student_steps, p.distill, p.seed, p.lr
         )
         self._use(fitted.student)
-        notes = [
+        note = (
             f"context model fitted in {time.perf_counter() - start:.1f} s on {len(fit)} sample chunks: "
             f"{fitted.teacher_bits:.4f} bits/coefficient (teacher, {p.teacher_hidden}x2 hidden), "
             f"{fitted.student_bits:.4f} (stored student, {p.hidden} hidden, {len(self._blob)} bytes)"
-        ]
-        # Too few samples to hold any out: judged on what it was fitted on (which flatters the model,
-        # but on such small arrays its own bytes decide).
-        judged = sorted(held) or fit
-        data_chunks = targets.data_chunks if targets is not None else len(samples)
-        full = max(block.size for block in samples)
-        notes.append(self._judge(
-            [samples[i] for i in judged], [steps[i] for i in judged], data_chunks * full,
-            "held-out" if held else "sample",
-        ))
-        return notes
+        )
+        return [note, self._judge([samples[i] for i in judged], [steps[i] for i in judged], data_voxels, what)]
+
+    def _fit_filter(self, samples, steps, fit: list[int], judged: list[int], data_voxels: int, what: str) -> list[str]:
+        """Train the post-filter on the fit samples decoded at their steps; keep it if the judged
+        chunks (each filtered only where that helps, as encode does) gain more dB than its stored
+        bytes would have bought them as a finer step, at the rate-distortion slope measured there."""
+        from streamcomp.models import postfilter
+
+        start = time.perf_counter()
+        p = self.params
+        # Serial sections coded one by one barely correlate: in-plane kernels there.
+        depth = 1 if 2 * sum(steps[i][1] for i in fit) > len(fit) else 3
+        size = math.ceil(len(postfilter.PostFilter(depth, p.filter_channels).to_bytes()) * 4 / 3)  # base64
+        # At high rate a bit per voxel buys DB_PER_BIT, and less than anywhere else: a share that
+        # costs more than a filter ever gained is not worth training.
+        if DB_PER_BIT * 8 * size / max(data_voxels, 1) >= FILTER_MAX_GAIN_DB:
+            return [f"post-filter skipped: its {size} stored bytes are too many for this small array"]
+        # A small array is not worth a long fit: the training grows with the array, up to the cap.
+        train_steps = min(p.filter_steps, math.ceil(data_voxels / FILTER_VOXELS_PER_STEP))
+        pairs = {i: self._decoded_pair(samples[i], *steps[i]) for i in sorted({*fit, *judged})}
+        net = postfilter.fit([pairs[i] for i in fit], depth, p.filter_channels, train_steps, p.filter_lr, p.seed)
+        before = after = 0.0
+        used = 0
+        for i in judged:
+            pair = pairs[i]
+            base = float(np.sum((pair.decoded - pair.original) ** 2))
+            filtered = float(np.sum((postfilter.apply(net, pair.decoded, pair.step) - pair.original) ** 2))
+            before += base
+            after += min(base, filtered)
+            used += filtered < base
+        gain = 10 * math.log10(before / after) if after > 0 else 0.0
+        share = size * sum(samples[i].size for i in judged) / max(data_voxels, 1)
+        cost = share * self._db_per_byte([samples[i] for i in judged], [steps[i] for i in judged])
+        head = (
+            f"post-filter ({p.filter_channels} channels, {depth}x3x3 kernels, {size} stored bytes) trained "
+            f"{train_steps} steps in {time.perf_counter() - start:.1f} s on {len(fit)} sample chunks: {gain:+.2f} dB "
+            f"on {len(judged)} {what} chunks ({used} filtered); its bytes would have bought them {cost:.2f} dB"
+        )
+        if gain <= cost:
+            return [head + ": dropped"]
+        self.filter, self._filter_blob = net, net.to_bytes()
+        self._blob = self._state()
+        return [head + ": kept"]
+
+    def _db_per_byte(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]]) -> float:
+        """PSNR gained per byte by ``blocks`` coded a half step finer than ``steps``: the slope that
+        prices the filter's bytes (steeper than DB_PER_BIT at low rates)."""
+        bytes_, errors = np.zeros(2), np.zeros(2)
+        for block, (log2_step, planar) in zip(blocks, steps, strict=True):
+            coder = ResidualCoder(block, planar, self.model)
+            for k, offset in enumerate((0.0, -0.5)):
+                data, decoded = coder.code(log2_step + offset)
+                bytes_[k] += len(data)
+                errors[k] += float(np.sum((decoded - block) ** 2))
+        if errors[1] <= 0 or bytes_[1] <= bytes_[0]:
+            return DB_PER_BIT * 8 / sum(b.size for b in blocks)
+        return 10 * math.log10(errors[0] / errors[1]) / (bytes_[1] - bytes_[0])
+
+    def _decoded_pair(self, block: np.ndarray, log2_step: float, planar: bool):
+        from streamcomp.models.postfilter import Pair
+
+        data, decoded = ResidualCoder(block, planar, self.model).code(log2_step)
+        return Pair(decoded.astype(np.float32), np.asarray(block, np.float32), 2.0 ** step_of(data)[0])
 
     @staticmethod
     def _sample_step(block: np.ndarray, target: Target | None) -> tuple[float, bool]:
@@ -147,7 +248,13 @@ class WaveletMethod(Method):
 
     def _use(self, model: ContextModel | None) -> None:
         self.model = model
-        self._blob = b"" if model is None else model.to_bytes()
+        self._blob = self._state()
+
+    def _state(self) -> bytes:
+        model = b"" if self.model is None else self.model.to_bytes()
+        if not self._filter_blob:
+            return model
+        return _STATE.pack(_STATE_MAGIC, len(model)) + model + self._filter_blob
 
     def shared_state(self) -> bytes:
         if self._blob is None:
@@ -155,6 +262,18 @@ class WaveletMethod(Method):
         return self._blob
 
     def load_shared_state(self, blob: bytes) -> None:
+        self.filter, self._filter_blob = None, b""
+        if blob[: len(_STATE_MAGIC)] == _STATE_MAGIC:
+            from streamcomp.models.postfilter import PostFilter
+
+            if len(blob) < _STATE.size:
+                raise ChunkFormatError("wavelet shared state is shorter than its header")
+            _, length = _STATE.unpack_from(blob, 0)
+            if _STATE.size + length > len(blob):
+                raise ChunkFormatError("wavelet shared state is shorter than its context model says")
+            self._filter_blob = blob[_STATE.size + length :]
+            self.filter = PostFilter.from_bytes(self._filter_blob)
+            blob = blob[_STATE.size : _STATE.size + length]
         self._use(ContextModel.from_bytes(blob) if blob else None)
 
     def min_payload_bytes(self, shape: tuple[int, ...]) -> int:
@@ -163,10 +282,24 @@ class WaveletMethod(Method):
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         if self._blob is None:
             raise InputError("wavelet needs its shared state: fit_shared() or a codec configuration")
-        data, _ = encode_residual(block, budget=target.budget_bytes, max_mse=target.max_mse, model=self.model)
+        data, decoded = encode_residual(block, budget=target.budget_bytes, max_mse=target.max_mse, model=self.model)
+        if self.filter is not None:
+            from streamcomp.models.postfilter import apply
+
+            original = np.asarray(block, np.float32)
+            filtered = apply(self.filter, decoded.astype(np.float32), 2.0 ** step_of(data)[0])
+            if np.sum((filtered - original) ** 2) < np.sum((decoded - original) ** 2):
+                data = mark_filtered(data)
         return [data]
 
     def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
         if len(sections) != 1:
             raise ChunkFormatError("wavelet chunk must have one section")
-        return decode_residual(sections[0], tuple(shape), self.model)
+        decoded = decode_residual(sections[0], tuple(shape), self.model)
+        if not is_filtered(sections[0]):
+            return decoded
+        if self.filter is None:
+            raise ChunkFormatError("wavelet chunk asks for a post-filter the array does not carry")
+        from streamcomp.models.postfilter import apply
+
+        return apply(self.filter, decoded.astype(np.float32), 2.0 ** step_of(sections[0])[0])
