@@ -172,3 +172,17 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
         f"assert np.array_equal(a, np.load({str(tmp_path / 'in_process.npy')!r})); print('ok')"
     )
     assert fresh.returncode == 0 and "ok" in fresh.stdout, fresh.stderr
+
+
+def test_in_plane_kernels_run_as_2d_convolutions_with_the_3d_result():
+    torch.manual_seed(0)
+    net = postfilter.PostFilter(1, 4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+        x = torch.randn(2, 1, 5, 20, 24)
+        h = x
+        for i, conv in enumerate(net.convs):
+            h = conv(h)
+            h = torch.nn.functional.leaky_relu(h, 0.1) if i < len(net.convs) - 1 else h
+        assert torch.allclose(net(x), h, atol=1e-5)
