@@ -13,9 +13,10 @@ code them in fewer bytes than the hand-set per-chunk models (its stored bytes co
 dropped, nothing is stored and chunks use the hand-set models (``entropy=context`` forces that).
 
 A post-filter (:mod:`streamcomp.models.postfilter`), trained on the same sample decoded at its
-rate, then corrects what the quantizer left; it is kept only when the held-out chunks gain more
-than its stored bytes would have bought, and each chunk's section says whether it applies (the
-encoder checks the chunk against its original). ``filter_channels=0`` leaves it out.
+rate, then corrects what the quantizer left; it is kept only when the held-out chunks, coded in
+their budgets less its share of bytes and filtered, beat them coded without it, and each chunk's
+section says whether it applies (the encoder checks the chunk against its original). Runs that
+target an error rather than a size skip it; ``filter_channels=0`` leaves it out.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ _STATE = struct.Struct("<4sI")
 _STATE_MAGIC = b"SCWF"
 DB_PER_BIT = 20 * math.log10(2)  # what one more bit per voxel buys at high rate
 FILTER_VOXELS_PER_STEP = 4096  # the filter trains one step per this many voxels of the array, up to filter_steps
-FILTER_MAX_GAIN_DB = 1.0  # more than a post-filter has gained anywhere: arrays whose share costs more skip it
+FILTER_MAX_GAIN_DB = 3.0  # more than the post-filter gained anywhere: a share of bytes costing more skips it
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,12 @@ class WaveletMethod(Method):
         if p.entropy == "learned":
             notes += self._fit_model(samples, steps, fit, judged, data_voxels, what)
         if p.filter_channels:
-            notes += self._fit_filter(samples, steps, fit, judged, data_voxels, what)
+            budgets = [t.budget_bytes for t in targets.targets] if targets is not None else []
+            if budgets and all(b is not None for b in budgets):
+                notes += self._fit_filter(samples, steps, budgets, fit, judged, data_voxels, what)
+            else:
+                # The rate control meets an error target without the filter: it would only add bytes.
+                notes.append("post-filter skipped: the run targets an error, not a size")
         return notes
 
     def _fit_model(self, samples, steps, fit: list[int], judged: list[int], data_voxels: int, what: str) -> list[str]:
@@ -156,10 +162,14 @@ class WaveletMethod(Method):
         )
         return [note, self._judge([samples[i] for i in judged], [steps[i] for i in judged], data_voxels, what)]
 
-    def _fit_filter(self, samples, steps, fit: list[int], judged: list[int], data_voxels: int, what: str) -> list[str]:
+    def _fit_filter(
+        self, samples, steps, budgets: list[int], fit: list[int], judged: list[int], data_voxels: int, what: str
+    ) -> list[str]:
         """Train the post-filter on the fit samples decoded at their steps; keep it if the judged
-        chunks (each filtered only where that helps, as encode does) gain more dB than its stored
-        bytes would have bought them as a finer step, at the rate-distortion slope measured there."""
+        chunks, coded in their budgets less the filter's share of bytes and filtered where that
+        helps (as encode does), come out closer to their originals than at their whole budgets
+        without it: the held-out run of the decision itself, so no rate-distortion model can
+        misprice the bytes at low rates."""
         from streamcomp.models import postfilter
 
         start = time.perf_counter()
@@ -168,49 +178,43 @@ class WaveletMethod(Method):
         depth = 1 if 2 * sum(steps[i][1] for i in fit) > len(fit) else 3
         size = math.ceil(len(postfilter.PostFilter(depth, p.filter_channels).to_bytes()) * 4 / 3)  # base64
         # At high rate a bit per voxel buys DB_PER_BIT, and less than anywhere else: a share that
-        # costs more than a filter ever gained is not worth training.
+        # costs more than a filter ever gained is not worth coding the judged chunks for.
         if DB_PER_BIT * 8 * size / max(data_voxels, 1) >= FILTER_MAX_GAIN_DB:
             return [f"post-filter skipped: its {size} stored bytes are too many for this small array"]
+        # The judged chunks at their whole budgets, and at their budgets less the filter's share.
+        without, reduced = 0.0, []
+        for i in judged:
+            original = np.asarray(samples[i], np.float32)
+            _, whole = encode_residual(samples[i], budget=budgets[i], model=self.model)
+            share = math.ceil(size * samples[i].size / max(data_voxels, 1))
+            data, less = encode_residual(samples[i], budget=max(budgets[i] - share, 0), model=self.model)
+            without += float(np.sum((whole - original) ** 2))
+            reduced.append((original, less.astype(np.float32), 2.0 ** step_of(data)[0]))
+        loss = 10 * math.log10(sum(float(np.sum((r[1] - r[0]) ** 2)) for r in reduced) / without) if without else 0.0
+        if loss >= FILTER_MAX_GAIN_DB:
+            return [f"post-filter skipped: its {size} stored bytes would cost the {what} chunks {loss:.2f} dB"]
         # A small array is not worth a long fit: the training grows with the array, up to the cap.
         train_steps = min(p.filter_steps, math.ceil(data_voxels / FILTER_VOXELS_PER_STEP))
-        pairs = {i: self._decoded_pair(samples[i], *steps[i]) for i in sorted({*fit, *judged})}
-        net = postfilter.fit([pairs[i] for i in fit], depth, p.filter_channels, train_steps, p.filter_lr, p.seed)
-        before = after = 0.0
+        pairs = [self._decoded_pair(samples[i], *steps[i]) for i in fit]
+        net = postfilter.fit(pairs, depth, p.filter_channels, train_steps, p.filter_lr, p.seed)
+        with_filter = 0.0
         used = 0
-        for i in judged:
-            pair = pairs[i]
-            base = float(np.sum((pair.decoded - pair.original) ** 2))
-            filtered = float(np.sum((postfilter.apply(net, pair.decoded, pair.step) - pair.original) ** 2))
-            before += base
-            after += min(base, filtered)
+        for original, less, step in reduced:
+            base = float(np.sum((less - original) ** 2))
+            filtered = float(np.sum((postfilter.apply(net, less, step) - original) ** 2))
+            with_filter += min(base, filtered)
             used += filtered < base
-        gain = 10 * math.log10(before / after) if after > 0 else 0.0
-        share = size * sum(samples[i].size for i in judged) / max(data_voxels, 1)
-        cost = share * self._db_per_byte([samples[i] for i in judged], [steps[i] for i in judged])
+        gain = 10 * math.log10(without / with_filter) if with_filter > 0 and without > 0 else 0.0
         head = (
             f"post-filter ({p.filter_channels} channels, {depth}x3x3 kernels, {size} stored bytes) trained "
             f"{train_steps} steps in {time.perf_counter() - start:.1f} s on {len(fit)} sample chunks: {gain:+.2f} dB "
-            f"on {len(judged)} {what} chunks ({used} filtered); its bytes would have bought them {cost:.2f} dB"
+            f"on {len(judged)} {what} chunks coded in their budgets less its share ({used} filtered)"
         )
-        if gain <= cost:
+        if gain <= 0:
             return [head + ": dropped"]
         self.filter, self._filter_blob = net, net.to_bytes()
         self._blob = self._state()
         return [head + ": kept"]
-
-    def _db_per_byte(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]]) -> float:
-        """PSNR gained per byte by ``blocks`` coded a half step finer than ``steps``: the slope that
-        prices the filter's bytes (steeper than DB_PER_BIT at low rates)."""
-        bytes_, errors = np.zeros(2), np.zeros(2)
-        for block, (log2_step, planar) in zip(blocks, steps, strict=True):
-            coder = ResidualCoder(block, planar, self.model)
-            for k, offset in enumerate((0.0, -0.5)):
-                data, decoded = coder.code(log2_step + offset)
-                bytes_[k] += len(data)
-                errors[k] += float(np.sum((decoded - block) ** 2))
-        if errors[1] <= 0 or bytes_[1] <= bytes_[0]:
-            return DB_PER_BIT * 8 / sum(b.size for b in blocks)
-        return 10 * math.log10(errors[0] / errors[1]) / (bytes_[1] - bytes_[0])
 
     def _decoded_pair(self, block: np.ndarray, log2_step: float, planar: bool):
         from streamcomp.models.postfilter import Pair
