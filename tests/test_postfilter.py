@@ -143,6 +143,14 @@ def test_a_small_array_skips_the_filter_without_training():
     assert method.filter is None and method.shared_state() == b""
 
 
+def test_a_run_that_targets_an_error_skips_the_filter(ct_pairs):
+    """Its rate control meets the error without the filter, which would then only add bytes."""
+    method = method_class("wavelet")(**FAST)
+    samples = [p.original for p in ct_pairs[:4]]
+    notes = method.fit_shared(samples, FitTargets(tuple([Target(max_mse=1e-3)] * 4), 64))
+    assert "targets an error" in notes[-1] and method.filter is None and method.shared_state() == b""
+
+
 def test_filter_parameters_are_checked():
     with pytest.raises(InputError, match="filter_channels"):
         method_class("wavelet")(filter_channels=65)
