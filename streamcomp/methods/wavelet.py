@@ -108,8 +108,8 @@ class WaveletMethod(Method):
 
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
         """Fit the context model on ``samples`` quantized near the steps their targets need; keep it
-        only if it codes the held-out samples in fewer bytes, its own bytes counted. Then the same
-        for the post-filter, judged in dB against what its bytes would buy."""
+        only if it codes the held-out samples in fewer bytes, its own bytes counted. Then the
+        post-filter, kept only if the held-out samples gain with it in budgets less its bytes."""
         if not self.needs_fit():
             return []
         if not samples:
@@ -134,6 +134,8 @@ class WaveletMethod(Method):
             budgets = [t.budget_bytes for t in targets.targets] if targets is not None else []
             if budgets and all(b is not None for b in budgets):
                 notes += self._fit_filter(samples, steps, budgets, fit, judged, data_voxels, what)
+            elif targets is None:
+                notes.append("post-filter skipped: the fit was given no byte budgets to judge it at")
             else:
                 # The rate control meets an error target without the filter: it would only add bytes.
                 notes.append("post-filter skipped: the run targets an error, not a size")
