@@ -32,6 +32,18 @@ def run_fresh_python(code: str, timeout: int = 300) -> subprocess.CompletedProce
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
 
 
+def assert_fresh_read_matches(store: str | Path, expected: np.ndarray, scratch: str | Path) -> None:
+    """A plain ``zarr`` read of ``store`` in a new interpreter (the codec registered by its entry
+    point alone) gives exactly ``expected``; ``scratch`` is a folder for the comparison file."""
+    path = Path(scratch) / f"expected_{Path(store).name}.npy"
+    np.save(path, expected)
+    proc = run_fresh_python(
+        f"import numpy as np, zarr; a = zarr.open_array({str(store)!r}, mode='r')[...]; "
+        f"print(bool(np.array_equal(a, np.load({str(path)!r}))))"
+    )
+    assert proc.returncode == 0 and proc.stdout.split() == ["True"], proc.stderr
+
+
 def local_stored_bytes(path: str | Path) -> int:
     """Every byte a local output holds (chunks and metadata documents), as the ratio counts them."""
     return stored_bytes(zarr.storage.LocalStore(str(path), read_only=True), "")

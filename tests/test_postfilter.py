@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from helpers import SAMPLE, run_fresh_python
+from helpers import SAMPLE, assert_fresh_read_matches
 
 from streamcomp.api import compress
 from streamcomp.coding.residual import encode_residual, is_filtered, step_of
@@ -173,13 +173,8 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
     assert scores[8] > scores[0] + 0.15, scores
     meta = json.loads((tmp_path / "f8.zarr" / "zarr.json").read_text())
     assert meta["codecs"][0]["configuration"]["format_version"] == 4
-    np.save(tmp_path / "in_process.npy", zarr.open_array(str(tmp_path / "f8.zarr"), mode="r")[...])
-    fresh = run_fresh_python(
-        "import numpy as np, zarr; "
-        f"a = zarr.open_array({str(tmp_path / 'f8.zarr')!r}, mode='r')[...]; "
-        f"assert np.array_equal(a, np.load({str(tmp_path / 'in_process.npy')!r})); print('ok')"
-    )
-    assert fresh.returncode == 0 and "ok" in fresh.stdout, fresh.stderr
+    store = tmp_path / "f8.zarr"
+    assert_fresh_read_matches(store, zarr.open_array(str(store), mode="r")[...], tmp_path)
 
 
 def test_in_plane_kernels_run_as_2d_convolutions_with_the_3d_result():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from helpers import local_stored_bytes, run_fresh_python
+from helpers import assert_fresh_read_matches, local_stored_bytes
 
 from streamcomp.api import compress
 from streamcomp.errors import ChunkFormatError, InputError
@@ -114,11 +114,7 @@ def test_sr_round_trips_through_plain_zarr_in_a_fresh_process_3d_and_4d(save, tm
         assert abs(volume.nbytes / local_stored_bytes(dst) - ratio) / ratio < 0.05
         here = zarr.open_array(str(dst), mode="r")[...]
         assert here.shape == volume.shape and here.dtype == volume.dtype and result.method == "sr"
-        np.save(tmp_path / f"{name}_here.npy", here)
-        code = (f"import zarr, numpy as np; a = zarr.open_array({str(dst)!r}, mode='r')[...]; "
-                f"print(bool(np.array_equal(a, np.load({str(tmp_path / f'{name}_here.npy')!r}))))")
-        proc = run_fresh_python(code)
-        assert proc.returncode == 0 and proc.stdout.split() == ["True"], proc.stderr
+        assert_fresh_read_matches(dst, here, tmp_path)
         assert psnr(volume, here) > psnr(volume, np.full(volume.shape, volume.mean())) + 3
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import zarr
-from helpers import run_fresh_python
+from helpers import assert_fresh_read_matches
 
 from streamcomp.api import compress
 from streamcomp.coding.context_model import ContextModel, buckets
@@ -145,13 +145,8 @@ def test_compress_beats_the_hand_set_models_and_reads_back_with_plain_zarr(ct_la
     assert scores["learned"] > scores["context"] + 0.3
     meta = json.loads((tmp_path / "learned.zarr" / "zarr.json").read_text())
     assert meta["codecs"][0]["configuration"]["shared"]  # the model travels with the array
-    np.save(tmp_path / "in_process.npy", zarr.open_array(str(tmp_path / "learned.zarr"), mode="r")[...])
-    fresh = run_fresh_python(
-        "import numpy as np, zarr; "
-        f"a = zarr.open_array({str(tmp_path / 'learned.zarr')!r}, mode='r')[...]; "
-        f"assert np.array_equal(a, np.load({str(tmp_path / 'in_process.npy')!r})); print('ok')"
-    )
-    assert fresh.returncode == 0 and "ok" in fresh.stdout, fresh.stderr
+    store = tmp_path / "learned.zarr"
+    assert_fresh_read_matches(store, zarr.open_array(str(store), mode="r")[...], tmp_path)
 
 
 def test_4d_series_round_trip(mri4d, save, tmp_path):
