@@ -238,7 +238,8 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
     data = plan.indices("data")
     n_const = plan.count("constant")
     available = plan.raw_bytes / ratio - meta_bytes - n_const * const_cost
-    floor = min_payload + header_size(ndim, 3)
+    frame = header_size(ndim, 3)
+    floor = min_payload + frame
     need = len(data) * floor
     if available < need:
         best = plan.raw_bytes / (meta_bytes + n_const * const_cost + need)
@@ -249,7 +250,9 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
         )
     weights = np.where(np.isnan(plan.weights[data]), plan.voxels(data), plan.weights[data])
     plan.budgets[:] = -1
-    plan.budgets[data] = _share(available, weights, floor)
+    # Every chunk pays its frame header whatever its size; only the payload is split by weight, so
+    # a thin edge chunk is not left a header with almost nothing to code.
+    plan.budgets[data] = frame + _share(available - len(data) * frame, weights, min_payload)
 
 
 def _share(total: float, weights: np.ndarray, floor: float) -> np.ndarray:

@@ -66,11 +66,12 @@ def test_equal_chunks_share_what_the_metadata_leaves_equally(em):
     assert budgets(plan) == [7692, 7692]
 
 
-def test_edge_chunks_get_their_voxel_share(em):
+def test_edge_chunks_pay_their_header_and_get_their_voxel_share_of_the_rest(em):
     plan = plan_in_process(volume(em, "de"), CHUNK)
     assert [it.voxels for it in plan.items] == [65536, 32768]
     assign_budgets(plan, 8, 288, 64)
-    assert budgets(plan) == [8000, 4000]  # 98304 / 8 - 288 = 12000, split 2:1
+    # 98304 / 8 - 288 = 12000: two frame headers, the other 11868 split 2:1
+    assert budgets(plan) == [FRAMED + 7912, FRAMED + 3956] == [7978, 4022]
 
 
 def test_constant_chunks_pay_their_header_and_fill_chunks_nothing(em):
@@ -95,7 +96,7 @@ def test_budgets_land_the_ratio_to_within_a_byte_per_chunk(em):
 def test_weights_replace_voxel_counts():
     plan = weighted_plan([3.0, 1.0])
     assign_budgets(plan, 8, 1000, 64)
-    assert budgets(plan) == [11538, 3846]  # 15384 split 3:1
+    assert budgets(plan) == [FRAMED + 11439, FRAMED + 3813]  # 15384 less two headers, split 3:1
     plan = weighted_plan([None, None])  # no weight: the voxel count, an equal split here
     assign_budgets(plan, 8, 1000, 64)
     assert budgets(plan) == [7692, 7692]
@@ -109,11 +110,12 @@ def test_unusable_weights_fall_back_to_an_equal_split(weights):
 
 
 def test_water_filling_pins_small_shares_to_the_floor_until_none_is_left_below():
-    """Floor 1000 bytes; 196608 / 8 - 576 = 24000 to share by weights 1 : 4.2 : 94.8.
+    """Floor 1000 bytes (a 934-byte payload and its header); 196608 / 8 - 576 = 24000, of which
+    three headers leave 23802 of payload to share by weights 1 : 4 : 95.
 
-    Proportional shares are 240, 1008 and 22752: the first is pinned to the floor, and re-split,
-    the second drops to 23000 * 4.2 / 99 = 976 < 1000, so a second round pins it too."""
-    plan = weighted_plan([1.0, 4.2, 94.8])
+    Proportional payloads are 238, 952 and 22612: the first is pinned to the floor, and re-split,
+    the second drops to 22868 * 4 / 99 = 924 < 934, so a second round pins it too."""
+    plan = weighted_plan([1.0, 4.0, 95.0])
     min_payload = 1000 - FRAMED
     assign_budgets(plan, 8, 576, min_payload)
     assert budgets(plan) == [1000, 1000, 22000]
