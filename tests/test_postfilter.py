@@ -3,6 +3,7 @@ slabs exactly as in one pass, lowers the error of real CT chunks it never saw, i
 by its judgement, and arrays that use it decode through plain zarr in a fresh process."""
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from helpers import SAMPLE, assert_fresh_read_matches
 from streamcomp.api import compress
 from streamcomp.coding.residual import encode_residual, is_filtered, step_of
 from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.format.frame import FORMAT_VERSION
 from streamcomp.methods import method_class
 from streamcomp.methods.base import FitTargets, Target
 from streamcomp.metrics import psnr
@@ -50,33 +52,54 @@ def _sse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum((a - b) ** 2))
 
 
-def test_an_untrained_filter_changes_nothing_and_survives_its_bytes():
-    x = np.random.default_rng(0).normal(size=(5, 20, 24)).astype(np.float32)
-    net = postfilter.PostFilter(3, 4)
-    assert np.array_equal(postfilter.apply(net, x, 0.1), x)
+def _randomized(depth: int, channels: int, std: float) -> postfilter.PostFilter:
+    net = postfilter.PostFilter(depth, channels)
     with torch.no_grad():
         for p in net.parameters():
-            p.normal_(0, 0.1)
-    again = postfilter.PostFilter.from_bytes(net.to_bytes())
-    # Stored in half precision: the reloaded filter is the same to within its rounding.
-    assert np.allclose(postfilter.apply(again, x, 0.1), postfilter.apply(net, x, 0.1), atol=1e-3)
+            p.normal_(0, std)
+    return net
+
+
+def test_an_untrained_filter_changes_nothing_and_survives_its_bytes():
+    x = np.random.default_rng(0).normal(size=(5, 20, 24)).astype(np.float32)
+    assert np.array_equal(postfilter.apply(postfilter.PostFilter(3, 4), x, 0.1), x)
+    net = _randomized(3, 4, 0.1)
     blob = net.to_bytes()
+    # int8 weights with a float16 scale per output channel, float16 biases.
+    weights = sum(p.numel() for p in net.parameters()) - 9
+    assert len(blob) == 7 + weights + 4 * 9
+    again = postfilter.PostFilter.from_bytes(blob)
+    assert again.to_bytes() == blob  # what a decoder rebuilds is what the encoder judged with
+    assert np.array_equal(postfilter.apply(again, x, 0.1), postfilter.apply(net.stored(), x, 0.1))
+    exact = postfilter.apply(net, x, 0.1) - x
+    assert np.abs(postfilter.apply(again, x, 0.1) - x - exact).max() < 0.02 * np.abs(exact).max()
     with pytest.raises(ChunkFormatError, match="expected"):
         postfilter.PostFilter.from_bytes(blob[:-2])
     with pytest.raises(ChunkFormatError, match="magic"):
         postfilter.PostFilter.from_bytes(b"XXXX" + blob[4:])
+    with pytest.raises(ChunkFormatError, match="upgrade streamcomp"):
+        postfilter.PostFilter.from_bytes(blob[:4] + bytes([9]) + blob[5:])
     with pytest.raises(ChunkFormatError, match="invalid"):
         postfilter.PostFilter.from_bytes(blob[:5] + bytes([2]) + blob[6:])
+
+
+def test_a_version_1_filter_still_decodes():
+    """Arrays written before the int8 format stored every parameter in float16."""
+    net = _randomized(1, 8, 0.2)
+    params = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).numpy()
+    old = struct.pack("<4sBBB", b"SCPF", 1, 1, 8) + params.astype("<f2").tobytes()
+    again = postfilter.PostFilter.from_bytes(old)
+    x = np.random.default_rng(2).normal(size=(4, 16, 16)).astype(np.float32)
+    reloaded = [p.detach().numpy().reshape(-1) for p in again.parameters()]
+    assert np.array_equal(np.concatenate(reloaded), params.astype(np.float16).astype(np.float32))
+    assert np.allclose(postfilter.apply(again, x, 0.5), postfilter.apply(net, x, 0.5), atol=2e-2)
 
 
 @pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("shape", [(40, 12, 16), (3, 37, 9, 11)])
 def test_slabs_give_what_one_pass_gives(depth, shape):
     torch.manual_seed(0)
-    net = postfilter.PostFilter(depth, 4)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.3)
+    net = _randomized(depth, 4, 0.3)
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     mean, spread = float(x.mean()), float(x.std()) + 0.05
     with torch.no_grad():
@@ -139,8 +162,24 @@ def test_a_small_array_skips_the_filter_without_training():
     method = method_class("wavelet")(entropy="context")
     blocks = [np.random.default_rng(i).random((4, 16, 16), np.float32) for i in range(4)]
     notes = method.fit_shared(blocks, FitTargets(tuple([Target(budget_bytes=256)] * 4), 4))
-    assert notes == [notes[0]] and "skipped" in notes[0]
+    assert [n[: n.index(" channels")] for n in notes] == ["post-filter (8", "post-filter (4"], notes
+    assert all("skipped: too many bytes" in n for n in notes)
     assert method.filter is None and method.shared_state() == b""
+
+
+def test_a_filter_too_big_for_the_array_is_tried_at_half_its_channels_and_judged_on_edge_chunks(ct_pairs):
+    """A one-chunk array (32768 voxels): the 8-channel filter's 3 KB would cost it more than any
+    filter gains, the 4-channel one's 0.9 KB would not. The thin chunk is judged, not trained on."""
+    method = method_class("wavelet")(**FAST)
+    samples = [p.original for p in ct_pairs[:4]] + [ct_pairs[4].original[:2]]
+    budgets = [s.size * 2 // 8 for s in samples]
+    notes = method.fit_shared(samples, FitTargets(tuple(Target(budget_bytes=b) for b in budgets), 1))
+    big, half = notes[-2:]
+    assert big.startswith("post-filter (8 channels") and "skipped: too many bytes" in big, notes
+    assert half.startswith("post-filter (4 channels") and "trained" in half, notes
+    # Chunk 3 is held out, chunk 4 (two sections) is the edge: trained on three, judged on two.
+    assert "on 3 sample chunks" in half and "on 2 held-out and edge chunks" in half, half
+    assert (method.filter is not None) == half.endswith("kept")
 
 
 def test_a_run_that_targets_an_error_skips_the_filter(ct_pairs):
@@ -172,17 +211,15 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
         scores[channels] = psnr(sample_em, decoded, peak=float(sample_em.max()) - float(sample_em.min()))
     assert scores[8] > scores[0] + 0.15, scores
     meta = json.loads((tmp_path / "f8.zarr" / "zarr.json").read_text())
-    assert meta["codecs"][0]["configuration"]["format_version"] == 4
+    assert meta["codecs"][0]["configuration"]["format_version"] == FORMAT_VERSION == 5
     store = tmp_path / "f8.zarr"
     assert_fresh_read_matches(store, zarr.open_array(str(store), mode="r")[...], tmp_path)
 
 
 def test_in_plane_kernels_run_as_2d_convolutions_with_the_3d_result():
     torch.manual_seed(0)
-    net = postfilter.PostFilter(1, 4)
+    net = _randomized(1, 4, 0.3)
     with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.3)
         x = torch.randn(2, 1, 5, 20, 24)
         h = x
         for i, conv in enumerate(net.convs):

@@ -46,7 +46,10 @@ ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
 _FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
 _HELD = re.compile(r"codes (-?[\d.]+) % fewer bytes|did not pay")
-_FILTER = re.compile(r"post-filter .*? in ([\d.]+) s .*?: ([-+][\d.]+) dB on .*?: (kept|dropped)|post-filter skipped")
+# One note per filter size tried: "post-filter (C channels, ...) trained ... in T s ...: G dB on ...: kept".
+_FILTER = re.compile(
+    r"post-filter \((\d+) channels.*?(?:in ([\d.]+) s .*?: ([-+][\d.]+) dB on .*?: (kept|dropped)|skipped)"
+)
 
 
 class _Notes(logging.Handler):
@@ -68,9 +71,12 @@ def _fit_report(lines: list[str]) -> dict[str, Any]:
     if m := _HELD.search(text):
         out["held_out_saving_pct"] = float(m[1]) if m[1] else None
         out["kept"] = m[1] is not None
-    if m := _FILTER.search(text):
-        out["filter"] = "skipped" if m[3] is None else f"{m[2]} dB, {m[3]}"
-        out["fit_s"] = out.get("fit_s", 0.0) + (float(m[1]) if m[1] else 0.0)
+    tries = [f"{m[1]} ch " + ("skipped" if m[4] is None else f"{m[3]} dB, {m[4]}") for m in _FILTER.finditer(text)]
+    if tries:
+        out["filter"] = "; ".join(tries)
+        out["fit_s"] = out.get("fit_s", 0.0) + sum(float(m[2]) for m in _FILTER.finditer(text) if m[2])
+    elif "post-filter skipped" in text:
+        out["filter"] = "skipped"
     return out
 
 

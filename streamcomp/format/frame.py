@@ -25,8 +25,9 @@ from streamcomp.errors import ChunkFormatError, InputError
 MAGIC = b"SCMP"
 # 2: error-bounded chunks (FLAG_BOUNDED); 3: the wavelet method, whose residual sections may be
 # coded under the array's learned context model; 4: wavelet sections that ask for the array's
-# post-filter (whose weights its shared state then carries). Older chunks decode unchanged.
-FORMAT_VERSION = 4
+# post-filter (whose weights its shared state then carries); 5: that filter's weights in int8.
+# Older chunks and states decode unchanged.
+FORMAT_VERSION = 5
 
 FLAG_CONSTANT = 1
 FLAG_NONFINITE = 2

@@ -133,7 +133,13 @@ class WaveletMethod(Method):
         if p.filter_channels:
             budgets = [t.budget_bytes for t in targets.targets] if targets is not None else []
             if budgets and all(b is not None for b in budgets):
-                notes += self._fit_filter(samples, steps, budgets, fit, judged, data_voxels, what)
+                # The sample's edge chunks are judged too: the filter's share of bytes costs a thin
+                # chunk, whose small budget sits on the steep end of its rate curve, the most.
+                full = max(s.size for s in samples)
+                edges = {i for i in fit if samples[i].size < full}
+                train = [i for i in fit if i not in edges] or fit
+                notes += self._fit_filter(samples, steps, budgets, train, sorted(edges.union(judged)), data_voxels,
+                                          what + (" and edge" if edges else ""))
             elif targets is None:
                 notes.append("post-filter skipped: the fit was given no byte budgets to judge it at")
             else:
@@ -171,52 +177,72 @@ class WaveletMethod(Method):
         chunks, coded in their budgets less the filter's share of bytes and filtered where that
         helps (as encode does), come out closer to their originals than at their whole budgets
         without it: the held-out run of the decision itself, so no rate-distortion model can
-        misprice the bytes at low rates."""
-        from streamcomp.models import postfilter
+        misprice the bytes at low rates. A filter that does not pay is tried once more with half
+        the channels (a third of the bytes), which can at the lower rates."""
+        from streamcomp.models.postfilter import PostFilter
 
-        start = time.perf_counter()
         p = self.params
         # Serial sections coded one by one barely correlate: in-plane kernels there.
         depth = 1 if 2 * sum(steps[i][1] for i in fit) > len(fit) else 3
-        size = math.ceil(len(postfilter.PostFilter(depth, p.filter_channels).to_bytes()) * 4 / 3)  # base64
-        # At high rate a bit per voxel buys DB_PER_BIT, and less than anywhere else: a share that
-        # costs more than a filter ever gained is not worth coding the judged chunks for.
-        if DB_PER_BIT * 8 * size / max(data_voxels, 1) >= FILTER_MAX_GAIN_DB:
-            return [f"post-filter skipped: its {size} stored bytes are too many for this small array"]
-        # The judged chunks at their whole budgets, and at their budgets less the filter's share.
-        without, reduced = 0.0, []
+        whole = [encode_residual(samples[i], budget=budgets[i], model=self.model)[1] for i in judged]
+        without = sum(_sse(w, samples[i]) for w, i in zip(whole, judged, strict=True))
+        pairs: list = []  # the fit samples decoded at their steps, made once for either size
+        notes = []
+        for channels in dict.fromkeys((p.filter_channels, max(p.filter_channels // 2, 1))):
+            start = time.perf_counter()
+            size = math.ceil(len(PostFilter(depth, channels).to_bytes()) * 4 / 3)  # base64
+            head = f"post-filter ({channels} channels, {depth}x3x3 kernels, {size} stored bytes)"
+            # At high rate a bit per voxel buys DB_PER_BIT, and less than anywhere else: a share
+            # that costs more than a filter ever gained is not worth coding the judged chunks for.
+            if DB_PER_BIT * 8 * size / max(data_voxels, 1) >= FILTER_MAX_GAIN_DB:
+                notes.append(f"{head} skipped: too many bytes for this small array")
+                continue
+            reduced = self._reduced(samples, judged, budgets, size, data_voxels)
+            loss = 10 * math.log10(sum(_sse(r[1], r[0]) for r in reduced) / without) if without else 0.0
+            if loss >= FILTER_MAX_GAIN_DB:
+                notes.append(f"{head} skipped: its bytes would cost the {what} chunks {loss:.2f} dB")
+                continue
+            pairs = pairs or [self._decoded_pair(samples[i], *steps[i]) for i in fit]
+            net, train_steps, gain, used = self._train_filter(pairs, depth, channels, data_voxels, reduced, without)
+            kept = gain > 0
+            notes.append(
+                f"{head} trained {train_steps} steps in {time.perf_counter() - start:.1f} s on {len(fit)} sample "
+                f"chunks: {gain:+.2f} dB on {len(judged)} {what} chunks coded in their budgets less its share "
+                f"({used} filtered): "
+                + ("kept" if kept else "dropped")
+            )
+            if kept:
+                self.filter, self._filter_blob = net, net.to_bytes()
+                self._blob = self._state()
+                break
+        return notes
+
+    def _reduced(self, samples, judged: list[int], budgets: list[int], size: int, data_voxels: int) -> list[tuple]:
+        """(original, decoded, step) of the judged chunks coded in their budgets less their share of ``size``."""
+        out = []
         for i in judged:
-            original = np.asarray(samples[i], np.float32)
-            _, whole = encode_residual(samples[i], budget=budgets[i], model=self.model)
             share = math.ceil(size * samples[i].size / max(data_voxels, 1))
             data, less = encode_residual(samples[i], budget=max(budgets[i] - share, 0), model=self.model)
-            without += float(np.sum((whole - original) ** 2))
-            reduced.append((original, less.astype(np.float32), 2.0 ** step_of(data)[0]))
-        loss = 10 * math.log10(sum(float(np.sum((r[1] - r[0]) ** 2)) for r in reduced) / without) if without else 0.0
-        if loss >= FILTER_MAX_GAIN_DB:
-            return [f"post-filter skipped: its {size} stored bytes would cost the {what} chunks {loss:.2f} dB"]
+            out.append((np.asarray(samples[i], np.float32), less.astype(np.float32), 2.0 ** step_of(data)[0]))
+        return out
+
+    def _train_filter(self, pairs, depth: int, channels: int, data_voxels: int, reduced, without: float):
+        """(filter as stored, training steps, gain in dB on ``reduced`` over ``without``, chunks it
+        improves), each reduced chunk filtered only where that helps, as encode does."""
+        from streamcomp.models import postfilter
+
+        p = self.params
         # A small array is not worth a long fit: the training grows with the array, up to the cap.
         train_steps = min(p.filter_steps, math.ceil(data_voxels / FILTER_VOXELS_PER_STEP))
-        pairs = [self._decoded_pair(samples[i], *steps[i]) for i in fit]
-        net = postfilter.fit(pairs, depth, p.filter_channels, train_steps, p.filter_lr, p.seed)
-        with_filter = 0.0
-        used = 0
+        # Judged and flagged with the stored (int8) weights: the filter every decoder will run.
+        net = postfilter.fit(pairs, depth, channels, train_steps, p.filter_lr, p.seed).stored()
+        with_filter, used = 0.0, 0
         for original, less, step in reduced:
-            base = float(np.sum((less - original) ** 2))
-            filtered = float(np.sum((postfilter.apply(net, less, step) - original) ** 2))
+            base, filtered = _sse(less, original), _sse(postfilter.apply(net, less, step), original)
             with_filter += min(base, filtered)
             used += filtered < base
         gain = 10 * math.log10(without / with_filter) if with_filter > 0 and without > 0 else 0.0
-        head = (
-            f"post-filter ({p.filter_channels} channels, {depth}x3x3 kernels, {size} stored bytes) trained "
-            f"{train_steps} steps in {time.perf_counter() - start:.1f} s on {len(fit)} sample chunks: {gain:+.2f} dB "
-            f"on {len(judged)} {what} chunks coded in their budgets less its share ({used} filtered)"
-        )
-        if gain <= 0:
-            return [head + ": dropped"]
-        self.filter, self._filter_blob = net, net.to_bytes()
-        self._blob = self._state()
-        return [head + ": kept"]
+        return net, train_steps, gain, used
 
     def _decoded_pair(self, block: np.ndarray, log2_step: float, planar: bool):
         from streamcomp.models.postfilter import Pair
@@ -292,9 +318,8 @@ class WaveletMethod(Method):
         if self.filter is not None:
             from streamcomp.models.postfilter import apply
 
-            original = np.asarray(block, np.float32)
             filtered = apply(self.filter, decoded.astype(np.float32), 2.0 ** step_of(data)[0])
-            if np.sum((filtered - original) ** 2) < np.sum((decoded - original) ** 2):
+            if _sse(filtered, block) < _sse(decoded, block):
                 data = mark_filtered(data)
         return [data]
 
@@ -309,3 +334,7 @@ class WaveletMethod(Method):
         from streamcomp.models.postfilter import apply
 
         return apply(self.filter, decoded.astype(np.float32), 2.0 ** step_of(sections[0])[0])
+
+
+def _sse(decoded: np.ndarray, original: np.ndarray) -> float:
+    return float(np.sum((np.asarray(decoded, np.float64) - np.asarray(original, np.float64)) ** 2))
