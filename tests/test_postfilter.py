@@ -216,9 +216,12 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
     assert_fresh_read_matches(store, zarr.open_array(str(store), mode="r")[...], tmp_path)
 
 
-def test_in_plane_kernels_run_as_2d_convolutions_with_the_3d_result():
+@pytest.mark.parametrize(("depth", "channels"), [(1, 4), (1, 8), (3, 4)])
+def test_summed_2d_convolutions_give_the_3d_result(depth, channels):
+    """In-plane kernels, and 3x3x3 ones narrower than CONV3D_CHANNELS, run as 2D convolutions."""
+    assert depth == 1 or channels < postfilter.CONV3D_CHANNELS
     torch.manual_seed(0)
-    net = _randomized(1, 4, 0.3)
+    net = _randomized(depth, channels, 0.3)
     with torch.no_grad():
         x = torch.randn(2, 1, 5, 20, 24)
         h = x
