@@ -106,8 +106,10 @@ def test_trade_off_search_reports_every_setting_and_keeps_the_best(ct_large):
 
 @pytest.mark.slow
 def test_sr_round_trips_through_plain_zarr_in_a_fresh_process_3d_and_4d(save, tmp_path, ct_large, mri4d_crop):
+    # The MRI's SIRENs need more than FAST's 60 steps: with them this crop came out 0.02-0.05 dB
+    # either side of the bound below (and lower at 16x than at 24x); with 150, 23.6 dB.
     for name, volume, ratio, params in (("ct", ct_large[:16], 16, FAST),
-                                        ("mri", mri4d_crop, 24, {**FAST, "factors": "1x1x2x2"})):
+                                        ("mri", mri4d_crop, 24, {**FAST, "factors": "1x1x2x2", "steps": 150})):
         dst = tmp_path / f"{name}.zarr"
         result = compress(save(volume, f"{name}.npy"), str(dst), method="sr", ratio=ratio, method_params=params,
                           progress=False)
