@@ -41,6 +41,7 @@ from streamcomp.coding.residual import (
 )
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods.base import FitTargets, Method, Params, Target, encode_only
+from streamcomp.metrics import mse
 
 logger = logging.getLogger(__name__)
 ENTROPY = ("learned", "context")
@@ -337,4 +338,5 @@ class WaveletMethod(Method):
 
 
 def _sse(decoded: np.ndarray, original: np.ndarray) -> float:
-    return float(np.sum((np.asarray(decoded, np.float64) - np.asarray(original, np.float64)) ** 2))
+    """Summed squared error: chunks of different sizes add up by their voxels."""
+    return mse(np.asarray(original), np.asarray(decoded)) * np.size(original)
