@@ -16,7 +16,7 @@ baselines, searched to the same ratios (or taken from an earlier run's JSON with
 run's streamcomp row OLD as row NEW, for rows whose code has not changed since). Ablations of the
 context model at one ratio per volume (without the filter) switch off distillation (the student
 fitted alone) and widen the student. The fit's own report (teacher and student bits per
-coefficient, held-out saving, the filter's held-out gain, fit seconds) is read from the run's
+coefficient, the model's and the filter's held-out gains, fit seconds) is read from the run's
 log. BD-rate and BD-PSNR are over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (default
 ``benchmarks/results/``; ``--quick``: a temp folder).
 """
@@ -45,7 +45,7 @@ ABLATIONS = {"no distillation": {"distill": 0.0, **NO_FILTER}, "student 32 hidde
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
 _FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
-_HELD = re.compile(r"codes (-?[\d.]+) % fewer bytes|did not pay")
+_HELD = re.compile(r"decodes (-?[\d.]+) dB closer|did not pay")
 # One note per filter size tried: "post-filter (C channels, ...) trained ... in T s ...: G dB on ...: kept".
 _FILTER = re.compile(
     r"post-filter \((\d+) channels.*?(?:in ([\d.]+) s .*?: ([-+][\d.]+) dB on .*?: (kept|dropped)|skipped)"
@@ -69,7 +69,7 @@ def _fit_report(lines: list[str]) -> dict[str, Any]:
     if m := _FIT.search(text):
         out.update(fit_s=float(m[1]), teacher_bits=float(m[2]), student_bits=float(m[3]))
     if m := _HELD.search(text):
-        out["held_out_saving_pct"] = float(m[1]) if m[1] else None
+        out["held_out_gain_db"] = float(m[1]) if m[1] else None
         out["kept"] = m[1] is not None
     tries = [f"{m[1]} ch " + ("skipped" if m[4] is None else f"{m[3]} dB, {m[4]}") for m in _FILTER.finditer(text)]
     if tries:
@@ -219,11 +219,11 @@ def report(results: dict[str, Any]) -> str:
         mvox = float(np.prod(vol["shape"])) / 1e6
         out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", "",
                 "| row | target | ratio | bits/voxel | PSNR | SSIM | encode Mvox/s | after the fit | decode Mvox/s | "
-                "chunk read ms | fit s | teacher / student bits/coef | held-out saving | post-filter (held-out) |",
+                "chunk read ms | fit s | teacher / student bits/coef | model, held-out gain | post-filter (held-out) |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in vol["rows"]:
             bits = (f"{r['teacher_bits']:.4f} / {r['student_bits']:.4f}" if "teacher_bits" in r else "-")
-            held = "-" if "kept" not in r else (f"{r['held_out_saving_pct']:.1f} %" if r["kept"] else "dropped")
+            held = "-" if "kept" not in r else (f"+{r['held_out_gain_db']:.2f} dB" if r["kept"] else "dropped")
             after = mvox / (mvox / r["encode_mvox_s"] - r["fit_s"]) if "fit_s" in r else None
             out.append(
                 f"| {r['row']} | {r['target']}x | {r['ratio']:.2f} | {r['bpv']:.4f} | {r['psnr']:.2f} | "

@@ -307,7 +307,7 @@ def _weights(edge: int, escape: bool) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _code_lengths(edge: int, escape: bool) -> np.ndarray:
+def code_lengths(edge: int, escape: bool) -> np.ndarray:
     w = _weights(edge, escape)
     return -np.log2(w / w.sum(axis=1, keepdims=True))
 
@@ -331,7 +331,7 @@ class PairCoder:
         """Code length of ``values`` under their pairs' tables (escaped values: their Laplace's
         approximate cost, capped at the models' leak floor), within a few bytes of :meth:`encode`'s."""
         escape = self.top > self.edge
-        lengths = _code_lengths(self.edge, escape)
+        lengths = code_lengths(self.edge, escape)
         escaped = np.abs(values) > self.edge
         bits = lengths[pairs, np.where(escaped, self.escape, values + self.edge)].sum()
         if escaped.any():

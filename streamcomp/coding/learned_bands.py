@@ -5,6 +5,8 @@ Every band phase is one vectorized step (:func:`~streamcomp.coding.context_model
 the model gives each position its pair code from the context decoded so far, and the positions
 sharing a code are one run of the entropy coder. ``bits`` (the largest magnitude's bit length,
 stored in the section header) sizes the tables; 0 means every symbol is zero and nothing is coded.
+
+The encoder chooses the symbols by rate-distortion (:func:`rdoq`): the decoder is the same either way.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ import constriction
 import numpy as np
 
 from streamcomp.coding.bands import Lattice
-from streamcomp.coding.context_model import ContextModel, PairCoder, runs, walk_bands
+from streamcomp.coding.context_model import ContextModel, PairCoder, code_lengths, runs, walk_bands
 from streamcomp.errors import ChunkFormatError
+
+# Bits are worth this many squared steps of error. Measured on held-out whole-volume chunks against
+# 0.06-0.15: the gain at equal bytes is flat around it on EM at 8x and head CT at 64x.
+RDOQ_LAMBDA = 0.09
+RDOQ_DEPTH = 2  # magnitudes tried below the rounded one
 
 
 def encode(
@@ -58,6 +65,53 @@ def size(
 
     walk_bands(lattices, parents, levels, visit)
     return 4 * (int(total) // 32 + 2)
+
+
+def rdoq(
+    model: ContextModel, lattices: list[Lattice], parents: list[int | None], levels: int,
+    scaled: list[np.ndarray], lam: float = RDOQ_LAMBDA,
+) -> tuple[list[np.ndarray], int, int]:
+    """Symbols for the bands ``scaled`` (coefficients in quantizer steps) chosen by rate and
+    distortion, their ``bits`` and the bytes :func:`encode` writes for them (as :func:`size`).
+
+    Why: a dead-zone quantizer zeroes the same fraction of every bin whatever a coefficient's
+    context costs; here each coefficient, in decode order (so contexts are the ones the decoder
+    will see), takes the magnitude among the rounded one and up to RDOQ_DEPTH below it that
+    minimizes (|c| - m)**2 + lam * bits under its own context's table. Greedy: the choice's effect
+    on later coefficients' contexts is not weighed. Magnitudes past the tables' edge are rounded."""
+    magnitudes = [np.abs(b).reshape(-1) for b in scaled]
+    negative = [np.signbit(b).reshape(-1) for b in scaled]
+    rounded = [np.floor(a + 0.5).astype(np.int64) for a in magnitudes]
+    bits = int(max((r.max() for r in rounded if r.size), default=0)).bit_length()
+    if not bits:
+        return [np.zeros(lattice.shape, np.int32) for lattice in lattices], 0, 0
+    coder = PairCoder(bits)
+    lengths = code_lengths(coder.edge, coder.top > coder.edge)
+    total = 0.0
+
+    def visit(band, base, phase, idx, keys):
+        nonlocal total
+        m = rounded[band][idx]
+        pairs = model.pairs(base, phase, keys)
+        live = np.flatnonzero((m > 0) & (m <= coder.edge))  # zeros cannot go lower
+        if len(live):
+            c, best, at = magnitudes[band][idx[live]], m[live], pairs[live]
+            cost = (c - best) ** 2 + lam * lengths[at, best + coder.edge]
+            for down in range(1, RDOQ_DEPTH + 1):
+                cand = np.maximum(m[live] - down, 0)
+                trial = (c - cand) ** 2 + lam * lengths[at, cand + coder.edge]
+                better = trial < cost
+                best[better], cost[better] = cand[better], trial[better]
+            m[live] = best
+        values = np.where(negative[band][idx], -m, m).astype(np.int32)
+        total += coder.estimate_bits(values, pairs)
+        return values
+
+    symbols = walk_bands(lattices, parents, levels, visit)
+    chosen = int(max((int(np.abs(s).max()) for s in symbols if s.size), default=0)).bit_length()
+    if chosen != bits:  # the largest magnitude dropped past a power of two: other tables code it
+        return symbols, chosen, size(model, lattices, parents, levels, symbols, chosen)
+    return symbols, bits, 4 * (int(total) // 32 + 2)
 
 
 def decode(

@@ -16,6 +16,7 @@ bytes, with decode no slower (``benchmarks/results/REPORT.md``).
 
 With an array's learned context model (:mod:`streamcomp.coding.context_model`) the bands carry
 no descriptors: every coefficient's distribution comes from the model and its decoded context,
+the encoder picks each coefficient's symbol by rate and distortion under it instead of a dead zone,
 and the rate control bisects on the model's ideal code length, coding the ANS stream once.
 
 Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric
@@ -166,17 +167,31 @@ class ResidualCoder:
         self.parents = parents(len(self.bands), self.levels)
 
     def code(self, log2_step: float) -> tuple[bytes, np.ndarray]:
-        """The coded bytes at quantizer step ``2**log2_step`` and the residual they decode to."""
-        step, symbols = self.quantize(log2_step)
+        """The coded bytes at quantizer step ``2**log2_step`` and the residual they decode to; the
+        symbols chosen by rate and distortion under the learned model (:meth:`choose`)."""
+        step, symbols, _ = self.choose(log2_step)
         return self._bytes(step, symbols), self._decoded(step, symbols)
 
     def code_bytes(self, log2_step: float) -> bytes:
-        """The coded bytes at quantizer step ``2**log2_step`` (no reconstruction)."""
+        """The dead-zone quantized coefficients' bytes at quantizer step ``2**log2_step``: the same
+        symbols under either model, which is how the fit compares the models."""
         return self._bytes(*self.quantize(log2_step))
 
     def quantize(self, log2_step: float) -> tuple[float, list[np.ndarray]]:
+        """Dead-zone quantization at step ``2**log2_step``."""
         step = float(np.float32(2.0**log2_step))
         return step, [(np.sign(b) * np.floor(np.abs(b) / step + ROUNDING)).astype(np.int32) for b in self.bands]
+
+    def choose(self, log2_step: float) -> tuple[float, list[np.ndarray], int | None]:
+        """(step, symbols, bytes) the coder writes at step ``2**log2_step``: under the learned model
+        the rate-distortion optimized symbols (:func:`learned_bands.rdoq`) and the bytes estimated
+        in the same pass; under the hand-set models the dead zone's, bytes None (not estimated)."""
+        if self.model is None:
+            return *self.quantize(log2_step), None
+        step = float(np.float32(2.0**log2_step))
+        scaled = [b / np.float32(step) for b in self.bands]
+        symbols, _, size = learned_bands.rdoq(self.model, self.lattices, self.parents, self.levels, scaled)
+        return step, symbols, _HEAD.size + size
 
     def _bytes(self, step: float, symbols: list[np.ndarray]) -> bytes:
         bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
@@ -195,15 +210,6 @@ class ResidualCoder:
                 models.encode(coder, values, code)
             head += coder.get_compressed().tobytes()
         return bytes(head)
-
-    def _size(self, step: float, symbols: list[np.ndarray]) -> int:
-        """Coded size in bytes: exact for the hand-set models; under the learned model, the ideal
-        code length under the very tables the coder uses (within a few bytes of the ANS stream),
-        which spares one ANS pass per trial of the rate control."""
-        if self.model is None:
-            return len(self._bytes(step, symbols))
-        bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
-        return _HEAD.size + learned_bands.size(self.model, self.lattices, self.parents, self.levels, symbols, bits)
 
     def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
         return reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
@@ -230,7 +236,7 @@ class ResidualCoder:
         return data, self._decoded(*quantized)
 
     def _fit_budget_learned(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
-        """:meth:`fit_budget` on the learned model's size estimates, by regula falsi on log size
+        """:meth:`fit_budget` on the learned model's size estimates (:meth:`choose`), by regula falsi on log size
         over log2 step (nearly linear, so a handful of trials instead of a bisection's dozen; where
         it is not, near the step that zeroes every coefficient, a trial outside the bracket's middle
         80 % is replaced by the midpoint); the step kept is coded once, and coarsened in small steps
@@ -240,8 +246,8 @@ class ResidualCoder:
         over: list[float] | None = None  # and of the coarsest that does not
         x, stride, last = -6.0, 1.5, ""
         for _ in range(iters):
-            size = self._size(*self.quantize(x))
-            g = float(np.log(size / budget))
+            size = self.choose(x)[2]
+            g = float(np.log(size / max(budget, 1)))  # no budget: the coarsest step
             if g <= 0:
                 if last == "fits" and over is not None:
                     over[1] /= 2  # Illinois: an end that stays twice counts half, so both ends move
@@ -269,13 +275,13 @@ class ResidualCoder:
                 if not inner[0] <= x <= inner[1]:
                     x = 0.5 * (a + b)
         log2_step = fits[0] if fits is not None else hi
-        quantized = self.quantize(log2_step)
-        data = self._bytes(*quantized)
+        step, symbols, _ = self.choose(log2_step)
+        data = self._bytes(step, symbols)
         while len(data) > budget and log2_step < hi:
             log2_step = min(log2_step + 1 / 32, hi)
-            quantized = self.quantize(log2_step)
-            data = self._bytes(*quantized)
-        return data, self._decoded(*quantized)
+            step, symbols, _ = self.choose(log2_step)
+            data = self._bytes(step, symbols)
+        return data, self._decoded(step, symbols)
 
     def fit_error(self, residual: np.ndarray, max_mse: float, iters: int = 18) -> tuple[bytes, np.ndarray]:
         """Coarsest step whose reconstruction is within ``max_mse`` of ``residual`` (the coded one)."""
@@ -306,7 +312,7 @@ def encode_residual(
         # At the volumetric transform's step, the planar one errs about as much: under the learned
         # model its rate control is worth running only when it codes that step in fewer bytes.
         learned_probe = best is not None and model is not None and budget is not None
-        if learned_probe and coder._size(*coder.quantize(step_of(best[1])[0])) >= len(best[1]):
+        if learned_probe and coder.choose(step_of(best[1])[0])[2] >= len(best[1]):
             break
         if budget is not None:
             data, decoded = coder.fit_budget(budget)

@@ -2,15 +2,17 @@
 every chunk of an array.
 
 Each chunk is its CDF 9/7 wavelet transform (volumetric or per section, whichever codes better),
-dead-zone quantized at the step that fills its byte budget or meets the error target, and
+quantized at the step that fills its byte budget or meets the error target, and
 entropy coded under the array's context model (:mod:`streamcomp.coding.context_model`): a small
 integer network, fitted once per array on a sample of its chunks (a teacher, distilled into the
 stored student), that gives each coefficient a distribution from its decoded context. No per-chunk
 side information; every chunk still decodes on its own.
 
-The fit judges itself on held-out sample chunks at the run's rate: when the learned model does not
-code them in fewer bytes than the hand-set per-chunk models (its stored bytes counted), it is
-dropped, nothing is stored and chunks use the hand-set models (``entropy=context`` forces that).
+The encoder picks each coefficient's symbol by rate and distortion under the model
+(:func:`streamcomp.coding.learned_bands.rdoq`). The fit judges itself on held-out sample chunks at
+the run's rate: when, coded under it in the bytes the hand-set per-chunk models spend (its stored
+bytes counted), they do not decode with less error, it is dropped, nothing is stored and chunks use
+the hand-set models (``entropy=context`` forces that).
 
 A post-filter (:mod:`streamcomp.models.postfilter`), trained on the same sample decoded at its
 rate, then corrects what the quantizer left; it is kept only when the held-out chunks, coded in
@@ -109,7 +111,7 @@ class WaveletMethod(Method):
 
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
         """Fit the context model on ``samples`` quantized near the steps their targets need; keep it
-        only if it codes the held-out samples in fewer bytes, its own bytes counted. Then the
+        only if the held-out samples decode closer in the same bytes, its own bytes counted. Then the
         post-filter, kept only if the held-out samples gain with it in budgets less its bytes."""
         if not self.needs_fit():
             return []
@@ -149,19 +151,13 @@ class WaveletMethod(Method):
         return notes
 
     def _fit_model(self, samples, steps, fit: list[int], judged: list[int], data_voxels: int, what: str) -> list[str]:
-        from streamcomp.coding.fit_context import StatsCollector, fit_context_model
+        from streamcomp.coding.fit_context import fit_context_model
 
         start = time.perf_counter()
         p = self.params
-        collector = StatsCollector()
-        for i in fit:
-            log2_step, planar = steps[i]
-            for other in (False, True):
-                for offset in STEP_SPREAD if other == planar else (0.0,):
-                    coder = ResidualCoder(samples[i], other)
-                    collector.add(coder.lattices, coder.parents, coder.levels, coder.quantize(log2_step + offset)[1])
         fitted = fit_context_model(
-            collector.stats(), p.hidden, p.teacher_hidden, p.teacher_steps, p.student_steps, p.distill, p.seed, p.lr
+            self._sample_stats(samples, steps, fit), p.hidden, p.teacher_hidden, p.teacher_steps,
+            p.student_steps, p.distill, p.seed, p.lr,
         )
         self._use(fitted.student)
         note = (
@@ -170,6 +166,21 @@ class WaveletMethod(Method):
             f"{fitted.student_bits:.4f} (stored student, {p.hidden} hidden, {len(self._blob)} bytes)"
         )
         return [note, self._judge([samples[i] for i in judged], [steps[i] for i in judged], data_voxels, what)]
+
+    @staticmethod
+    def _sample_stats(samples, steps, fit: list[int]):
+        """Context statistics of the fit samples' dead-zone symbols at their steps and, under the
+        transform they chose, around them."""
+        from streamcomp.coding.fit_context import StatsCollector
+
+        collector = StatsCollector()
+        for i in fit:
+            log2_step, planar = steps[i]
+            for other in (False, True):
+                coder = ResidualCoder(samples[i], other)
+                for offset in STEP_SPREAD if other == planar else (0.0,):
+                    collector.add(coder.lattices, coder.parents, coder.levels, coder.quantize(log2_step + offset)[1])
+        return collector.stats()
 
     def _fit_filter(
         self, samples, steps, budgets: list[int], fit: list[int], judged: list[int], data_voxels: int, what: str
@@ -260,24 +271,29 @@ class WaveletMethod(Method):
         return step_of(data)
 
     def _judge(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]], data_voxels: int, what: str) -> str:
-        """Keep the model only if it codes ``blocks`` (at the steps the hand-set coder picked for
-        them) in fewer bytes than the hand-set models, its share of the stored model counted."""
+        """Keep the model only if ``blocks``, coded under it in the bytes the hand-set models spend
+        at their steps less the stored model's share, decode with less error: the encoder chooses
+        its symbols under the model, so the same bytes, not the same symbols, is the fair test."""
         # The stored model (base64 in the metadata) costs every voxel of the array the same share:
         # an edge chunk of a few sections carries a few sections' worth of it.
         per_voxel = math.ceil(len(self._blob) * 4 / 3) / max(data_voxels, 1)
         learned = hand = 0.0
         for block, (log2_step, planar) in zip(blocks, steps, strict=True):
-            hand += len(ResidualCoder(block, planar).code_bytes(log2_step))
-            learned += len(ResidualCoder(block, planar, self.model).code_bytes(log2_step)) + per_voxel * block.size
-        saving = 1 - learned / hand
+            data, decoded = ResidualCoder(block, planar).code(log2_step)
+            hand += _sse(decoded, block)
+            # Under the hand-set models' transform: the learned coder's own choice could only do better.
+            budget = max(len(data) - math.ceil(per_voxel * block.size), 0)
+            learned += _sse(ResidualCoder(block, planar, self.model).fit_budget(budget)[1], block)
         if learned >= hand:
             self._use(None)
             return (
-                f"the context model did not pay for its bytes on {len(blocks)} {what} chunks ({learned:.0f} bytes "
-                f"with it, {hand:.0f} with the hand-set models): dropped, chunks use the hand-set models"
+                f"the context model did not pay for its bytes on {len(blocks)} {what} chunks (squared error "
+                f"{learned:.4g} with it, {hand:.4g} with the hand-set models in their bytes): dropped, chunks use "
+                "the hand-set models"
             )
-        return (f"on {len(blocks)} {what} chunks it codes {100 * saving:.1f} % fewer bytes than the hand-set "
-                "models, its own bytes counted")
+        gain = 10 * math.log10(hand / learned) if learned > 0 else math.inf
+        return (f"on {len(blocks)} {what} chunks it decodes {gain:.2f} dB closer in the hand-set models' bytes, "
+                "its own bytes counted")
 
     def _use(self, model: ContextModel | None) -> None:
         self.model = model
