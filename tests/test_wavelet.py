@@ -10,7 +10,7 @@ from helpers import assert_fresh_read_matches
 
 from streamcomp.api import compress
 from streamcomp.coding import learned_bands
-from streamcomp.coding.context_model import ContextModel, buckets
+from streamcomp.coding.context_model import ContextModel, PairCoder, buckets, code_lengths, walk_bands
 from streamcomp.coding.residual import ResidualCoder, decode_residual, encode_residual, step_of
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import DEFAULT_METHOD, method_class
@@ -109,27 +109,55 @@ def test_learned_model_codes_unseen_chunks_shorter_than_the_hand_set_models(fitt
 
 
 def test_rdoq_trades_error_for_bytes_where_its_model_says_it_pays(fitted, ct_blocks):
-    """Without a price on bits it rounds; with one, its symbols cost less error + lambda * bits than
-    the dead zone's or plain rounding's at the same step, and the size it reports is the coder's."""
+    """Without a price on bits it rounds; with one, every coefficient holds the cheapest of its
+    candidates under the context the decoder will see, the whole costs less error + lambda * bits
+    than the dead zone's or plain rounding's symbols, and the size it reports is the coder's."""
     model = fitted[0].model
-    block = ct_blocks[9]
-    coder = ResidualCoder(block, False, model)
+    coder = ResidualCoder(ct_blocks[9], False, model)
     step, dead = coder.quantize(-5.0)
     scaled = [b / np.float32(step) for b in coder.bands]
     args = (model, coder.lattices, coder.parents, coder.levels)
     rounded, _, _ = learned_bands.rdoq(*args, scaled, lam=0.0)
     assert all(np.array_equal(r, np.rint(b)) for r, b in zip(rounded, scaled, strict=True))
 
-    def cost(symbols):
-        bits = int(max(np.abs(q).max() for q in symbols)).bit_length()
-        error = sum(float(((q - b) ** 2).sum()) for q, b in zip(symbols, scaled, strict=True))
-        return error + learned_bands.RDOQ_LAMBDA * 8 * learned_bands.size(*args, symbols, bits)
-
     chosen, bits, size = learned_bands.rdoq(*args, scaled)
+    pairs = PairCoder(bits)
+    lengths = code_lengths(pairs.edge, pairs.top > pairs.edge)
+    lam = learned_bands.RDOQ_LAMBDA
+
+    def check(band, base, phase, idx, keys):
+        values = chosen[band].reshape(-1)[idx]
+        c = np.abs(scaled[band].reshape(-1)[idx]).astype(np.float64)
+        top = np.floor(c + 0.5)
+        m = np.abs(values)
+        assert np.all((m <= top) & (m >= top - learned_bands.RDOQ_DEPTH))
+        assert np.all((values == 0) | (np.sign(values) == np.sign(scaled[band].reshape(-1)[idx])))
+        at = model.pairs(base, phase, keys)
+        tabled = top <= pairs.edge
+        own = (c - m) ** 2 + lam * lengths[at, np.minimum(m, pairs.edge) + pairs.edge]
+        for down in range(learned_bands.RDOQ_DEPTH + 1):
+            cand = np.maximum(top - down, 0)
+            other = (c - cand) ** 2 + lam * lengths[at, np.minimum(cand, pairs.edge).astype(np.int64) + pairs.edge]
+            assert np.all(own[tabled] <= other[tabled] + 1e-9)
+        return values
+
+    walk_bands(*args[1:], check)
+
+    def cost(symbols):
+        b = int(max(np.abs(q).max() for q in symbols)).bit_length()
+        error = sum(float(((q - v) ** 2).sum()) for q, v in zip(symbols, scaled, strict=True))
+        return error + lam * 8 * learned_bands.size(*args, symbols, b)
+
     assert size == learned_bands.size(*args, chosen, bits)
     assert abs(len(learned_bands.encode(*args, chosen, bits)) - size) <= 16
     assert cost(chosen) < min(cost(dead), cost(rounded))
     assert sum(int((q != 0).sum()) for q in chosen) < sum(int((q != 0).sum()) for q in rounded)
+    # At a step where no coefficient rounds past 2 and bits priced high, every one drops to zero:
+    # the symbols' bit length falls with them, and nothing is left to code.
+    coarse = [b / np.float32(max(float(np.abs(x).max()) for x in coder.bands) / 2.2) for b in coder.bands]
+    assert learned_bands.rdoq(*args, coarse, lam=0.0)[1] == 2
+    zeros, bits, size = learned_bands.rdoq(*args, coarse, lam=1e4)
+    assert bits == 0 and size == 0 and not any(q.any() for q in zeros)
 
 
 def test_decoding_needs_the_model_the_section_was_coded_under(fitted, ct_blocks):

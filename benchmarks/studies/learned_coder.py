@@ -45,7 +45,7 @@ ABLATIONS = {"no distillation": {"distill": 0.0, **NO_FILTER}, "student 32 hidde
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
 _FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
-_HELD = re.compile(r"decodes (-?[\d.]+) dB closer|did not pay")
+_HELD = re.compile(r"decodes (-?[\d.]+|inf) dB closer|did not pay")
 # One note per filter size tried: "post-filter (C channels, ...) trained ... in T s ...: G dB on ...: kept".
 _FILTER = re.compile(
     r"post-filter \((\d+) channels.*?(?:in ([\d.]+) s .*?: ([-+][\d.]+) dB on .*?: (kept|dropped)|skipped)"
@@ -223,7 +223,8 @@ def report(results: dict[str, Any]) -> str:
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in vol["rows"]:
             bits = (f"{r['teacher_bits']:.4f} / {r['student_bits']:.4f}" if "teacher_bits" in r else "-")
-            held = "-" if "kept" not in r else (f"+{r['held_out_gain_db']:.2f} dB" if r["kept"] else "dropped")
+            gain = r.get("held_out_gain_db")
+            held = "-" if "kept" not in r else "dropped" if not r["kept"] else f"+{gain:.2f} dB" if gain else "kept"
             after = mvox / (mvox / r["encode_mvox_s"] - r["fit_s"]) if "fit_s" in r else None
             out.append(
                 f"| {r['row']} | {r['target']}x | {r['ratio']:.2f} | {r['bpv']:.4f} | {r['psnr']:.2f} | "

@@ -3,10 +3,10 @@
 Why: the shared student saturates (its decoder's capacity bounds quality, not its code's bytes),
 so budget beyond what its latents can use would buy nothing. A 3D CDF 9/7 wavelet transform of
 the residual (mirrored, not wrapped, at the chunk's faces: :mod:`streamcomp.coding.lifting`), one
-dead-zone uniform quantizer step for every subband (the transform is nearly orthogonal, so one step
-is close to MSE-optimal), and ANS coding under Laplace models turn the remaining bytes into
-quality, and a bisection over the step fills a byte budget or meets an error target exactly as the
-latent packing does.
+uniform quantizer step for every subband (the transform is nearly orthogonal, so one step is close
+to MSE-optimal; a dead zone under the hand-set models), and ANS coding under Laplace models turn
+the remaining bytes into quality, and a bisection over the step fills a byte budget or meets an
+error target exactly as the latent packing does.
 
 The models are context-adaptive where that pays: a subband's coefficients are split into two
 interleaved halves (a checkerboard); the first is classed by its parent coefficient's magnitude,
@@ -174,7 +174,7 @@ class ResidualCoder:
 
     def code_bytes(self, log2_step: float) -> bytes:
         """The dead-zone quantized coefficients' bytes at quantizer step ``2**log2_step``: the same
-        symbols under either model, which is how the fit compares the models."""
+        symbols under either model, so only the modelling differs."""
         return self._bytes(*self.quantize(log2_step))
 
     def quantize(self, log2_step: float) -> tuple[float, list[np.ndarray]]:
@@ -242,12 +242,15 @@ class ResidualCoder:
         80 % is replaced by the midpoint); the step kept is coded once, and coarsened in small steps
         if its real bytes exceed the budget."""
         lo, hi = _STEP_RANGE
+        if budget <= _HEAD.size:  # no step fits: the coarsest, without searching for it
+            step, symbols, _ = self.choose(hi)
+            return self._bytes(step, symbols), self._decoded(step, symbols)
         fits: list[float] | None = None  # [log2 step, log size excess] of the finest step that fits
         over: list[float] | None = None  # and of the coarsest that does not
         x, stride, last = -6.0, 1.5, ""
         for _ in range(iters):
             size = self.choose(x)[2]
-            g = float(np.log(size / max(budget, 1)))  # no budget: the coarsest step
+            g = float(np.log(size / budget))
             if g <= 0:
                 if last == "fits" and over is not None:
                     over[1] /= 2  # Illinois: an end that stays twice counts half, so both ends move

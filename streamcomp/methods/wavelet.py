@@ -170,7 +170,9 @@ class WaveletMethod(Method):
     @staticmethod
     def _sample_stats(samples, steps, fit: list[int]):
         """Context statistics of the fit samples' dead-zone symbols at their steps and, under the
-        transform they chose, around them."""
+        transform they chose, around them. The encoder codes the symbols its rate-distortion choice
+        makes under the model, not these; fitting again on those gained 0.03 dB on EM at 8x for
+        two thirds more fit time, so the model is fitted once."""
         from streamcomp.coding.fit_context import StatsCollector
 
         collector = StatsCollector()
