@@ -18,8 +18,9 @@ from streamcomp.coding.bands import Lattice
 from streamcomp.coding.context_model import ContextModel, PairCoder, code_lengths, runs, walk_bands
 from streamcomp.errors import ChunkFormatError
 
-# Bits are worth this many squared steps of error. Measured on held-out whole-volume chunks against
-# 0.06-0.15: the gain at equal bytes is flat around it on EM at 8x and head CT at 64x.
+# Bits are worth this many squared steps of error. Without the post-filter the gain at equal bytes is
+# flat around it (0.06-0.15) on EM at 8x and head CT at 64x; where the filter is kept, CT codes
+# better at 0.03 and EM worse (README, "The learned context model"): one value for now.
 RDOQ_LAMBDA = 0.09
 RDOQ_DEPTH = 2  # magnitudes tried below the rounded one
 
