@@ -52,6 +52,15 @@ def test_error_target_is_met_with_the_coarsest_step(block):
     assert len(loose) < len(tight)
 
 
+def test_the_tightest_error_target_codes_sharp_ct_edges(ct_large):
+    # Bone against air: coefficients near 2**6 in normalized units; the finest step 2**-18 gave
+    # symbols past what the escape model can code (a panic, killing the worker).
+    x = normalize(ct_large[:, :64, :64])[0]
+    data, decoded = encode_residual(x, max_mse=1e-12)
+    assert np.array_equal(decode_residual(data, x.shape), decoded)
+    assert mse(x, decoded) < 1e-8
+
+
 def test_tiny_budget_gives_the_all_zero_residual(block):
     data, decoded = encode_residual(block, budget=1)
     assert len(data) == min_residual_bytes(block.shape) and not decoded.any()

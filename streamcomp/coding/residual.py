@@ -27,6 +27,7 @@ class), then one ANS stream.
 
 from __future__ import annotations
 
+import math
 import struct
 
 import constriction
@@ -58,6 +59,7 @@ _LEARNED = 0x10  # flag in the levels byte: bands coded under the array's learne
 _FILTERED = 0x08  # flag in the levels byte: the array's post-filter applies to this chunk
 UNDERFILLED = 0.9  # a learned section this far under its budget is checked against the hand-set models
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
+_SYMBOL_BITS = 20  # largest symbol magnitude, in bits: the escape's Laplace fails past 2**24 values
 _CONTEXT = NO_SCALE  # band descriptor: per-context-group scale codes follow
 _EDGES = (1, 3, 7)  # context class edges, in units of half a symbol magnitude
 _CLASSES = len(_EDGES) + 1  # context classes per sublattice
@@ -165,6 +167,10 @@ class ResidualCoder:
         self.bands = subbands(np.asarray(residual, np.float32), self.levels, planar)
         self.lattices = lattices([b.shape for b in self.bands], transform_axes(self.shape, planar))
         self.parents = parents(len(self.bands), self.levels)
+        peak = max((float(np.abs(b).max()) for b in self.bands if b.size), default=0.0)
+        # Finer than 2**-_SYMBOL_BITS of the largest coefficient buys nothing a 16-bit source holds.
+        finest = math.ceil(math.log2(peak)) - _SYMBOL_BITS if peak > 0 else _STEP_RANGE[0]
+        self.step_range = (max(_STEP_RANGE[0], float(finest)), _STEP_RANGE[1])
 
     def code(self, log2_step: float) -> tuple[bytes, np.ndarray]:
         """The coded bytes at quantizer step ``2**log2_step`` and the residual they decode to; the
@@ -219,7 +225,7 @@ class ResidualCoder:
         Only the step kept is reconstructed: the inverse transform costs as much as the coding."""
         if self.model is not None:
             return self._fit_budget_learned(budget)
-        lo, hi = _STEP_RANGE
+        lo, hi = self.step_range
         quantized = self.quantize(hi)
         data = self._bytes(*quantized)
         if len(data) <= budget:
@@ -241,7 +247,7 @@ class ResidualCoder:
         it is not, near the step that zeroes every coefficient, a trial outside the bracket's middle
         80 % is replaced by the midpoint); the step kept is coded once, and coarsened in small steps
         if its real bytes exceed the budget."""
-        lo, hi = _STEP_RANGE
+        lo, hi = self.step_range
         if budget <= _HEAD.size:  # no step fits: the coarsest, without searching for it
             step, symbols, _ = self.choose(hi)
             return self._bytes(step, symbols), self._decoded(step, symbols)
@@ -288,7 +294,7 @@ class ResidualCoder:
 
     def fit_error(self, residual: np.ndarray, max_mse: float, iters: int = 18) -> tuple[bytes, np.ndarray]:
         """Coarsest step whose reconstruction is within ``max_mse`` of ``residual`` (the coded one)."""
-        lo, hi = _STEP_RANGE
+        lo, hi = self.step_range
         best = self.code(lo)
         for _ in range(iters):
             mid = 0.5 * (lo + hi)
