@@ -2,8 +2,10 @@
 
 A ratio target is an array-wide promise: raw bytes / (chunk bytes + metadata bytes) = R. The plan
 subtracts the metadata, gives constant chunks (header only) and fill-value chunks (not stored at
-all) what they need, and shares the rest among the other chunks in proportion to their weight
-(their voxel count by default), so the achieved ratio lands on the target.
+all) what they need, and shares the rest among the other chunks, so the achieved ratio lands on
+the target. The share follows, by what the method's scan gave: each chunk's estimated bytes at one
+quantizer step common to the whole array (its rate curve; one step everywhere is where a given
+number of bytes decodes with the least squared error), else its weight, else its voxel count.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ SAMPLE_BLOCKS = 64  # sample chunks a shared-state fit reads
 KINDS = ("data", "constant", "fill")
 SPILL_BYTES = 64 * 2**20  # plan columns larger than this live in a temp file, not in memory
 BLOCK = 2**20  # chunks handled at once when a pass over the plan needs temporary arrays
+# The quantizer steps (log2, in a chunk's normalized units) a method's rate curve gives bytes at:
+# from finer than any ratio above 2 needs on 16-bit data to where a chunk codes to nothing.
+RATE_LOG2_STEPS = np.arange(-12.0, 3.0)
 
 
 @dataclass
@@ -63,7 +68,8 @@ def column(n: int, dtype: str, fill: float) -> np.ndarray:
 
 class Plan:
     """Per-chunk kinds, budget weights and budgets as flat columns in chunk-grid (C) order: about
-    17 bytes a chunk, not a Python object each, so a plan of millions of chunks stays small."""
+    17 bytes a chunk (64 more with rate curves), not a Python object each, so a plan of millions
+    of chunks stays small."""
 
     def __init__(self, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype) -> None:
         self.shape, self.chunks, self.dtype = tuple(shape), tuple(chunks), np.dtype(dtype)
@@ -72,16 +78,28 @@ class Plan:
         self.kinds = column(self.size, "u1", KINDS.index("data"))
         self.weights = column(self.size, "f8", np.nan)  # NaN: the chunk's voxel count
         self.budgets = column(self.size, "i8", -1)  # -1: no budget (a PSNR or error target)
+        # Rate curves, made with the first one recorded: bytes at RATE_LOG2_STEPS, and log2 of the
+        # raw units per normalized unit (half the chunk's value range), which puts every chunk's
+        # steps on the array's common scale.
+        self.rates: np.ndarray | None = None
+        self.rate_offsets: np.ndarray | None = None
         self.vmin, self.vmax = math.inf, -math.inf
 
     def record(self, index: int, stats: tuple) -> None:
-        """One chunk's :func:`chunk_stats` (min, max, kind[, weight])."""
+        """One chunk's :func:`chunk_stats` (min, max, kind[, weight[, rate curve]])."""
         lo, hi, kind = stats[:3]
         self.vmin, self.vmax = min(self.vmin, lo), max(self.vmax, hi)
         self.kinds[index] = KINDS.index(kind)
         weight = stats[3] if len(stats) > 3 else None
         # NaN stands for "no weight"; a method's unusable NaN becomes inf, which _share also rejects
         self.weights[index] = np.nan if weight is None else (np.inf if math.isnan(weight) else weight)
+        curve = stats[4] if len(stats) > 4 else None
+        if curve is not None:
+            if self.rates is None:
+                self.rates = column(self.size * len(RATE_LOG2_STEPS), "f4", np.nan).reshape(self.size, -1)
+                self.rate_offsets = column(self.size, "f4", 0.0)
+            self.rates[index] = curve
+            self.rate_offsets[index] = math.log2((hi - lo) / 2) if math.isfinite(hi - lo) and hi > lo else 0.0
 
     def finish(self) -> Plan:
         if self.vmin > self.vmax:  # no finite value anywhere
@@ -213,12 +231,20 @@ def plan_from_stats(
     return plan.finish()
 
 
-def chunk_stats(block: np.ndarray, weight: Callable[[np.ndarray], float | None] | None = None) -> tuple:
+def chunk_stats(
+    block: np.ndarray,
+    weight: Callable[[np.ndarray], float | None] | None = None,
+    rates: Callable[[np.ndarray], np.ndarray | None] | None = None,
+) -> tuple:
     """:func:`block_stats` plus, for data chunks, ``weight(block)`` (a method's ``chunk_weight``;
-    None stands for the chunk's voxel count)."""
+    None stands for the chunk's voxel count) and ``rates(block)`` (its ``rate_curve``; None: none)."""
     lo, hi, kind = block_stats(block)
     w = weight(block) if weight is not None and kind == "data" else None
-    return lo, hi, kind, (None if w is None else float(w))
+    curve = rates(block) if rates is not None and kind == "data" else None
+    curve = None if curve is None else np.asarray(curve, np.float32)
+    if curve is not None and (curve.shape != RATE_LOG2_STEPS.shape or not np.isfinite(curve).all()):
+        raise ValueError(f"a rate curve has one finite size per step of RATE_LOG2_STEPS, got {curve!r}")
+    return lo, hi, kind, (None if w is None else float(w)), curve
 
 
 def sample_items(plan: Plan, count: int = SAMPLE_BLOCKS, seed: int = 0) -> list[ChunkPlan]:
@@ -248,11 +274,43 @@ def assign_budgets(plan: Plan, ratio: float, meta_bytes: int, min_payload: int) 
             f"about {meta_bytes + n_const * const_cost + need} bytes, so at most {best:.1f}x is reachable; "
             "ask for a lower ratio or use larger chunks"
         )
-    weights = np.where(np.isnan(plan.weights[data]), plan.voxels(data), plan.weights[data])
+    payload = available - len(data) * frame
+    if plan.rates is not None:
+        weights = equal_step_sizes(plan.rates[data], plan.rate_offsets[data], payload)
+    else:
+        weights = np.where(np.isnan(plan.weights[data]), plan.voxels(data), plan.weights[data])
     plan.budgets[:] = -1
     # Every chunk pays its frame header whatever its size; only the payload is split by weight, so
     # a thin edge chunk is not left a header with almost nothing to code.
-    plan.budgets[data] = frame + _share(available - len(data) * frame, weights, min_payload)
+    plan.budgets[data] = frame + _share(payload, weights, min_payload)
+
+
+def equal_step_sizes(rates: np.ndarray, offsets: np.ndarray, total: float, iters: int = 64) -> np.ndarray:
+    """Each chunk's estimated bytes at the one step (in the array's units) where all of them add up
+    to ``total``: by bisection on that step, each chunk's curve (``rates``, bytes at
+    RATE_LOG2_STEPS + its offset) read linearly between its points, extended along its finest
+    segment below them (about a bit per coefficient per halving, as at high rate) and flat above.
+    Curves too flat to reach ``total`` give their finest sizes, which the split then scales up."""
+    if not len(rates):
+        return np.zeros(0)
+    lo = float(offsets.min()) + RATE_LOG2_STEPS[0] - 64
+    hi = float(offsets.max()) + RATE_LOG2_STEPS[-1]
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if _sizes_at(rates, offsets, mid).sum() > total:
+            lo = mid
+        else:
+            hi = mid
+    return _sizes_at(rates, offsets, hi)
+
+
+def _sizes_at(rates: np.ndarray, offsets: np.ndarray, log2_step: float) -> np.ndarray:
+    spacing = RATE_LOG2_STEPS[1] - RATE_LOG2_STEPS[0]
+    position = np.minimum((log2_step - offsets - RATE_LOG2_STEPS[0]) / spacing, len(RATE_LOG2_STEPS) - 1)
+    below = np.clip(np.floor(position), 0, len(RATE_LOG2_STEPS) - 2).astype(np.int64)
+    rows = np.arange(len(rates))
+    a, b = rates[rows, below].astype(np.float64), rates[rows, below + 1].astype(np.float64)
+    return np.maximum(a + (position - below) * (b - a), 0.0)
 
 
 def _share(total: float, weights: np.ndarray, floor: float) -> np.ndarray:

@@ -176,11 +176,11 @@ def test_chunk_stats_weighs_data_chunks_only():
         calls.append(block.shape)
         return 2
 
-    assert chunk_stats(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), weigh) == (0.0, 7.0, "data", 2.0)
-    assert chunk_stats(np.full((2, 2, 2), 9, np.uint8), weigh) == (9.0, 9.0, "constant", None)
-    assert chunk_stats(np.zeros((2, 2, 2), np.uint8), weigh) == (0.0, 0.0, "fill", None)
+    assert chunk_stats(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), weigh) == (0.0, 7.0, "data", 2.0, None)
+    assert chunk_stats(np.full((2, 2, 2), 9, np.uint8), weigh) == (9.0, 9.0, "constant", None, None)
+    assert chunk_stats(np.zeros((2, 2, 2), np.uint8), weigh) == (0.0, 0.0, "fill", None, None)
     assert calls == [(2, 2, 2)]
-    assert chunk_stats(np.arange(8, dtype=np.uint8).reshape(2, 2, 2)) == (0.0, 7.0, "data", None)
+    assert chunk_stats(np.arange(8, dtype=np.uint8).reshape(2, 2, 2)) == (0.0, 7.0, "data", None, None)
 
 
 def test_plan_value_range_and_peak(em):
@@ -259,3 +259,48 @@ def test_a_plan_past_the_spill_size_lives_in_a_temp_file_and_plans_the_same(monk
         assign_budgets(plan, 10, 500, 64)
     assert np.array_equal(in_memory.budgets, spilled.budgets) and (in_memory.vmin, in_memory.vmax) == (
         spilled.vmin, spilled.vmax)
+
+
+def curved_plan(ranges: list[float], curves: list[np.ndarray]):
+    """A plan of equal 16x64x64 uint16 data chunks with value ranges [0, r] and the given rate curves."""
+    shape = (16, 64, 64 * len(ranges))
+    items = list(chunk_grid(shape, CHUNK))
+    stats = [(0.0, r, "data", None, c) for r, c in zip(ranges, curves, strict=True)]
+    return plan_from_stats(shape, CHUNK, np.dtype("u2"), items, stats)
+
+
+def test_rate_curves_give_every_chunk_its_bytes_at_one_step_of_the_arrays_units():
+    # Both chunks cost 1000 bytes per halving of the step in their own normalized units, but the
+    # second spans four times the values: at any one step in the data's units its normalized step
+    # is two halvings finer, so it gets 2000 bytes more, whatever the total.
+    line = 1000.0 * (planner.RATE_LOG2_STEPS[-1] - planner.RATE_LOG2_STEPS)
+    plan = curved_plan([1000.0, 4000.0], [line, line])
+    for ratio in (8, 20):
+        assign_budgets(plan, ratio, 1000, 64)
+        first, second = budgets(plan)
+        assert abs(second - first - 2000) <= 2  # each share is rounded down
+        assert 0 <= plan.raw_bytes // ratio - 1000 - (first + second) <= 2
+    # A chunk that codes to nothing at that step is left the floor, not a voxel share.
+    plan = curved_plan([1000.0, 1000.0], [line, np.zeros_like(line)])
+    assign_budgets(plan, 20, 1000, 64)
+    assert budgets(plan)[1] == FRAMED + 64
+
+
+def test_equal_step_sizes_extend_curves_past_their_finest_step_and_hold_them_past_the_coarsest():
+    line = 100.0 * (planner.RATE_LOG2_STEPS[-1] - planner.RATE_LOG2_STEPS)
+    rates, offsets = np.stack([line, 3 * line]).astype(np.float32), np.zeros(2, np.float32)
+    finest = float(line[0])
+    # Beyond the finest step the curves keep their last slope: 100 and 300 bytes per halving.
+    sizes = planner.equal_step_sizes(rates, offsets, 4 * finest + 400 * 5)
+    np.testing.assert_allclose(sizes, [finest + 500, 3 * finest + 1500], rtol=1e-6)
+    # Less than the coarsest step codes to: that step's sizes (here nothing), never negative.
+    np.testing.assert_array_equal(planner.equal_step_sizes(rates, offsets, 0.0), [0.0, 0.0])
+
+
+def test_chunk_stats_refuses_a_rate_curve_of_the_wrong_length():
+    block = np.arange(64, dtype=np.uint8).reshape(4, 4, 4)
+    with pytest.raises(ValueError, match="rate curve"):
+        chunk_stats(block, rates=lambda b: np.ones(3))
+    *_, kind, _, curve = chunk_stats(block, rates=lambda b: np.ones(len(planner.RATE_LOG2_STEPS)))
+    assert kind == "data" and curve.shape == planner.RATE_LOG2_STEPS.shape
+    assert chunk_stats(np.zeros((4, 4, 4), np.uint8), rates=lambda b: 1 / 0)[4] is None  # fill: not asked

@@ -8,7 +8,9 @@ hand-set models, and against JPEG XL and x265, on whole volumes as a user runs t
 Every streamcomp row is ``streamcomp.api.compress`` at a target ratio, in its default chunks,
 read back through plain zarr (:func:`benchmarks.project_methods.run_method`), every stored byte
 counted (the model travels in the codec configuration). Rows: ``wavelet`` (learned context model
-and post-filter, the default), the same without the post-filter (``filter_channels=0``),
+and post-filter, the default), the same with every chunk's budget its share of the voxels instead of
+its bytes at one step common to the array (``allocation=voxels``), the same without the
+post-filter (``filter_channels=0``),
 ``wavelet`` with ``entropy=context`` and no filter (the same transform, quantizer and rate control
 with the hand-set per-chunk models: the coder as it was before the learned parts), and the
 baselines, searched to the same ratios (or taken from an earlier run's JSON with
@@ -40,7 +42,8 @@ from benchmarks.volumes import VOLUMES, load
 
 RESULTS = data.RESULTS
 NO_FILTER = {"filter_channels": 0}
-ROWS = {"learned": {}, "no post-filter": NO_FILTER, "hand-set": {"entropy": "context", **NO_FILTER}}
+ROWS = {"learned": {}, "same bytes per voxel": {"allocation": "voxels"}, "no post-filter": NO_FILTER,
+        "hand-set": {"entropy": "context", **NO_FILTER}}
 ABLATIONS = {"no distillation": {"distill": 0.0, **NO_FILTER}, "student 32 hidden": {"hidden": 32, **NO_FILTER}}
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
@@ -179,7 +182,8 @@ def run_study(
         for row, params in ABLATIONS.items():
             rows.append(method_row(name, row, ablation_ratio, params, volume, peak))
             print(_line(name, rows[-1]), flush=True)
-        bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in ["hand-set", "no post-filter", *codecs]}
+        anchors = ["hand-set", "same bytes per voxel", "no post-filter", *codecs]
+        bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in anchors}
         results["volumes"][name] = {"shape": list(volume.shape), "dtype": str(volume.dtype), "rows": rows, "bd": bds}
     return results
 
@@ -199,7 +203,9 @@ def report(results: dict[str, Any]) -> str:
         "# The learned context model and post-filter on whole volumes",
         "",
         "`python -m benchmarks.studies.learned_coder`: `streamcomp compress --method wavelet` (learned context model "
-        "and post-filter, the default) against the same without the post-filter (`filter_channels=0`), the same "
+        "and post-filter, the default) against the same with budgets split by voxels instead of by each chunk's "
+        "bytes at one step common to the array (`allocation=voxels`), without the post-filter "
+        "(`filter_channels=0`), the same "
         "coder with its hand-set per-chunk models and no filter (`entropy=context`) and the "
         "baselines at the same target ratios; every stored byte counted, PSNR and SSIM with peak = max - min "
         "of the original; encode includes the fit and starting Ray (\"after the fit\": without the fit), "

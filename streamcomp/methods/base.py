@@ -120,6 +120,12 @@ class Method(ABC):
         """A data chunk's share of the array's byte budget; None: its voxel count."""
         return None
 
+    def rate_curve(self, block: np.ndarray) -> np.ndarray | None:
+        """A data chunk's estimated payload bytes at each quantizer step ``2**RATE_LOG2_STEPS`` of
+        :mod:`streamcomp.plan` (in its normalized units), from which the planner gives every chunk
+        its bytes at one step common to the array; None: budgets follow :meth:`chunk_weight`."""
+        return None
+
     def needs_fit(self) -> bool:
         """Whether :meth:`fit_shared` has work to do (the pipeline skips the fit phase otherwise)."""
         return False

@@ -14,6 +14,11 @@ the run's rate: when, coded under it in the bytes the hand-set per-chunk models 
 bytes counted), they do not decode with less error, it is dropped, nothing is stored and chunks use
 the hand-set models (``entropy=context`` forces that).
 
+Under a ratio target every chunk's budget is its estimated bytes at one quantizer step common to
+the array (:mod:`streamcomp.coding.rate_estimate`, :func:`streamcomp.plan.assign_budgets`): the
+chunks that need many bytes for their detail get them from those that need few
+(``allocation=voxels``: the same bytes per voxel everywhere).
+
 A post-filter (:mod:`streamcomp.models.postfilter`), trained on the same sample decoded at its
 rate, then corrects what the quantizer left; it is kept only when the held-out chunks, coded in
 their budgets less its share of bytes and filtered, beat them coded without it, and each chunk's
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamcomp.coding.context_model import ContextModel
+from streamcomp.coding.rate_estimate import rate_curve
 from streamcomp.coding.residual import (
     ResidualCoder,
     decode_residual,
@@ -44,9 +50,12 @@ from streamcomp.coding.residual import (
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods.base import FitTargets, Method, Params, Target, encode_only
 from streamcomp.metrics import mse
+from streamcomp.plan import RATE_LOG2_STEPS
+from streamcomp.values import normalize
 
 logger = logging.getLogger(__name__)
 ENTROPY = ("learned", "context")
+ALLOCATION = ("rate", "voxels")
 STEP_SPREAD = (-0.5, 0.0, 0.5)  # log2 offsets around each sample's step the model learns from
 DEFAULT_LOG2_STEP = -6.0  # a sample's step when the fit is given no target
 # Shared state holding a post-filter: magic, context model length, the model, then the filter.
@@ -61,6 +70,7 @@ FILTER_MAX_GAIN_DB = 3.0  # more than the post-filter gained anywhere: a share o
 @dataclass(frozen=True)
 class WaveletParams(Params):
     entropy: str = encode_only("learned")
+    allocation: str = encode_only("rate")
     hidden: int = encode_only(16)
     teacher_hidden: int = encode_only(32)
     teacher_steps: int = encode_only(300)
@@ -76,6 +86,8 @@ class WaveletParams(Params):
     def __post_init__(self) -> None:
         if self.entropy not in ENTROPY:
             raise InputError(f"entropy must be one of {', '.join(ENTROPY)}, got {self.entropy!r}")
+        if self.allocation not in ALLOCATION:
+            raise InputError(f"allocation must be one of {', '.join(ALLOCATION)}, got {self.allocation!r}")
         if self.hidden < 1 or self.teacher_hidden < 1:
             raise InputError("hidden and teacher_hidden must be at least 1")
         if not 0 <= self.distill <= 1:
@@ -102,6 +114,13 @@ class WaveletMethod(Method):
         self.filter = None  # the array's PostFilter, when it has one
         self._blob: bytes | None = None if self.needs_fit() else b""
         self._filter_blob = b""
+
+    def rate_curve(self, block: np.ndarray) -> np.ndarray | None:
+        """The chunk's bytes by step (:func:`streamcomp.coding.rate_estimate.rate_curve`), unless
+        ``allocation=voxels`` asks for the same bytes per voxel in every chunk."""
+        if self.params.allocation != "rate":
+            return None
+        return rate_curve(normalize(block)[0], RATE_LOG2_STEPS)
 
     def needs_fit(self) -> bool:
         return self.params.entropy == "learned" or self.params.filter_channels > 0

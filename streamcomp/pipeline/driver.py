@@ -5,7 +5,7 @@
     driver                                   ChunkWorker actors (one CPU, or one GPU, each)
     ------                                   -----------------------------------------------
     open: source metadata, method, output
-    scan: batches of chunk slices     --->   read own blocks, (min, max, kind, weight) per chunk
+    scan: batches of chunk slices     --->   read own blocks, (min, max, kind, weight, rate curve) per chunk
     plan: kinds, value range, budgets
     fit (methods with shared state)   --->   one actor reads the sample blocks, fit_shared(),
                                              returns the codec configuration (none under
@@ -160,13 +160,15 @@ def choose_executor(cfg: RunConfig, source: Source) -> str:
 
 
 def scan(state: Run, pool: LocalPool | RayPool) -> None:
-    """Every chunk's kind, value range and budget weight, computed by the workers."""
+    """Every chunk's kind, value range, budget weight and (for a ratio target) rate curve, computed
+    by the workers."""
     source, cfg = state.source, state.cfg
     plan = Plan(source.shape, state.chunks, source.dtype)
     work = ((i, plan.slices(i)) for i in range(plan.size))
     with tqdm(total=plan.size, desc="scan", unit="chunk", disable=not cfg.progress) as bar:
         params = state.method.params.as_dict()
-        for results in pool.map("stats", batches(work, batch_size(plan.size, pool.size, 64)), cfg.method, params):
+        for results in pool.map("stats", batches(work, batch_size(plan.size, pool.size, 64)), cfg.method, params,
+                                cfg.ratio is not None):
             for i, st in results:
                 plan.record(i, st)
             bar.update(len(results))

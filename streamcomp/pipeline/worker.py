@@ -65,11 +65,14 @@ class ChunkWorker:
         self._outputs: dict[str, Any] = {}
 
     def stats(
-        self, batch: list[tuple[int, tuple[slice, ...]]], method: str, params: dict[str, Any]
+        self, batch: list[tuple[int, tuple[slice, ...]]], method: str, params: dict[str, Any], rates: bool
     ) -> list[tuple[int, tuple]]:
-        """Per chunk: (min, max, kind, budget weight), the weight from :meth:`Method.chunk_weight`."""
-        weigh = build_method(method, params).chunk_weight
-        return [(i, chunk_stats(self.source.read(sl), weigh)) for i, sl in batch]
+        """Per chunk: (min, max, kind, budget weight, rate curve), the weight from
+        :meth:`Method.chunk_weight` and, when ``rates`` (a ratio target), the curve from
+        :meth:`Method.rate_curve`."""
+        codec_method = build_method(method, params)
+        curve = codec_method.rate_curve if rates else None
+        return [(i, chunk_stats(self.source.read(sl), codec_method.chunk_weight, curve)) for i, sl in batch]
 
     def fit(
         self,

@@ -1,0 +1,36 @@
+"""A chunk's coded size at every quantizer step of a grid, estimated in one cheap pass.
+
+Why: an array decodes with the least error for its bytes when every chunk is quantized at the
+same step in the data's units (one rate-distortion slope everywhere), not when every chunk gets
+the same bytes per voxel: a CT chunk of air needs almost nothing, one through the skull many
+times its share. The planner splits the budget that way before anything is fitted, so it needs
+each chunk's bytes as a function of the step from the scan. This estimates them from the
+first-order entropy of each subband's dead-zone symbols under the volumetric transform, plus a
+sign bit per nonzero symbol. The context coders spend less than that, but alike across chunks,
+so only the relative sizes matter and those come out right.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamcomp.coding.bands import levels_for, subbands
+from streamcomp.coding.residual import ROUNDING
+
+
+def rate_curve(x: np.ndarray, log2_steps: np.ndarray) -> np.ndarray:
+    """Estimated bytes of ``x`` (a normalized chunk) coded at each quantizer step ``2**log2_steps``."""
+    bands = subbands(np.asarray(x, np.float32), levels_for(x.shape), False)
+    magnitudes = [np.abs(b).reshape(-1) for b in bands]
+    sizes = np.empty(len(log2_steps))
+    for j, log2_step in enumerate(log2_steps):
+        inverse = np.float32(2.0 ** -float(log2_step))
+        bits = 0.0
+        for m in magnitudes:
+            symbols = (m * inverse + np.float32(ROUNDING)).astype(np.int64)  # floor: m >= 0
+            counts = np.bincount(symbols)
+            zeros = int(counts[0])
+            counts = counts[counts > 0].astype(np.float64)
+            bits += m.size * np.log2(m.size) - float((counts * np.log2(counts)).sum()) + (m.size - zeros)
+        sizes[j] = bits / 8
+    return sizes
