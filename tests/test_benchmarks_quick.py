@@ -289,3 +289,18 @@ def test_scale_study_on_loopback_s3_loses_nothing_to_a_killed_worker_or_driver(t
     assert len(runs) == 3 and all(r["lost"] == 0 and r["identical"] for r in runs.values())
     assert runs["driver SIGKILLed, rerun --resume"]["skipped"] >= 2
     assert "| size_mib |" in (tmp_path / "scale.md").read_text()
+
+
+def test_allocation_study_on_the_bundled_ct_crop(tmp_path: Path) -> None:
+    from benchmarks.studies import allocation
+
+    allocation.main(["--bundled", "--volumes", "ct_head", "--chunks", "8,32,32", "--ratios", "16",
+                     "--out", str(tmp_path)])  # fmt: skip
+    rows = json.loads((tmp_path / "allocation.json").read_text())["volumes"]["ct_head"]["rows"]
+    splits = {r["split"]: r for r in rows}
+    assert list(splits) == ["voxels", "estimate", "oracle, one step", "oracle, one slope"]
+    # Chunks unlike in detail: the estimated split beats the same bytes per voxel, in no more bytes.
+    assert splits["estimate"]["psnr"] > splits["voxels"]["psnr"] + 1.0
+    assert splits["estimate"]["bytes"] <= 1.02 * splits["voxels"]["bytes"]
+    assert splits["oracle, one slope"]["bytes"] <= splits["estimate"]["bytes"]
+    assert (tmp_path / "allocation.md").read_text().count("| 16.0x |") == 4

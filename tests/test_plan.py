@@ -248,17 +248,21 @@ def test_plan_columns_are_17_bytes_a_chunk_and_views_match_the_grid():
         small.item(small.size)
 
 
-def test_a_plan_past_the_spill_size_lives_in_a_temp_file_and_plans_the_same(monkeypatch, em):
-    stats = [chunk_stats(em[it.slices]) for it in chunk_grid(em.shape, (8, 32, 32))]
+@pytest.mark.parametrize("curves", [False, True])
+def test_a_plan_past_the_spill_size_lives_in_a_temp_file_and_plans_the_same(monkeypatch, em, curves):
+    rates = method_class("wavelet")().rate_curve if curves else None
+    stats = [chunk_stats(em[it.slices], None, rates) for it in chunk_grid(em.shape, (8, 32, 32))]
     items = list(chunk_grid(em.shape, (8, 32, 32)))
     in_memory = plan_from_stats(em.shape, (8, 32, 32), em.dtype, items, stats)
     monkeypatch.setattr(planner, "SPILL_BYTES", 0)
     spilled = plan_from_stats(em.shape, (8, 32, 32), em.dtype, items, stats)
     assert isinstance(spilled.budgets, np.memmap) and not isinstance(in_memory.budgets, np.memmap)
+    assert (spilled.rates is not None) == curves and (not curves or isinstance(spilled.rates, np.memmap))
     for plan in (in_memory, spilled):
         assign_budgets(plan, 10, 500, 64)
     assert np.array_equal(in_memory.budgets, spilled.budgets) and (in_memory.vmin, in_memory.vmax) == (
         spilled.vmin, spilled.vmax)
+    assert (len(np.unique(in_memory.budgets)) > 1) == curves  # EM's chunks differ in detail
 
 
 def curved_plan(ranges: list[float], curves: list[np.ndarray]):
