@@ -11,7 +11,7 @@ from helpers import assert_fresh_read_matches
 from streamcomp.api import compress
 from streamcomp.coding import learned_bands
 from streamcomp.coding.context_model import ContextModel, PairCoder, buckets, code_lengths, walk_bands
-from streamcomp.coding.residual import ResidualCoder, decode_residual, encode_residual, step_of
+from streamcomp.coding.residual import FILLED, ResidualCoder, decode_residual, encode_residual, step_of
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import DEFAULT_METHOD, method_class
 from streamcomp.methods.base import FitTargets, Target
@@ -95,6 +95,25 @@ def test_budget_is_filled_not_exceeded(fitted, ct_blocks):
         data, decoded = encode_residual(block, budget=budget, model=model)
         assert 0.95 * budget <= len(data) <= budget
         assert np.array_equal(decode_residual(data, block.shape, model), decoded)
+
+
+def test_the_learned_rate_control_fills_the_budget_in_few_passes(fitted, ct_blocks):
+    class Counted(ResidualCoder):
+        passes = 0
+
+        def choose(self, log2_step):
+            Counted.passes += 1
+            return super().choose(log2_step)
+
+    model, budget = fitted[0].model, fitted[2]
+    filled = []
+    for ratio in (1, 4):  # the sample's rate, and four times fewer bytes
+        for block in ct_blocks[8:12]:
+            data, _ = Counted(block, False, model).fit_budget(budget // ratio)
+            filled.append(len(data) / (budget // ratio))
+    # At a quarter of the bytes sizes move in stairs: a chunk may have no step in the window.
+    assert min(filled) >= 0.9 and max(filled) <= 1 and sum(f >= FILLED for f in filled) >= 6
+    assert Counted.passes <= 7 * 8  # a regula falsi took 8-11 a chunk
 
 
 def test_learned_model_codes_unseen_chunks_shorter_than_the_hand_set_models(fitted, ct_blocks):

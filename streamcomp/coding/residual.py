@@ -306,12 +306,18 @@ def _next_step(tried: list[tuple[float, float]], over: float, fits: float, lo: f
     slope = _TYPICAL_SLOPE
     if others and (others[0][1] - g1) / (others[0][0] - x1) < 0:
         slope = (others[0][1] - g1) / (others[0][0] - x1)
-    x = min(max(x1 + (aim - g1) / slope, lo), hi)
+    x = x1 + (aim - g1) / slope
     if math.isfinite(over) and math.isfinite(fits):
         if fits - over < 2.0**-7:
             return None
-        if not over < x < fits:
+        if not over < x < fits or any(x == t[0] for t in tried):
             x = 0.5 * (over + fits)
+    else:
+        # No bracket yet: at least a stride that doubles with every trial, since sizes at low
+        # rates are a staircase whose flat treads would stall the secant.
+        stride = 2.0 ** (len(tried) - 4)
+        x = max(x, over + stride) if math.isfinite(over) else min(x, fits - stride)
+    x = min(max(x, lo), hi)
     if any(x == t[0] for t in tried):
         return None  # clamped to an end already tried: no step there fits, or every one does
     return x
