@@ -249,9 +249,9 @@ class ResidualCoder:
         accepted once its size falls in [FILLED, 1] of the budget. Log size is nearly linear in
         log2 step, so each trial is a secant through the two trials nearest the window's middle
         (the bracket's midpoint when it falls outside, where the curve bends near the step that
-        zeroes every coefficient): three to five RDOQ passes a chunk, where a regula falsi took
-        eight to eleven. The accepted
-        trial's symbols are coded once, coarsened in small steps if its real bytes exceed the budget."""
+        zeroes every coefficient): three to six RDOQ passes a chunk, where a regula falsi took
+        eight to eleven. The accepted trial's symbols are coded once, coarsened in small steps if
+        its real bytes exceed the budget."""
         lo, hi = self.step_range
         if budget <= _HEAD.size:  # no step fits: the coarsest, without searching for it
             step, symbols, _ = self.choose(hi)
