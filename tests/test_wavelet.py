@@ -127,6 +127,29 @@ def test_learned_model_codes_unseen_chunks_shorter_than_the_hand_set_models(fitt
     assert hand > 0 and learned < 0.95 * hand
 
 
+def test_a_fit_on_rows_drawn_by_their_symbols_codes_as_well_as_the_full_batch(ct_blocks, monkeypatch):
+    """Past SAMPLED_ROWS context rows each step trains on rows drawn in proportion to their symbols:
+    the unseen chunks' bits stay within 1 % of the full-batch fit's (thresholds lowered so that a
+    few real CT chunks take that path)."""
+    from streamcomp.coding import fit_context
+    from streamcomp.methods.wavelet import WaveletMethod
+
+    steps = [(-4.0, False)] * len(ct_blocks)
+    train = WaveletMethod._sample_stats(ct_blocks, steps, range(6))
+    unseen = WaveletMethod._sample_stats(ct_blocks, steps, range(8, len(ct_blocks)))
+    assert len(train.inputs) > 2000
+
+    def unseen_bits(**thresholds) -> float:
+        for name, value in thresholds.items():
+            monkeypatch.setattr(fit_context, name, value)
+        fitted = fit_context.fit_context_model(train, teacher_steps=150, student_steps=300)
+        return fit_context.integer_bits(fitted.student, unseen) / unseen.symbols
+
+    full = unseen_bits()
+    sampled = unseen_bits(SAMPLED_ROWS=2000, BATCH_ROWS=500)
+    assert sampled < 1.01 * full
+
+
 def test_rdoq_trades_error_for_bytes_where_its_model_says_it_pays(fitted, ct_blocks):
     """Without a price on bits it rounds; with one, every coefficient holds the cheapest of its
     candidates under the context the decoder will see, the whole costs less error + lambda * bits

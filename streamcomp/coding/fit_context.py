@@ -4,7 +4,7 @@ the small integer student that arrays store (:class:`~streamcomp.coding.context_
 Why sufficient statistics: under the model's family (zero flag and geometric tail) a context's
 likelihood depends on its symbols only through three numbers (zeros, nonzeros, sum of magnitudes
 past one), and contexts are discrete (a band class and a 16-bit key), so a sample of millions of
-coefficients reduces to tens of thousands of rows and a full-batch fit takes seconds.
+coefficients reduces to 10^4-10^5 rows; a step on rows drawn by their symbols takes milliseconds.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from streamcomp.coding.context_model import (
 
 logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
+BATCH_ROWS = 16384  # context rows per training step when sampled: fewer made the student erratic
+SAMPLED_ROWS = 4 * BATCH_ROWS  # below this many rows a full-batch step costs about as little
 
 
 @dataclass
@@ -115,11 +117,22 @@ def _init_output(net: nn.Sequential, counts: np.ndarray) -> None:
 
 
 def _train(net: nn.Sequential, x: torch.Tensor, counts: torch.Tensor, steps: int, lr: float) -> None:
+    """Adam on the code length per symbol. Past SAMPLED_ROWS rows, each step takes BATCH_ROWS rows
+    drawn in proportion to their symbols, each scaled to one symbol (an unbiased estimate of the
+    full loss), for twice the steps: on head CT's 166k rows the same held-out bits in half the
+    time, and a fit's time no longer grows with its rows."""
+    symbols = counts[:, :2].sum(dim=1)
+    sampled = len(x) > SAMPLED_ROWS
+    steps = 2 * steps if sampled else steps
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    total = counts[:, :2].sum()
+    per_symbol = counts / symbols.clamp_min(1.0)[:, None]
     for _ in range(steps):
-        loss = nll_bits(net(x), counts) / total
+        if sampled:
+            rows = torch.multinomial(symbols, BATCH_ROWS, replacement=True)
+            loss = nll_bits(net(x[rows]), per_symbol[rows]) / BATCH_ROWS
+        else:
+            loss = nll_bits(net(x), counts) / symbols.sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
