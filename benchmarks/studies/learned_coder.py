@@ -210,7 +210,8 @@ def report(results: dict[str, Any]) -> str:
         "baselines at the same target ratios; every stored byte counted, PSNR and SSIM with peak = max - min "
         "of the original; encode includes the fit and starting Ray (\"after the fit\": without the fit), "
         "decode is a whole plain-zarr read, chunk read the first chunk's, the codec loaded. Throughput is "
-        "for the whole machine (streamcomp: embedded Ray on both cores; the baselines multi-threaded).",
+        "for the whole machine (streamcomp: these volumes are under 64 MiB, so `compress` runs in-process, "
+        "where torch uses both cores and the rest of the coder one; the baselines multi-threaded).",
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores, {m.get('ram_gib', '?')} GiB, "
         f"GPU: {m.get('gpu') or 'none'}; "
