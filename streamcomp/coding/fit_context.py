@@ -31,7 +31,7 @@ from streamcomp.coding.context_model import (
 
 logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
-BATCH_ROWS = 16384  # context rows per training step when sampled: fewer made the student erratic
+BATCH_ROWS = 16384  # context rows per training step when sampled
 SAMPLED_ROWS = 4 * BATCH_ROWS  # below this many rows a full-batch step costs about as little
 
 
