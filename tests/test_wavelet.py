@@ -127,6 +127,21 @@ def test_learned_model_codes_unseen_chunks_shorter_than_the_hand_set_models(fitt
     assert hand > 0 and learned < 0.95 * hand
 
 
+@pytest.mark.parametrize("ratio", [16, 64, 256])
+def test_the_fits_sample_steps_are_the_hand_set_rate_controls(ct_large, ratio):
+    """The fit reads each sample's step off its rate estimate, scaled by one hand-set coding,
+    instead of running the hand-set rate control: the same transform and the same step within a
+    tenth of an octave, on real CT chunks 32 sections deep."""
+    from streamcomp.methods.wavelet import WaveletMethod
+
+    chunk = (32, 64, 64)
+    budget = int(np.prod(chunk)) * 2 // ratio
+    for block in _blocks(ct_large, chunk):
+        log2_step, planar = step_of(encode_residual(block, budget=budget)[0])
+        read, read_planar = WaveletMethod._sample_step(block, Target(budget_bytes=budget))
+        assert abs(read - log2_step) < 0.1 and read_planar == planar
+
+
 def test_a_fit_on_rows_drawn_by_their_symbols_codes_as_well_as_the_full_batch(ct_blocks, monkeypatch):
     """Past SAMPLED_ROWS context rows each step trains on rows drawn in proportion to their symbols:
     the unseen chunks' bits stay within 1 % of the full-batch fit's (thresholds lowered so that a

@@ -286,11 +286,22 @@ class WaveletMethod(Method):
 
     @staticmethod
     def _sample_step(block: np.ndarray, target: Target | None) -> tuple[float, bool]:
-        """(log2 step, planar) the hand-set coder picks for ``block`` under ``target``."""
+        """(log2 step, planar) near the hand-set coder's for ``block`` under ``target``. For a
+        budget: the step where the rate estimate, scaled to the hand-set bytes of one coding at
+        its first guess (near it they are a steady fraction of the estimate), reads the budget,
+        under the transform that codes the guess in fewer bytes (at one step both err alike).
+        The fit learns from steps around it, so the rate control's 20-40 codings are not needed."""
         if target is None:
             return DEFAULT_LOG2_STEP, False
-        data, _ = encode_residual(block, budget=target.budget_bytes, max_mse=target.max_mse)
-        return step_of(data)
+        if target.budget_bytes is None:
+            return step_of(encode_residual(block, max_mse=target.max_mse)[0])
+        curve = np.log(np.maximum(rate_curve(block, RATE_LOG2_STEPS), 1.0))
+        budget = math.log(max(target.budget_bytes, 1))
+        guess = _step_at(curve, budget)
+        sizes = [len(ResidualCoder(block, planar).code_bytes(guess)) for planar in (False, True)]
+        planar = sizes[1] < sizes[0]
+        scale = float(np.interp(guess, RATE_LOG2_STEPS, curve)) - math.log(sizes[planar])
+        return _step_at(curve, budget + scale), planar
 
     def _judge(self, blocks: list[np.ndarray], steps: list[tuple[float, bool]], data_voxels: int, what: str) -> str:
         """Keep the model only if ``blocks``, coded under it in the bytes the hand-set models spend
@@ -373,6 +384,12 @@ class WaveletMethod(Method):
         from streamcomp.models.postfilter import apply
 
         return apply(self.filter, decoded.astype(np.float32), 2.0 ** step_of(sections[0])[0])
+
+
+def _step_at(log_sizes: np.ndarray, log_bytes: float) -> float:
+    """The log2 step where a rate curve (log bytes at RATE_LOG2_STEPS, falling) reads ``log_bytes``:
+    linear between its points, its ends past them."""
+    return float(np.interp(-log_bytes, -log_sizes, RATE_LOG2_STEPS))
 
 
 def _sse(decoded: np.ndarray, original: np.ndarray) -> float:
