@@ -388,7 +388,7 @@ class WaveletMethod(Method):
 
 def _step_at(log_sizes: np.ndarray, log_bytes: float) -> float:
     """The log2 step where a rate curve (log bytes at RATE_LOG2_STEPS, falling) reads ``log_bytes``:
-    linear between its points, its ends past them."""
+    linear between its points, clamped to its end steps beyond them."""
     return float(np.interp(-log_bytes, -log_sizes, RATE_LOG2_STEPS))
 
 
