@@ -19,11 +19,13 @@ the array (:mod:`streamcomp.coding.rate_estimate`, :func:`streamcomp.plan.assign
 chunks that need many bytes for their detail get them from those that need few
 (``allocation=voxels``: the same bytes per voxel everywhere).
 
-A post-filter (:mod:`streamcomp.models.postfilter`), trained on the same sample decoded at its
-rate, then corrects what the quantizer left; it is kept only when the held-out chunks, coded in
-their budgets less its share of bytes and filtered, beat them coded without it, and each chunk's
-section says whether it applies (the encoder checks the chunk against its original). Runs that
-target an error rather than a size skip it; ``filter_channels=0`` leaves it out.
+A post-filter (:mod:`streamcomp.models.postfilter`), fine-tuned from a shipped start (trained on
+other volumes by :mod:`streamcomp.methods.filter_starts`; ``filter_start`` picks another or none)
+on the same sample decoded at its rate, then corrects what the quantizer left; it is kept only
+when the held-out chunks, coded in their budgets less its share of bytes and filtered, beat them
+coded without it, and each chunk's section says whether it applies (the encoder checks the
+chunk against its original). Runs that target an error rather than a size skip it;
+``filter_channels=0`` leaves it out.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class WaveletParams(Params):
     seed: int = encode_only(0)
     filter_channels: int = encode_only(8)
     filter_steps: int = encode_only(1500)
+    filter_start: str = encode_only("shipped")
+    filter_tune_steps: int = encode_only(750)
     filter_lr: float = encode_only(3e-3)
 
     def __post_init__(self) -> None:
@@ -92,11 +96,17 @@ class WaveletParams(Params):
             raise InputError("hidden and teacher_hidden must be at least 1")
         if not 0 <= self.distill <= 1:
             raise InputError(f"distill must be in [0, 1], got {self.distill!r}")
-        if not 0 <= self.filter_channels <= 64 or self.filter_steps < 0:
+        if not 0 <= self.filter_channels <= 64 or min(self.filter_steps, self.filter_tune_steps) < 0:
             raise InputError(
-                f"filter_channels must be in [0, 64] (0: no post-filter) and filter_steps >= 0, got "
-                f"{self.filter_channels!r}, {self.filter_steps!r}"
+                f"filter_channels must be in [0, 64] (0: no post-filter), filter_steps and filter_tune_steps "
+                f">= 0, got {self.filter_channels!r}, {self.filter_steps!r}, {self.filter_tune_steps!r}"
             )
+        from streamcomp.models.postfilter import check_start
+
+        try:
+            check_start(self.filter_start)
+        except ValueError as e:
+            raise InputError(str(e)) from None
 
 
 class WaveletMethod(Method):
@@ -213,11 +223,10 @@ class WaveletMethod(Method):
         without it: the held-out run of the decision itself, so no rate-distortion model can
         misprice the bytes at low rates. A filter that does not pay is tried once more with half
         the channels (a third of the bytes), which can at the lower rates."""
-        from streamcomp.models.postfilter import PostFilter
+        from streamcomp.models.postfilter import PostFilter, load_start
 
         p = self.params
-        # Serial sections coded one by one barely correlate: in-plane kernels there.
-        depth = 1 if 2 * sum(steps[i][1] for i in fit) > len(fit) else 3
+        depth = filter_depth([steps[i] for i in fit])
         whole = [encode_residual(samples[i], budget=budgets[i], model=self.model)[1] for i in judged]
         without = sum(_sse(w, samples[i]) for w, i in zip(whole, judged, strict=True))
         pairs: list = []  # the fit samples decoded at their steps, made once for either size
@@ -237,10 +246,14 @@ class WaveletMethod(Method):
                 notes.append(f"{head} skipped: its bytes would cost the {what} chunks {loss:.2f} dB")
                 continue
             pairs = pairs or [self._decoded_pair(samples[i], *steps[i]) for i in fit]
-            net, train_steps, gain, used = self._train_filter(pairs, depth, channels, data_voxels, reduced, without)
+            begun = load_start(p.filter_start, depth, channels)
+            how = "trained from zeros" if begun is None else f"fine-tuned from the {p.filter_start} start"
+            net, train_steps, gain, used = self._train_filter(
+                pairs, depth, channels, begun, data_voxels, reduced, without
+            )
             kept = gain > 0
             notes.append(
-                f"{head} trained {train_steps} steps in {time.perf_counter() - start:.1f} s on {len(fit)} sample "
+                f"{head} {how} {train_steps} steps in {time.perf_counter() - start:.1f} s on {len(fit)} sample "
                 f"chunks: {gain:+.2f} dB on {len(judged)} {what} chunks coded in their budgets less its share "
                 f"({used} filtered): "
                 + ("kept" if kept else "dropped")
@@ -260,16 +273,18 @@ class WaveletMethod(Method):
             out.append((np.asarray(samples[i], np.float32), less.astype(np.float32), 2.0 ** step_of(data)[0]))
         return out
 
-    def _train_filter(self, pairs, depth: int, channels: int, data_voxels: int, reduced, without: float):
+    def _train_filter(self, pairs, depth: int, channels: int, start, data_voxels: int, reduced, without: float):
         """(filter as stored, training steps, gain in dB on ``reduced`` over ``without``, chunks it
         improves), each reduced chunk filtered only where that helps, as encode does."""
         from streamcomp.models import postfilter
 
         p = self.params
-        # A small array is not worth a long fit: the training grows with the array, up to the cap.
-        train_steps = min(p.filter_steps, math.ceil(data_voxels / FILTER_VOXELS_PER_STEP))
+        # A small array is not worth a long fit: the training grows with the array, up to the cap
+        # (fewer steps from a start, which gets further in half the steps than zeros in all).
+        cap = p.filter_steps if start is None else p.filter_tune_steps
+        train_steps = min(cap, math.ceil(data_voxels / FILTER_VOXELS_PER_STEP))
         # Judged and flagged with the stored (int8) weights: the filter every decoder will run.
-        net = postfilter.fit(pairs, depth, channels, train_steps, p.filter_lr, p.seed).stored()
+        net = postfilter.fit(pairs, depth, channels, train_steps, p.filter_lr, p.seed, start).stored()
         with_filter, used = 0.0, 0
         for original, less, step in reduced:
             base, filtered = _sse(less, original), _sse(postfilter.apply(net, less, step), original)
@@ -277,6 +292,13 @@ class WaveletMethod(Method):
             used += filtered < base
         gain = 10 * math.log10(without / with_filter) if with_filter > 0 and without > 0 else 0.0
         return net, train_steps, gain, used
+
+    def filter_pairs(self, samples: list[np.ndarray], targets: list[Target]) -> tuple[list, int]:
+        """(each sample decoded at the step its target asks for, as :class:`~streamcomp.models.postfilter.Pair`,
+        the kernel depth a fit on them would choose): what the post-filter trains on, for training
+        starting points (:mod:`streamcomp.methods.filter_starts`)."""
+        steps = [self._sample_step(s, t) for s, t in zip(samples, targets, strict=True)]
+        return [self._decoded_pair(s, *st) for s, st in zip(samples, steps, strict=True)], filter_depth(steps)
 
     def _decoded_pair(self, block: np.ndarray, log2_step: float, planar: bool):
         from streamcomp.models.postfilter import Pair
@@ -390,6 +412,12 @@ def _step_at(log_sizes: np.ndarray, log_bytes: float) -> float:
     """The log2 step where a rate curve (log bytes at RATE_LOG2_STEPS, falling) reads ``log_bytes``:
     linear between its points, clamped to its end steps beyond them."""
     return float(np.interp(-log_bytes, -log_sizes, RATE_LOG2_STEPS))
+
+
+def filter_depth(steps: list[tuple[float, bool]]) -> int:
+    """The post-filter's kernel depth for chunks coded at ``steps`` ((log2 step, planar) each):
+    serial sections coded one by one barely correlate, so in-plane kernels where most are planar."""
+    return 1 if 2 * sum(planar for _, planar in steps) > len(steps) else 3
 
 
 def _sse(decoded: np.ndarray, original: np.ndarray) -> float:

@@ -9,6 +9,8 @@ post-filter); here it runs after the wavelet decode, and a chunk's section says 
 Inputs are normalised by the chunk's own mean and spread, and the correction is scaled by the
 chunk's quantizer step (the artefacts grow with it), so one network serves every rate of an array.
 Serial-section EM, coded per section, gets in-plane kernels (1x3x3); volumes coded in 3D get 3x3x3.
+A fit starts from a filter of its shape trained on other volumes (``starts/``, see
+:mod:`streamcomp.methods.filter_starts`), which its few sample chunks then tune.
 The filter is float arithmetic: unlike the entropy model it needs no bit-exact evaluation, since
 nothing is decoded from its output.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import itertools
 import struct
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +44,7 @@ PATCH = (8, 32, 32)  # many small patches train faster than few large ones at eq
 BATCH = 4
 Scalar = float | torch.Tensor
 CONV3D_CHANNELS = 8  # 3x3x3 filters this wide run as 3D convolutions (faster there than summed 2D ones)
+STARTS = ("shipped", "none")  # where a fit's filter starts: the package's starting points, or zeros
 
 
 class PostFilter(nn.Module):
@@ -144,6 +149,33 @@ def _int8_values(net: PostFilter, blob: bytes) -> np.ndarray:
     return np.concatenate(values).astype(np.float32)
 
 
+def start_name(depth: int, channels: int) -> str:
+    """The file name of the starting point for a filter of this shape."""
+    return f"postfilter_{depth}x3x3_{channels}ch.bin"
+
+
+def check_start(where: str) -> None:
+    """Raise ``ValueError`` unless ``where`` names a start: "shipped", "none" or an existing folder."""
+    if where not in STARTS and not Path(where).is_dir():
+        raise ValueError(
+            f"filter_start must be 'shipped', 'none' or a folder of starting points "
+            f"(python -m streamcomp.methods.filter_starts writes one), got {where!r}: no such folder"
+        )
+
+
+def load_start(where: str, depth: int, channels: int) -> PostFilter | None:
+    """The filter a fit starts from for this shape: the package's ("shipped"), one in the folder
+    ``where``, or none ("none", or no start of this shape there: the fit then starts from zeros)."""
+    check_start(where)
+    if where == "none":
+        return None
+    name = start_name(depth, channels)
+    path = resources.files("streamcomp.models") / "starts" / name if where == "shipped" else Path(where) / name
+    if not path.is_file():
+        return None
+    return PostFilter.from_bytes(path.read_bytes())
+
+
 def _stats(decoded: np.ndarray, step: float) -> tuple[float, float]:
     """The chunk's mean and spread (its standard deviation, at least one step: flat chunks stay flat)."""
     return float(decoded.mean()), float(decoded.std()) + step
@@ -174,16 +206,26 @@ class Pair:
     step: float
 
 
-def fit(pairs: list[Pair], depth: int, channels: int, steps: int, lr: float, seed: int) -> PostFilter:
+def fit(
+    pairs: list[Pair], depth: int, channels: int, steps: int, lr: float, seed: int, start: PostFilter | None = None
+) -> PostFilter:
     """Train on random patches of ``pairs`` (MSE in units of each chunk's step, so coarse and fine
-    chunks weigh alike); the patch is the chunk where the chunk is smaller, and a step's patches
-    share the smallest of their shapes, so that they run as one batch (much faster than one by
-    one, for 3x3x3 kernels above all)."""
+    chunks weigh alike), from ``start``'s weights when given (else the last layer at zero); the
+    patch is the chunk where the chunk is smaller, and a step's patches share the smallest of
+    their shapes, so that they run as one batch (much faster than one by one, for 3x3x3 kernels
+    above all)."""
     if not pairs:
         raise ValueError("the post-filter needs at least one sample chunk")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = PostFilter(depth, channels)
+    if start is not None:
+        if (start.depth, start.channels) != (depth, channels):
+            raise ValueError(
+                f"a {start.depth}-deep, {start.channels}-channel start cannot seed a {depth}-deep, "
+                f"{channels}-channel filter"
+            )
+        net.load_state_dict(start.state_dict())
     volumes = []
     for p in pairs:
         mean, spread = _stats(p.decoded, p.step)
