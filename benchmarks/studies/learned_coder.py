@@ -17,7 +17,9 @@ baselines, searched to the same ratios (or taken from an earlier run's JSON with
 ``--baselines-from``, their inputs and code being the same; ``--reuse OLD:NEW`` also takes that
 run's streamcomp row OLD as row NEW, for rows whose code has not changed since). Ablations of the
 context model at one ratio per volume (without the filter) switch off distillation (the student
-fitted alone) and widen the student. The fit's own report (teacher and student bits per
+fitted alone) and widen the student; one trains the post-filter from zeros instead of from a start.
+Every row with the filter starts it from starts trained (:mod:`streamcomp.methods.filter_starts`)
+on the other shared volumes only, never on the one measured. The fit's own report (teacher and student bits per
 coefficient, the model's and the filter's held-out gains, fit seconds) is read from the run's
 log. BD-rate and BD-PSNR are over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (default
 ``benchmarks/results/``; ``--quick``: a temp folder).
@@ -39,12 +41,14 @@ from benchmarks import baselines, bd, data
 from benchmarks.project_methods import run_method
 from benchmarks.studies.common import machine, peak_of, quality, write_json
 from benchmarks.volumes import VOLUMES, load
+from streamcomp.methods import filter_starts
 
 RESULTS = data.RESULTS
 NO_FILTER = {"filter_channels": 0}
 ROWS = {"learned": {}, "same bytes per voxel": {"allocation": "voxels"}, "no post-filter": NO_FILTER,
         "hand-set": {"entropy": "context", **NO_FILTER}}
-ABLATIONS = {"no distillation": {"distill": 0.0, **NO_FILTER}, "student 32 hidden": {"hidden": 32, **NO_FILTER}}
+ABLATIONS = {"no distillation": {"distill": 0.0, **NO_FILTER}, "student 32 hidden": {"hidden": 32, **NO_FILTER},
+             "filter from zeros": {"filter_start": "none"}}
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
 _FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
@@ -140,6 +144,18 @@ def _earlier_rows(path: str | None) -> dict[tuple[str, str, float], dict[str, An
     return {(v, r["row"], float(r["target"])): r for v, vol in earlier.items() for r in vol["rows"]}
 
 
+def _start_without(name: str, bundled: bool, folder: Path) -> tuple[str, dict[str, Any]]:
+    """(folder, record) of post-filter starts trained on every shared volume but ``name``, so that
+    no row is measured with a start that saw its own volume (the shipped starts saw them all);
+    ``bundled``: on the other volumes' bundled crops, where they have one."""
+    others = [VOLUMES[n] for n in VOLUMES if n != name]
+    found = [s.bundled_path if bundled else data.require(s.path) for s in others]
+    paths = [str(p) for p in found if p is not None]
+    record = filter_starts.train(paths, folder)
+    record["volumes"] = [{**v, "source": Path(v["source"]).name} for v in record["volumes"]]
+    return str(folder), record
+
+
 def run_study(
     volumes: list[str], codecs: list[str], quick: bool, bundled: bool, baselines_from: str | None = None,
     reuse: dict[str, str] | None = None,
@@ -154,11 +170,14 @@ def run_study(
     def method_row(name, row, ratio, params, volume, peak):
         if row in taken and (name, taken[row], float(ratio)) in earlier:
             return {**earlier[(name, taken[row], float(ratio))], "row": row}
+        params = {"filter_start": starts[name], **params}
         return {"row": row, "target": ratio, **_method_row(volume, ratio, params, peak)}
 
+    starts = {}
     for name in volumes:
         spec = VOLUMES[name]
         path = spec.bundled_path if bundled else data.require(spec.path)
+        starts[name], record = _start_without(name, bundled, Path(tempfile.mkdtemp()))
         crop = spec.crop("quick") if quick else None
         volume = load(spec, data.fit_crop(crop, np.load(path, mmap_mode="r").shape) if bundled and crop else crop,
                       path)
@@ -184,7 +203,8 @@ def run_study(
             print(_line(name, rows[-1]), flush=True)
         anchors = ["hand-set", "same bytes per voxel", "no post-filter", *codecs]
         bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in anchors}
-        results["volumes"][name] = {"shape": list(volume.shape), "dtype": str(volume.dtype), "rows": rows, "bd": bds}
+        results["volumes"][name] = {"shape": list(volume.shape), "dtype": str(volume.dtype), "rows": rows, "bd": bds,
+                                    "filter_start": record}
     return results
 
 
@@ -224,7 +244,12 @@ def report(results: dict[str, Any]) -> str:
                                           if reused else "") + "; the other rows were measured again."]
     for name, vol in results["volumes"].items():
         mvox = float(np.prod(vol["shape"])) / 1e6
-        out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", "",
+        out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", ""]
+        if vol.get("filter_start"):
+            start = vol["filter_start"]
+            out += [f"Post-filter start trained on {', '.join(v['source'] for v in start['volumes'])} "
+                    f"({start['steps']} steps, {start['seconds']} s), not on this volume.", ""]
+        out += ["",
                 "| row | target | ratio | bits/voxel | PSNR | SSIM | encode Mvox/s | after the fit | decode Mvox/s | "
                 "chunk read ms | fit s | teacher / student bits/coef | model, held-out gain | post-filter (held-out) |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
