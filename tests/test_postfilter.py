@@ -240,7 +240,7 @@ def test_a_fit_begins_at_its_start_and_only_from_one_of_its_shape(ct_pairs):
         postfilter.fit(ct_pairs[:2], 3, 4, 0, 3e-3, 0, start)
 
 
-def test_starts_load_from_the_package_or_a_folder_and_a_bad_name_is_refused(tmp_path):
+def test_starts_load_from_the_package_or_a_folder_and_a_bad_name_is_refused(tmp_path, monkeypatch):
     for depth in (1, 3):
         shipped = postfilter.load_start("shipped", depth, 8)
         assert (shipped.depth, shipped.channels) == (depth, 8)
@@ -252,6 +252,8 @@ def test_starts_load_from_the_package_or_a_folder_and_a_bad_name_is_refused(tmp_
         postfilter.load_start(str(tmp_path / "missing"), 3, 8)
     with pytest.raises(InputError, match="no such folder"):
         method_class("wavelet")(filter_start=str(tmp_path / "missing"))
+    monkeypatch.chdir(tmp_path)  # a relative folder is kept absolute: workers may run elsewhere
+    assert method_class("wavelet")(filter_start=".").params.filter_start == str(tmp_path.resolve())
 
 
 def test_a_fit_fine_tunes_the_shipped_start_for_its_own_steps(filtered_method):

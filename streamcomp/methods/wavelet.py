@@ -35,6 +35,7 @@ import math
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -101,12 +102,14 @@ class WaveletParams(Params):
                 f"filter_channels must be in [0, 64] (0: no post-filter), filter_steps and filter_tune_steps "
                 f">= 0, got {self.filter_channels!r}, {self.filter_steps!r}, {self.filter_tune_steps!r}"
             )
-        from streamcomp.models.postfilter import check_start
+        from streamcomp.models.postfilter import STARTS, check_start
 
         try:
             check_start(self.filter_start)
         except ValueError as e:
             raise InputError(str(e)) from None
+        if self.filter_start not in STARTS:  # workers may run in another folder
+            object.__setattr__(self, "filter_start", str(Path(self.filter_start).resolve()))
 
 
 class WaveletMethod(Method):
