@@ -1,10 +1,10 @@
 """Train the post-filter's starting points: the filters a fit fine-tunes instead of starting from zeros.
 
 Why: within a fit's budget a filter trained from zeros is far from converged, and how far it gets
-depends on its seed. Started from a filter trained on other volumes, the same fit gets further in
-half the steps (measured on the shared CT volumes, each tuned from a start that never saw it: the
-README's post-filter section). A start alone, not fine-tuned, gains nothing: it is a starting
-point, never the stored filter, so every array still carries the filter its decode runs.
+depends on its seed. Started from a filter trained on other volumes, a fit gets as far in half the
+steps (within the filter's noise on the shared volumes: the README's post-filter section). A start
+is a starting point, never the stored filter, so every array still carries the filter its decode
+runs.
 
     python -m streamcomp.methods.filter_starts --out DIR VOLUME [VOLUME ...]
 

@@ -283,7 +283,7 @@ class WaveletMethod(Method):
 
         p = self.params
         # A small array is not worth a long fit: the training grows with the array, up to the cap
-        # (fewer steps from a start, which gets further in half the steps than zeros in all).
+        # (fewer from a start, which gets as far in half the steps as zeros in all).
         cap = p.filter_steps if start is None else p.filter_tune_steps
         train_steps = min(cap, math.ceil(data_voxels / FILTER_VOXELS_PER_STEP))
         # Judged and flagged with the stored (int8) weights: the filter every decoder will run.
