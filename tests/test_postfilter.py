@@ -281,3 +281,14 @@ def test_a_start_trained_on_other_volumes_gets_further_than_zeros_on_unseen_ct(c
         net = postfilter.fit(train, 3, 8, 100, 3e-3, 0, begun)
         errors[name] = sum(_sse(postfilter.apply(net, p.decoded, p.step), p.original) for p in test)
     assert errors["start"] < errors["zeros"], errors
+
+
+def test_the_starts_command_says_what_is_wrong(tmp_path, capsys):
+    from streamcomp.methods import filter_starts
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        filter_starts.main(["--out", str(tmp_path), str(tmp_path / "missing.npy")])
+    with pytest.raises(SystemExit):
+        filter_starts.main(["--out", str(tmp_path), "--steps", "0", str(SAMPLE)])
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -114,8 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--seed", type=int, default=SEED)
     args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error(f"--steps must be at least 1, got {args.steps}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    record = train(args.volumes, args.out, args.steps, args.seed)
+    try:
+        record = train(args.volumes, args.out, args.steps, args.seed)
+    except ValueError as e:  # InputError included: a missing or unreadable volume, a constant one
+        raise SystemExit(f"filter_starts: {e}") from None
     print(f"{len(record['starts'])} starts from {record['pairs']} chunks in {record['seconds']} s -> {args.out}")
 
 
