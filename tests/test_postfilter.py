@@ -248,12 +248,12 @@ def test_starts_load_from_the_package_or_a_folder_and_a_bad_name_is_refused(tmp_
     assert postfilter.load_start("shipped", 3, 4) is None  # no start of that shape: from zeros
     assert postfilter.load_start("none", 3, 8) is None
     assert postfilter.load_start(str(tmp_path), 3, 8) is None
-    with pytest.raises(ValueError, match="filter_start must be"):
+    with pytest.raises(ValueError, match="start must be"):
         postfilter.load_start(str(tmp_path / "missing"), 3, 8)
     with pytest.raises(InputError, match="no such folder"):
-        method_class("wavelet")(filter_start=str(tmp_path / "missing"))
+        method_class("wavelet")(start=str(tmp_path / "missing"))
     monkeypatch.chdir(tmp_path)  # a relative folder is kept absolute: workers may run elsewhere
-    assert method_class("wavelet")(filter_start=".").params.filter_start == str(tmp_path.resolve())
+    assert method_class("wavelet")(start=".").params.start == str(tmp_path.resolve())
 
 
 def test_a_fit_fine_tunes_the_shipped_start_for_its_own_steps(filtered_method):
@@ -262,16 +262,19 @@ def test_a_fit_fine_tunes_the_shipped_start_for_its_own_steps(filtered_method):
     assert "fine-tuned from the shipped start 150 steps" in notes[-1], notes
 
 
-def test_a_start_trained_on_other_volumes_gets_further_than_zeros_on_unseen_ct(ct_pairs, tmp_path):
+def test_starts_trained_on_other_volumes_get_further_than_scratch_on_unseen_ct(ct_pairs, tmp_path):
     """Starts trained (by the module that made the shipped ones) on the bundled EM sample and an
-    MRI crop, then tuned on CT chunks: at equal steps they lower the held-out error more than
-    the same training from zeros (the README's post-filter section measures it on whole volumes)."""
+    MRI crop, then tuned on CT chunks: at equal steps the post-filter lowers the held-out error more
+    than the same training from zeros, and the context model codes held-out chunks shorter than a
+    teacher and student fitted from scratch (the README measures both on whole volumes)."""
     from helpers import DATA
 
-    from streamcomp.methods import filter_starts
+    from streamcomp.coding import fit_context
+    from streamcomp.methods import starts
+    from streamcomp.methods.wavelet import WaveletMethod
 
-    record = filter_starts.train([str(SAMPLE), str(DATA / "mri4d_dwi_toshiba_4x20x32x32_u16.npy")], tmp_path, 400)
-    assert set(record["starts"]) == {"postfilter_1x3x3_8ch.bin", "postfilter_3x3x3_8ch.bin"}
+    record = starts.train([str(SAMPLE), str(DATA / "mri4d_dwi_toshiba_4x20x32x32_u16.npy")], tmp_path, 400)
+    assert set(record["starts"]) == {"postfilter_1x3x3_8ch.bin", "postfilter_3x3x3_8ch.bin", "context_16hidden.npz"}
     assert json.loads((tmp_path / "starts.json").read_text()) == record
     start = postfilter.load_start(str(tmp_path), 3, 8)
     test = ct_pairs[3::4]
@@ -282,13 +285,24 @@ def test_a_start_trained_on_other_volumes_gets_further_than_zeros_on_unseen_ct(c
         errors[name] = sum(_sse(postfilter.apply(net, p.decoded, p.step), p.original) for p in test)
     assert errors["start"] < errors["zeros"], errors
 
+    context = fit_context.ContextStart.from_bytes((tmp_path / "context_16hidden.npz").read_bytes())
+    blocks = [p.original for p in ct_pairs]
+    steps = [(-5.0, False)] * len(blocks)
+    seen = WaveletMethod._sample_stats(blocks, steps, [i for i in range(len(blocks)) if i % 4 != 3])
+    unseen = WaveletMethod._sample_stats(blocks, steps, range(3, len(blocks), 4))
+    bits = {}
+    for name, begun in (("scratch", None), ("start", context)):
+        fitted = fit_context.fit_context_model(seen, teacher_steps=40, student_steps=40, start=begun)
+        bits[name] = fit_context.integer_bits(fitted.student, unseen) / unseen.symbols
+    assert bits["start"] < bits["scratch"], bits
+
 
 def test_the_starts_command_says_what_is_wrong(tmp_path, capsys):
-    from streamcomp.methods import filter_starts
+    from streamcomp.methods import starts
 
     with pytest.raises(SystemExit, match="does not exist"):
-        filter_starts.main(["--out", str(tmp_path), str(tmp_path / "missing.npy")])
+        starts.main(["--out", str(tmp_path), str(tmp_path / "missing.npy")])
     with pytest.raises(SystemExit):
-        filter_starts.main(["--out", str(tmp_path), "--steps", "0", str(SAMPLE)])
+        starts.main(["--out", str(tmp_path), "--steps", "0", str(SAMPLE)])
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written

@@ -15,6 +15,7 @@ from streamcomp.coding.residual import FILLED, ResidualCoder, decode_residual, e
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import DEFAULT_METHOD, method_class
 from streamcomp.methods.base import FitTargets, Target
+from streamcomp.methods.wavelet import WaveletMethod
 from streamcomp.metrics import psnr
 from streamcomp.values import normalize
 
@@ -68,7 +69,8 @@ def test_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
 def test_fit_keeps_a_model_that_pays_and_says_why(fitted):
     method, notes, _ = fitted
     assert method.model is not None and method.shared_state() == method.model.to_bytes()
-    assert "context model fitted" in notes[0] and "teacher" in notes[0] and "student" in notes[0]
+    assert "context model (student tuned from the shipped start)" in notes[0], notes
+    assert "teacher as it is, 64x2 hidden" in notes[0] and "stored student, 16 hidden" in notes[0]
     assert "dB closer in the hand-set models' bytes" in notes[1]
 
 
@@ -132,8 +134,6 @@ def test_the_fits_sample_steps_are_the_hand_set_rate_controls(ct_large, ratio):
     """The fit reads each sample's step off its rate estimate, scaled by one hand-set coding,
     instead of running the hand-set rate control: the same transform and the same step within a
     tenth of an octave, on real CT chunks 32 sections deep."""
-    from streamcomp.methods.wavelet import WaveletMethod
-
     chunk = (32, 64, 64)
     budget = int(np.prod(chunk)) * 2 // ratio
     for block in _blocks(ct_large, chunk):
@@ -147,7 +147,6 @@ def test_a_fit_on_rows_drawn_by_their_symbols_codes_as_well_as_the_full_batch(ct
     the unseen chunks' bits stay within 1 % of the full-batch fit's (thresholds lowered so that a
     few real CT chunks take that path)."""
     from streamcomp.coding import fit_context
-    from streamcomp.methods.wavelet import WaveletMethod
 
     steps = [(-4.0, False)] * len(ct_blocks)
     train = WaveletMethod._sample_stats(ct_blocks, steps, range(6))
@@ -215,6 +214,39 @@ def test_rdoq_trades_error_for_bytes_where_its_model_says_it_pays(fitted, ct_blo
     assert learned_bands.rdoq(*args, coarse, lam=0.0)[1] == 2
     zeros, bits, size = learned_bands.rdoq(*args, coarse, lam=1e4)
     assert bits == 0 and size == 0 and not any(q.any() for q in zeros)
+
+
+def test_the_context_start_survives_its_bytes_and_seeds_the_students_fit(ct_blocks, tmp_path):
+    import torch
+
+    from streamcomp.coding import fit_context
+    from streamcomp.models.start_points import read_start
+
+    start = fit_context.ContextStart.from_bytes(read_start("shipped", fit_context.start_name(16)))
+    assert (start.hidden, start.teacher_hidden) == (16, 64)
+    again = fit_context.ContextStart.from_bytes(start.to_bytes())
+    for a, b in zip([*again.teacher.parameters(), *again.student.parameters()],
+                    [*start.teacher.parameters(), *start.student.parameters()], strict=True):
+        assert torch.equal(a, b)
+    stats = WaveletMethod._sample_stats(ct_blocks, [(-5.0, False)] * 4, range(4))
+    untouched = fit_context.fit_context_model(stats, student_steps=0, start=start).student
+    assert untouched.to_bytes() == fit_context.to_integer(start.student).to_bytes()
+    tuned = fit_context.fit_context_model(stats, student_steps=50, start=start)
+    assert tuned.student_bits < fit_context.integer_bits(untouched, stats) / stats.symbols
+    with pytest.raises(ValueError, match="cannot seed"):
+        fit_context.fit_context_model(stats, hidden=32, start=start)
+    assert read_start("shipped", fit_context.start_name(32)) is None  # no such start: fitted from scratch
+    np.savez(tmp_path / "old.npz", **{"teacher.0.weight": np.zeros((4, 3)), "student.0.weight": np.zeros((4, 3))})
+    with pytest.raises(ValueError, match="retrain the starts"):
+        fit_context.ContextStart.from_bytes((tmp_path / "old.npz").read_bytes())
+
+
+def test_without_a_start_the_fit_distills_its_own_teacher(ct_blocks):
+    method = method_class("wavelet")(**FAST, start="none")
+    budget = int(np.prod(CHUNK)) * 2 // 32
+    notes = method.fit_shared(ct_blocks[:8], FitTargets(tuple([Target(budget_bytes=budget)] * 8), 64))
+    assert "context model (teacher and student fitted)" in notes[0] and "teacher fitted, 32x2 hidden" in notes[0]
+    assert method.model is not None
 
 
 def test_decoding_needs_the_model_the_section_was_coded_under(fitted, ct_blocks):

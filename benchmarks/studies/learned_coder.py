@@ -15,11 +15,12 @@ post-filter (``filter_channels=0``),
 with the hand-set per-chunk models: the coder as it was before the learned parts), and the
 baselines, searched to the same ratios (or taken from an earlier run's JSON with
 ``--baselines-from``, their inputs and code being the same; ``--reuse OLD:NEW`` also takes that
-run's streamcomp row OLD as row NEW, for rows whose code has not changed since). Ablations of the
-context model at one ratio per volume (without the filter) switch off distillation (the student
-fitted alone) and widen the student; one trains the post-filter from zeros instead of from a start.
-Every row with the filter starts it from starts trained (:mod:`streamcomp.methods.filter_starts`)
-on the other shared volumes only, never on the one measured. The fit's own report (teacher and student bits per
+run's streamcomp row OLD as row NEW, for rows whose code has not changed since). Ablations at one
+ratio per volume: no starts at all (the context model's teacher and student and the post-filter
+fitted from scratch), and, without the filter, the context model from scratch, that without
+distillation (the student fitted alone) and with a wider student (which has no start either).
+Every row that starts from starts trained (:mod:`streamcomp.methods.starts`) takes ones trained on
+the other shared volumes only, never on the one measured. The fit's own report (teacher and student bits per
 coefficient, the model's and the filter's held-out gains, fit seconds) is read from the run's
 log. BD-rate and BD-PSNR are over each volume's ratios. Writes ``learned_coder.{json,md}`` to ``--out`` (default
 ``benchmarks/results/``; ``--quick``: a temp folder).
@@ -41,17 +42,20 @@ from benchmarks import baselines, bd, data
 from benchmarks.project_methods import run_method
 from benchmarks.studies.common import machine, peak_of, quality, write_json
 from benchmarks.volumes import VOLUMES, load
-from streamcomp.methods import filter_starts
+from streamcomp.methods import starts as start_points
 
 RESULTS = data.RESULTS
 NO_FILTER = {"filter_channels": 0}
 ROWS = {"learned": {}, "same bytes per voxel": {"allocation": "voxels"}, "no post-filter": NO_FILTER,
         "hand-set": {"entropy": "context", **NO_FILTER}}
-ABLATIONS = {"no distillation": {"distill": 0.0, **NO_FILTER}, "student 32 hidden": {"hidden": 32, **NO_FILTER},
-             "filter from zeros": {"filter_start": "none"}}
+ABLATIONS = {"no starts": {"start": "none"}, "model from scratch": {"start": "none", **NO_FILTER},
+             "no distillation": {"start": "none", "distill": 0.0, **NO_FILTER},
+             "student 32 hidden": {"hidden": 32, **NO_FILTER}}
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
-_FIT = re.compile(r"fitted in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(teacher.*?([\d.]+) \(stored student")
+_FIT = re.compile(
+    r"context model \(.*?\) in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(.*?\), ([\d.]+) \(stored student"
+)
 _HELD = re.compile(r"decodes (-?[\d.]+|inf) dB closer|did not pay")
 # One note per filter size tried: "post-filter (C channels, ...) trained ... in T s ...: G dB on ...: kept".
 _FILTER = re.compile(
@@ -145,13 +149,13 @@ def _earlier_rows(path: str | None) -> dict[tuple[str, str, float], dict[str, An
 
 
 def _start_without(name: str, bundled: bool, folder: Path) -> tuple[str, dict[str, Any]]:
-    """(folder, record) of post-filter starts trained on every shared volume but ``name``, so that
+    """(folder, record) of starts trained on every shared volume but ``name``, so that
     no row is measured with a start that saw its own volume (the shipped starts saw them all);
     ``bundled``: on the other volumes' bundled crops, where they have one."""
     others = [VOLUMES[n] for n in VOLUMES if n != name]
     found = [s.bundled_path if bundled else data.require(s.path) for s in others]
     paths = [str(p) for p in found if p is not None]
-    record = filter_starts.train(paths, folder)
+    record = start_points.train(paths, folder)
     record["volumes"] = [{**v, "source": Path(v["source"]).name} for v in record["volumes"]]
     return str(folder), record
 
@@ -170,7 +174,7 @@ def run_study(
     def method_row(name, row, ratio, params, volume, peak):
         if row in taken and (name, taken[row], float(ratio)) in earlier:
             return {**earlier[(name, taken[row], float(ratio))], "row": row}
-        params = {"filter_start": starts[name], **params}
+        params = {"start": starts[name], **params}
         return {"row": row, "target": ratio, **_method_row(volume, ratio, params, peak)}
 
     starts = {}
@@ -204,7 +208,7 @@ def run_study(
         anchors = ["hand-set", "same bytes per voxel", "no post-filter", *codecs]
         bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in anchors}
         results["volumes"][name] = {"shape": list(volume.shape), "dtype": str(volume.dtype), "rows": rows, "bd": bds,
-                                    "filter_start": record}
+                                    "starts": record}
     return results
 
 
@@ -245,9 +249,10 @@ def report(results: dict[str, Any]) -> str:
     for name, vol in results["volumes"].items():
         mvox = float(np.prod(vol["shape"])) / 1e6
         out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", ""]
-        if vol.get("filter_start"):
-            start = vol["filter_start"]
-            out += [f"Post-filter start trained on {', '.join(v['source'] for v in start['volumes'])} "
+        if vol.get("starts"):
+            start = vol["starts"]
+            trained_on = ", ".join(v["source"] for v in start["volumes"])
+            out += [f"Starts (context model, post-filters) trained on {trained_on} "
                     f"({start['steps']} steps, {start['seconds']} s), not on this volume.", ""]
         out += ["",
                 "| row | target | ratio | bits/voxel | PSNR | SSIM | encode Mvox/s | after the fit | decode Mvox/s | "

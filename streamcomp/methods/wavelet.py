@@ -4,8 +4,9 @@ every chunk of an array.
 Each chunk is its CDF 9/7 wavelet transform (volumetric or per section, whichever codes better),
 quantized at the step that fills its byte budget or meets the error target, and
 entropy coded under the array's context model (:mod:`streamcomp.coding.context_model`): a small
-integer network, fitted once per array on a sample of its chunks (a teacher, distilled into the
-stored student), that gives each coefficient a distribution from its decoded context. No per-chunk
+integer network, fitted once per array on a sample of its chunks (the student the shipped start
+distilled from its teacher, tuned; or with ``start=none`` a teacher and the student distilled from
+it), that gives each coefficient a distribution from its decoded context. No per-chunk
 side information; every chunk still decodes on its own.
 
 The encoder picks each coefficient's symbol by rate and distortion under the model
@@ -20,7 +21,7 @@ chunks that need many bytes for their detail get them from those that need few
 (``allocation=voxels``: the same bytes per voxel everywhere).
 
 A post-filter (:mod:`streamcomp.models.postfilter`), fine-tuned from a shipped start (trained on
-other volumes by :mod:`streamcomp.methods.filter_starts`; ``filter_start`` picks another or none)
+other volumes by :mod:`streamcomp.methods.starts`; ``start`` picks another or none)
 on the same sample decoded at its rate, then corrects what the quantizer left; it is kept only
 when the held-out chunks, coded in their budgets less its share of bytes and filtered, beat them
 coded without it, and each chunk's section says whether it applies (the encoder checks the
@@ -53,6 +54,7 @@ from streamcomp.coding.residual import (
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods.base import FitTargets, Method, Params, Target, encode_only
 from streamcomp.metrics import mse
+from streamcomp.models.start_points import STARTS, check_start, read_start
 from streamcomp.plan import RATE_LOG2_STEPS
 from streamcomp.values import normalize
 
@@ -84,7 +86,7 @@ class WaveletParams(Params):
     seed: int = encode_only(0)
     filter_channels: int = encode_only(8)
     filter_steps: int = encode_only(1500)
-    filter_start: str = encode_only("shipped")
+    start: str = encode_only("shipped")
     filter_tune_steps: int = encode_only(750)
     filter_lr: float = encode_only(3e-3)
 
@@ -102,14 +104,12 @@ class WaveletParams(Params):
                 f"filter_channels must be in [0, 64] (0: no post-filter), filter_steps and filter_tune_steps "
                 f">= 0, got {self.filter_channels!r}, {self.filter_steps!r}, {self.filter_tune_steps!r}"
             )
-        from streamcomp.models.postfilter import STARTS, check_start
-
         try:
-            check_start(self.filter_start)
+            check_start(self.start)
         except ValueError as e:
             raise InputError(str(e)) from None
-        if self.filter_start not in STARTS:  # workers may run in another folder
-            object.__setattr__(self, "filter_start", str(Path(self.filter_start).resolve()))
+        if self.start not in STARTS:  # workers may run in another folder
+            object.__setattr__(self, "start", str(Path(self.start).resolve()))
 
 
 class WaveletMethod(Method):
@@ -184,18 +184,23 @@ class WaveletMethod(Method):
         return notes
 
     def _fit_model(self, samples, steps, fit: list[int], judged: list[int], data_voxels: int, what: str) -> list[str]:
-        from streamcomp.coding.fit_context import fit_context_model
+        from streamcomp.coding.fit_context import ContextStart, fit_context_model, start_name
 
-        start = time.perf_counter()
+        began = time.perf_counter()
         p = self.params
+        blob = read_start(p.start, start_name(p.hidden))
+        start = None if blob is None else ContextStart.from_bytes(blob)
         fitted = fit_context_model(
             self._sample_stats(samples, steps, fit), p.hidden, p.teacher_hidden, p.teacher_steps,
-            p.student_steps, p.distill, p.seed, p.lr,
+            p.student_steps, p.distill, p.seed, p.lr, start,
         )
         self._use(fitted.student)
+        teacher = (f"teacher fitted, {p.teacher_hidden}x2 hidden" if start is None else
+                   f"the {p.start} start's teacher as it is, {start.teacher_hidden}x2 hidden")
+        how = "teacher and student fitted" if start is None else f"student tuned from the {p.start} start"
         note = (
-            f"context model fitted in {time.perf_counter() - start:.1f} s on {len(fit)} sample chunks: "
-            f"{fitted.teacher_bits:.4f} bits/coefficient (teacher, {p.teacher_hidden}x2 hidden), "
+            f"context model ({how}) in {time.perf_counter() - began:.1f} s on {len(fit)} sample chunks: "
+            f"{fitted.teacher_bits:.4f} bits/coefficient ({teacher}), "
             f"{fitted.student_bits:.4f} (stored student, {p.hidden} hidden, {len(self._blob)} bytes)"
         )
         return [note, self._judge([samples[i] for i in judged], [steps[i] for i in judged], data_voxels, what)]
@@ -249,8 +254,8 @@ class WaveletMethod(Method):
                 notes.append(f"{head} skipped: its bytes would cost the {what} chunks {loss:.2f} dB")
                 continue
             pairs = pairs or [self._decoded_pair(samples[i], *steps[i]) for i in fit]
-            begun = load_start(p.filter_start, depth, channels)
-            how = "trained from zeros" if begun is None else f"fine-tuned from the {p.filter_start} start"
+            begun = load_start(p.start, depth, channels)
+            how = "trained from zeros" if begun is None else f"fine-tuned from the {p.start} start"
             net, train_steps, gain, used = self._train_filter(
                 pairs, depth, channels, begun, data_voxels, reduced, without
             )
@@ -296,12 +301,13 @@ class WaveletMethod(Method):
         gain = 10 * math.log10(without / with_filter) if with_filter > 0 and without > 0 else 0.0
         return net, train_steps, gain, used
 
-    def filter_pairs(self, samples: list[np.ndarray], targets: list[Target]) -> tuple[list, int]:
-        """(each sample decoded at the step its target asks for, as :class:`~streamcomp.models.postfilter.Pair`,
-        the kernel depth a fit on them would choose): what the post-filter trains on, for training
-        starting points (:mod:`streamcomp.methods.filter_starts`)."""
+    def start_data(self, samples: list[np.ndarray], targets: list[Target]):
+        """What the starting points (:mod:`streamcomp.methods.starts`) learn from: (each sample decoded
+        at the step its target asks for, as :class:`~streamcomp.models.postfilter.Pair`; the kernel
+        depth a post-filter fit on them would choose; their context statistics, as a fit gathers them)."""
         steps = [self._sample_step(s, t) for s, t in zip(samples, targets, strict=True)]
-        return [self._decoded_pair(s, *st) for s, st in zip(samples, steps, strict=True)], filter_depth(steps)
+        pairs = [self._decoded_pair(s, *st) for s, st in zip(samples, steps, strict=True)]
+        return pairs, filter_depth(steps), self._sample_stats(samples, steps, list(range(len(samples))))
 
     def _decoded_pair(self, block: np.ndarray, log2_step: float, planar: bool):
         from streamcomp.models.postfilter import Pair

@@ -10,7 +10,7 @@ Inputs are normalised by the chunk's own mean and spread, and the correction is 
 chunk's quantizer step (the artefacts grow with it), so one network serves every rate of an array.
 Serial-section EM, coded per section, gets in-plane kernels (1x3x3); volumes coded in 3D get 3x3x3.
 A fit starts from a filter of its shape trained on other volumes (``starts/``, see
-:mod:`streamcomp.methods.filter_starts`), which its few sample chunks then tune.
+:mod:`streamcomp.methods.starts`), which its few sample chunks then tune.
 The filter is float arithmetic: unlike the entropy model it needs no bit-exact evaluation, since
 nothing is decoded from its output.
 """
@@ -20,14 +20,13 @@ from __future__ import annotations
 import itertools
 import struct
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from streamcomp.errors import ChunkFormatError
+from streamcomp.models.start_points import read_start
 
 _HEAD = struct.Struct("<4sBBB")  # magic, version, kernel depth (1 or 3), channels
 _MAGIC = b"SCPF"
@@ -44,7 +43,6 @@ PATCH = (8, 32, 32)  # many small patches train faster than few large ones at eq
 BATCH = 4
 Scalar = float | torch.Tensor
 CONV3D_CHANNELS = 8  # 3x3x3 filters this wide run as 3D convolutions (faster there than summed 2D ones)
-STARTS = ("shipped", "none")  # where a fit's filter starts: the package's starting points, or zeros
 
 
 class PostFilter(nn.Module):
@@ -154,26 +152,11 @@ def start_name(depth: int, channels: int) -> str:
     return f"postfilter_{depth}x3x3_{channels}ch.bin"
 
 
-def check_start(where: str) -> None:
-    """Raise ``ValueError`` unless ``where`` names a start: "shipped", "none" or an existing folder."""
-    if where not in STARTS and not Path(where).is_dir():
-        raise ValueError(
-            f"filter_start must be 'shipped', 'none' or a folder of starting points "
-            f"(python -m streamcomp.methods.filter_starts writes one), got {where!r}: no such folder"
-        )
-
-
 def load_start(where: str, depth: int, channels: int) -> PostFilter | None:
     """The filter a fit starts from for this shape: the package's ("shipped"), one in the folder
     ``where``, or none ("none", or no start of this shape there: the fit then starts from zeros)."""
-    check_start(where)
-    if where == "none":
-        return None
-    name = start_name(depth, channels)
-    path = resources.files("streamcomp.models") / "starts" / name if where == "shipped" else Path(where) / name
-    if not path.is_file():
-        return None
-    return PostFilter.from_bytes(path.read_bytes())
+    blob = read_start(where, start_name(depth, channels))
+    return None if blob is None else PostFilter.from_bytes(blob)
 
 
 def _stats(decoded: np.ndarray, step: float) -> tuple[float, float]:

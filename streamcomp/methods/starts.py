@@ -1,18 +1,22 @@
-"""Train the post-filter's starting points: the filters a fit fine-tunes instead of starting from zeros.
+"""Train the shipped starting points: the context model and the post-filters a fit tunes instead
+of fitting from scratch.
 
-Why: within a fit's budget a filter trained from zeros is far from converged, and how far it gets
-depends on its seed. Started from a filter trained on other volumes, a fit gets as far in half the
-steps (within the filter's noise on the shared volumes: the README's post-filter section). A start
-is a starting point, never the stored filter, so every array still carries the filter its decode
-runs.
+Why: within a fit's budget a post-filter trained from zeros is far from converged, and a context
+model's teacher and student cost most of the fit. Started from ones trained on other volumes, a
+fit gets as far in a fraction of the time (the README's learned-coder section measures it). A
+start is a starting point, never what an array stores: every array still carries the model and
+filter its decode runs.
 
-    python -m streamcomp.methods.filter_starts --out DIR VOLUME [VOLUME ...]
+    python -m streamcomp.methods.starts --out DIR VOLUME [VOLUME ...]
 
 samples each volume's chunks (the ``wavelet`` default chunk shape, non-constant ones), codes them
-at :data:`RATIOS` with the hand-set coder's steps, and trains one start per kernel depth on all of
-them (in-plane starts learn from CT as well as EM: every volume's sections are images). The
-folder it writes (a file per filter shape and ``starts.json``, what they were trained on) is what
-``filter_start`` takes; ``streamcomp/models/starts/`` holds the shipped ones.
+at :data:`RATIOS` with the hand-set coder's steps, and trains on all of them: one post-filter per
+kernel depth (in-plane starts learn from CT as well as EM: every volume's sections are images)
+and the context model, a teacher of :data:`TEACHER_HIDDEN` units in two layers with the student
+distilled from it (its inputs are integer context buckets and band classes, the same for every
+modality, so one start serves all). The folder it writes (a file per start and ``starts.json``,
+what they were trained on) is what the ``start`` parameter takes; ``streamcomp/models/starts/``
+holds the shipped ones.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamcomp.coding import fit_context
 from streamcomp.format.chunk import method_target
 from streamcomp.methods.wavelet import WaveletMethod
 from streamcomp.models import postfilter
@@ -40,12 +45,15 @@ CHUNKS_PER_VOLUME = 12
 DEPTHS = (1, 3)
 CHANNELS = 8  # the default filter's width (a start seeds only a filter of its own shape)
 STEPS = 3000
+TEACHER_HIDDEN = 64  # offline, the teacher can be larger than a fit could afford
+CONTEXT_LR = 0.01  # a quarter of a fit's: many more steps, on many volumes' rows
 SEED = 0
 
 
-def volume_pairs(src: str, ratios: tuple[float, ...] = RATIOS, count: int = CHUNKS_PER_VOLUME,
-                 seed: int = SEED) -> list[postfilter.Pair]:
-    """Up to ``count`` non-constant chunks of the volume at ``src``, each decoded at every ratio."""
+def volume_data(src: str, ratios: tuple[float, ...] = RATIOS, count: int = CHUNKS_PER_VOLUME,
+                seed: int = SEED) -> tuple[list[postfilter.Pair], list[fit_context.ContextStats]]:
+    """Up to ``count`` non-constant chunks of the volume at ``src``, each decoded at every ratio
+    (the filter's pairs), and their context statistics at every ratio."""
     source = open_source(src)
     method = WaveletMethod()
     chunks = method.default_chunks.get(len(source.shape))
@@ -61,41 +69,52 @@ def volume_pairs(src: str, ratios: tuple[float, ...] = RATIOS, count: int = CHUN
         if len(blocks) == count:
             break
     if not blocks:
-        raise ValueError(f"{src}: every chunk is constant, nothing to train a filter on")
+        raise ValueError(f"{src}: every chunk is constant, nothing to train on")
     samples = [normalize(b) for b in blocks]
-    pairs = []
+    pairs, stats = [], []
     for ratio in ratios:
         targets = [
             method_target(b.dtype, b.ndim, lo, hi, int(b.nbytes / ratio), None, method)
             for b, (_, lo, hi) in zip(blocks, samples, strict=True)
         ]
-        pairs += method.filter_pairs([norm for norm, _, _ in samples], targets)[0]
-    return pairs
+        decoded, _, context = method.start_data([norm for norm, _, _ in samples], targets)
+        pairs += decoded
+        stats.append(context)
+    return pairs, stats
 
 
 def train(volumes: list[str], out: str | Path, steps: int = STEPS, seed: int = SEED) -> dict:
-    """Write a start per kernel depth trained on ``volumes``' chunks to ``out``; returns the record
-    also written there as ``starts.json``."""
+    """Write the starts trained on ``volumes``' chunks to ``out``; returns the record also written
+    there as ``starts.json``."""
     if not volumes:
         raise ValueError("starts need at least one volume to train on")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    pairs = []
+    pairs, stats = [], []
     for src in volumes:
         logger.info("sampling %s", src)
-        pairs += volume_pairs(src, seed=seed)
+        more_pairs, more_stats = volume_data(src, seed=seed)
+        pairs += more_pairs
+        stats += more_stats
+    params = WaveletMethod.Params()
     record = {
         "volumes": [{"source": src, "sha256": _digest(src)} for src in volumes],
         "ratios": list(RATIOS), "chunks_per_volume": CHUNKS_PER_VOLUME, "pairs": len(pairs),
-        "steps": steps, "lr": WaveletMethod.Params().filter_lr, "seed": seed, "starts": {},
+        "steps": steps, "lr": params.filter_lr, "seed": seed, "starts": {},
     }
     for depth in DEPTHS:
-        logger.info("training the %dx3x3 start on %d chunks", depth, len(pairs))
+        logger.info("training the %dx3x3 post-filter start on %d chunks", depth, len(pairs))
         net = postfilter.fit(pairs, depth, CHANNELS, steps, record["lr"], seed)
         name = postfilter.start_name(depth, CHANNELS)
         (out / name).write_bytes(net.to_bytes())
         record["starts"][name] = {"depth": depth, "channels": CHANNELS}
+    logger.info("training the context model start (teacher %dx2, student %d)", TEACHER_HIDDEN, params.hidden)
+    start = fit_context.train_start(stats, params.hidden, TEACHER_HIDDEN, steps, CONTEXT_LR, seed=seed)
+    name = fit_context.start_name(params.hidden)
+    (out / name).write_bytes(start.to_bytes())
+    record["starts"][name] = {"hidden": params.hidden, "teacher_hidden": TEACHER_HIDDEN, "lr": CONTEXT_LR,
+                              "context_rows": int(sum(len(s.inputs) for s in stats))}
     record["seconds"] = round(time.perf_counter() - began, 1)
     (out / "starts.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -110,7 +129,7 @@ def _digest(src: str) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("volumes", nargs="+", help="volumes to train on (any source streamcomp reads)")
-    p.add_argument("--out", required=True, help="folder for the starts (filter_start takes it)")
+    p.add_argument("--out", required=True, help="folder for the starts (the start parameter takes it)")
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--seed", type=int, default=SEED)
     args = p.parse_args(argv)
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         record = train(args.volumes, args.out, args.steps, args.seed)
     except ValueError as e:  # InputError included: a missing or unreadable volume, a constant one
-        raise SystemExit(f"filter_starts: {e}") from None
+        raise SystemExit(f"starts: {e}") from None
     print(f"{len(record['starts'])} starts from {record['pairs']} chunks in {record['seconds']} s -> {args.out}")
 
 
