@@ -193,12 +193,13 @@ def run_study(
                 rows.append(method_row(name, row, ratio, params, volume, peak))
                 print(_line(name, rows[-1]), flush=True)
             for codec in codecs:
-                reason = baselines.unsupported(codec, volume) or baselines.availability()[codec]
-                if reason:
-                    continue
-                row = earlier.get((name, codec, float(ratio))) or {
-                    "row": codec, "target": ratio, **_baseline_row(codec, volume, ratio, peak)
-                }
+                # An earlier run's row stands for the codec even where this machine lacks it (its
+                # machine is recorded with it).
+                row = earlier.get((name, codec, float(ratio)))
+                if row is None:
+                    if baselines.unsupported(codec, volume) or baselines.availability()[codec]:
+                        continue
+                    row = {"row": codec, "target": ratio, **_baseline_row(codec, volume, ratio, peak)}
                 rows.append(row)
                 print(_line(name, rows[-1]), flush=True)
         ablation_ratio = QUICK_TARGETS[name][0] if quick else ABLATION_RATIO[name]
