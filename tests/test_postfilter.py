@@ -97,7 +97,8 @@ def test_a_version_1_filter_still_decodes():
 
 @pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("shape", [(40, 12, 16), (3, 37, 9, 11)])
-def test_slabs_give_what_one_pass_gives(depth, shape):
+def test_slabs_give_what_one_pass_gives(depth, shape, monkeypatch):
+    monkeypatch.setattr(postfilter, "SLAB_VOXELS", 1000)  # slabs of 5 and 3 sections
     torch.manual_seed(0)
     net = _randomized(depth, 4, 0.3)
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
