@@ -239,6 +239,11 @@ def test_the_context_start_survives_its_bytes_and_seeds_the_students_fit(ct_bloc
     np.savez(tmp_path / "old.npz", **{"teacher.0.weight": np.zeros((4, 3)), "student.0.weight": np.zeros((4, 3))})
     with pytest.raises(ValueError, match="retrain the starts"):
         fit_context.ContextStart.from_bytes((tmp_path / "old.npz").read_bytes())
+    (tmp_path / fit_context.start_name(16)).write_bytes(b"not an npz")
+    method = method_class("wavelet")(**FAST, start=str(tmp_path))
+    budget = int(np.prod(CHUNK)) * 2 // 32
+    with pytest.raises(InputError, match="context_16hidden.npz: not a context model start"):
+        method.fit_shared(ct_blocks[:8], FitTargets(tuple([Target(budget_bytes=budget)] * 8), 64))
 
 
 def test_without_a_start_the_fit_distills_its_own_teacher(ct_blocks):

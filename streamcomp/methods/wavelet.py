@@ -189,7 +189,10 @@ class WaveletMethod(Method):
         began = time.perf_counter()
         p = self.params
         blob = read_start(p.start, start_name(p.hidden))
-        start = None if blob is None else ContextStart.from_bytes(blob)
+        try:
+            start = None if blob is None else ContextStart.from_bytes(blob)
+        except ValueError as e:
+            raise InputError(f"start {p.start!r}, {start_name(p.hidden)}: {e}") from None
         fitted = fit_context_model(
             self._sample_stats(samples, steps, fit), p.hidden, p.teacher_hidden, p.teacher_steps,
             p.student_steps, p.distill, p.seed, p.lr, start,
