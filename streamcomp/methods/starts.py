@@ -11,7 +11,7 @@ filter its decode runs.
 
 samples each volume's chunks (the ``wavelet`` default chunk shape, non-constant ones), codes them
 at :data:`RATIOS` with the hand-set coder's steps, and trains on all of them: one post-filter per
-kernel depth and width (in-plane starts learn from CT as well as EM: every volume's sections are images)
+kernel depth (in-plane starts learn from CT as well as EM: every volume's sections are images)
 and the context model, a teacher of :data:`TEACHER_HIDDEN` units in two layers with the student
 distilled from it (its inputs are integer context buckets and band classes, the same for every
 modality, so one start serves all). The folder it writes (a file per start and ``starts.json``,
@@ -43,9 +43,7 @@ logger = logging.getLogger(__name__)
 RATIOS = (16.0, 64.0, 256.0)  # the filter's inputs are scaled by the step: one start serves every rate
 CHUNKS_PER_VOLUME = 12
 DEPTHS = (1, 3)
-# The default filter's width and the half a fit retries when it does not pay (a start seeds only
-# a filter of its own shape; without one the retry trains from zeros, twice the steps).
-CHANNELS = (8, 4)
+CHANNELS = 8  # the default filter's width (a start seeds only a filter of its own shape)
 STEPS = 3000
 TEACHER_HIDDEN = 64  # offline, the teacher can be larger than a fit could afford
 CONTEXT_LR = 0.01  # a quarter of a fit's: many more steps, on many volumes' rows
@@ -106,12 +104,11 @@ def train(volumes: list[str], out: str | Path, steps: int = STEPS, seed: int = S
         "steps": steps, "lr": params.filter_lr, "seed": seed, "starts": {},
     }
     for depth in DEPTHS:
-        for channels in CHANNELS:
-            logger.info("training the %dx3x3, %d-channel post-filter start on %d chunks", depth, channels, len(pairs))
-            net = postfilter.fit(pairs, depth, channels, steps, record["lr"], seed)
-            name = postfilter.start_name(depth, channels)
-            (out / name).write_bytes(net.to_bytes())
-            record["starts"][name] = {"depth": depth, "channels": channels}
+        logger.info("training the %dx3x3 post-filter start on %d chunks", depth, len(pairs))
+        net = postfilter.fit(pairs, depth, CHANNELS, steps, record["lr"], seed)
+        name = postfilter.start_name(depth, CHANNELS)
+        (out / name).write_bytes(net.to_bytes())
+        record["starts"][name] = {"depth": depth, "channels": CHANNELS}
     logger.info("training the context model start (teacher %dx2, student %d)", TEACHER_HIDDEN, params.hidden)
     start = fit_context.train_start(stats, params.hidden, TEACHER_HIDDEN, steps, CONTEXT_LR, seed=seed)
     name = fit_context.start_name(params.hidden)
