@@ -37,6 +37,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,6 +58,9 @@ from streamcomp.metrics import mse
 from streamcomp.models.start_points import STARTS, check_start, read_start
 from streamcomp.plan import RATE_LOG2_STEPS
 from streamcomp.values import normalize
+
+if TYPE_CHECKING:  # fit_context imports torch, which only a fit needs
+    from streamcomp.coding.fit_context import ContextStats
 
 logger = logging.getLogger(__name__)
 ENTROPY = ("learned", "context")
@@ -304,7 +308,7 @@ class WaveletMethod(Method):
         gain = 10 * math.log10(without / with_filter) if with_filter > 0 and without > 0 else 0.0
         return net, train_steps, gain, used
 
-    def start_data(self, samples: list[np.ndarray], targets: list[Target]):
+    def start_data(self, samples: list[np.ndarray], targets: list[Target]) -> tuple[list, int, ContextStats]:
         """What the starting points (:mod:`streamcomp.methods.starts`) learn from: (each sample decoded
         at the step its target asks for, as :class:`~streamcomp.models.postfilter.Pair`; the kernel
         depth a post-filter fit on them would choose; their context statistics, as a fit gathers them)."""
