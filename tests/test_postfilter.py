@@ -212,7 +212,7 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
         scores[channels] = psnr(sample_em, decoded, peak=float(sample_em.max()) - float(sample_em.min()))
     assert scores[8] > scores[0] + 0.15, scores
     meta = json.loads((tmp_path / "f8.zarr" / "zarr.json").read_text())
-    assert meta["codecs"][0]["configuration"]["format_version"] == FORMAT_VERSION == 5
+    assert meta["codecs"][0]["configuration"]["format_version"] == FORMAT_VERSION == 6
     store = tmp_path / "f8.zarr"
     assert_fresh_read_matches(store, zarr.open_array(str(store), mode="r")[...], tmp_path)
 

@@ -2,6 +2,7 @@
 budgets, the fit's judgement, and less error than the hand-set models in their bytes on real CT."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ import zarr
 from helpers import assert_fresh_read_matches
 
 from streamcomp.api import compress
-from streamcomp.coding import learned_bands
-from streamcomp.coding.context_model import ContextModel, PairCoder, buckets, code_lengths, walk_bands
+from streamcomp.coding import fit_context, learned_bands, sign_model
+from streamcomp.coding.bands import buckets
+from streamcomp.coding.context_model import ContextModel, PairCoder, walk_bands
 from streamcomp.coding.residual import FILLED, ResidualCoder, decode_residual, encode_residual, step_of
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import DEFAULT_METHOD, method_class
@@ -66,11 +68,64 @@ def test_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
         ContextModel.from_bytes(b"XXXX" + blob[4:])
 
 
+def test_sign_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
+    model = fitted[0].model
+    assert model.signs.weights, "head CT signs follow their neighbours: some class must pay"
+    blob = model.to_bytes()
+    again = ContextModel.from_bytes(blob)
+    assert again.signs.weights.keys() == model.signs.weights.keys()
+    assert all(np.array_equal(again.signs.weights[c], w) for c, w in model.signs.weights.items())
+    features = np.random.default_rng(0).integers(-15, 16, (1000, sign_model.SIGN_FEATURES))
+    cls = next(iter(model.signs.weights))
+    assert np.array_equal(again.signs.codes(cls, features), model.signs.codes(cls, features))
+    with pytest.raises(ChunkFormatError, match="sign model has the wrong size"):
+        ContextModel.from_bytes(blob[:-1])
+    bad = sign_model.SignModel({sign_model.SIGN_CLASSES: np.zeros(sign_model.SIGN_FEATURES + 1)}).to_bytes()
+    with pytest.raises(ChunkFormatError, match="unknown class"):
+        ContextModel.from_bytes(blob[: len(blob) - len(model.signs.to_bytes())] + bad)
+
+
+def test_signs_coded_from_their_neighbours_cost_less_than_a_bit(fitted, ct_blocks):
+    """On chunks the fit never saw, the fitted sign model codes the same symbols shorter than signs
+    at one bit each: about a quarter of a bit per sign on this head CT (0.21-0.26 measured)."""
+    model = fitted[0].model
+    coin = ContextModel(model.w1, model.b1, model.w2, model.b2, sign_model.SignModel())
+    for block in ct_blocks[8:12]:
+        coder = ResidualCoder(block, False, model)
+        _, symbols, _ = coder.choose(-5.0)
+        bits = int(max(np.abs(s).max() for s in symbols)).bit_length()
+        args = (coder.lattices, coder.parents, coder.levels, symbols, bits)
+        saved = 8 * (learned_bands.size(coin, *args) - learned_bands.size(model, *args))
+        assert saved > 0.15 * sum(int((s != 0).sum()) for s in symbols)
+        data, decoded = coder.code(-5.0)
+        assert np.array_equal(decode_residual(data, block.shape, model), decoded)
+    stats = WaveletMethod._sample_stats(ct_blocks, [(-5.0, False)] * 4, range(4))
+    assert stats.signs.signs > 0
+    without = fit_context.fit_context_model(stats, teacher_steps=5, student_steps=5, signs=False)
+    assert not without.student.signs.weights and without.sign_bits == 1.0
+
+
+def test_a_version_1_model_still_decodes_its_sections(fitted, ct_blocks):
+    """Arrays written before the sign model (format 5 and earlier) code signed values under a
+    version 1 model: read back exactly as then."""
+    model = fitted[0].model
+    old = ContextModel(model.w1, model.b1, model.w2, model.b2)
+    blob = old.to_bytes()
+    assert blob[4] == 1 and ContextModel.from_bytes(blob).signs is None
+    block = ct_blocks[9]
+    data, decoded = ResidualCoder(block, False, old).code(-5.0)
+    assert data != ResidualCoder(block, False, model).code(-5.0)[0]
+    assert np.array_equal(decode_residual(data, block.shape, ContextModel.from_bytes(blob)), decoded)
+    with pytest.raises(ChunkFormatError, match="wrong size"):
+        ContextModel.from_bytes(blob + b"\0\0")
+
+
 def test_fit_keeps_a_model_that_pays_and_says_why(fitted):
     method, notes, _ = fitted
     assert method.model is not None and method.shared_state() == method.model.to_bytes()
     assert "context model (student tuned from the shipped start)" in notes[0], notes
     assert "teacher as it is, 64x2 hidden" in notes[0] and "stored student, 16 hidden" in notes[0]
+    assert re.search(r"signs from their neighbours in \d+ classes: 0\.\d+ bits/sign", notes[0]), notes
     assert "dB closer in the hand-set models' bytes" in notes[1]
 
 
@@ -113,8 +168,10 @@ def test_the_learned_rate_control_fills_the_budget_in_few_passes(fitted, ct_bloc
         for block in ct_blocks[8:12]:
             data, _ = Counted(block, False, model).fit_budget(budget // ratio)
             filled.append(len(data) / (budget // ratio))
-    # At a quarter of the bytes sizes move in stairs: a chunk may have no step in the window.
-    assert min(filled) >= 0.9 and max(filled) <= 1 and sum(f >= FILLED for f in filled) >= 6
+    # At a quarter of the bytes sizes move in stairs: a chunk may have no step in the window (on
+    # these chunks the approximation band's largest magnitude crossing 63, the tables' edge, adds
+    # ~20 % at one step).
+    assert min(filled) >= 0.9 and max(filled) <= 1 and sum(f >= FILLED for f in filled) >= 5
     assert Counted.passes <= 7 * 8  # a regula falsi took 8-11 a chunk
 
 
@@ -146,7 +203,6 @@ def test_a_fit_on_rows_drawn_by_their_symbols_codes_as_well_as_the_full_batch(ct
     """Past SAMPLED_ROWS context rows each step trains on rows drawn in proportion to their symbols:
     the unseen chunks' bits stay within 1 % of the full-batch fit's (thresholds lowered so that a
     few real CT chunks take that path)."""
-    from streamcomp.coding import fit_context
 
     steps = [(-4.0, False)] * len(ct_blocks)
     train = WaveletMethod._sample_stats(ct_blocks, steps, range(6))
@@ -178,23 +234,27 @@ def test_rdoq_trades_error_for_bytes_where_its_model_says_it_pays(fitted, ct_blo
 
     chosen, bits, size = learned_bands.rdoq(*args, scaled)
     pairs = PairCoder(bits)
-    lengths = code_lengths(pairs.edge, pairs.top > pairs.edge)
+    lengths = pairs.lengths()
     lam = learned_bands.RDOQ_LAMBDA
 
-    def check(band, base, phase, idx, keys):
+    def check(band, base, phase, idx, keys, site):
         values = chosen[band].reshape(-1)[idx]
         c = np.abs(scaled[band].reshape(-1)[idx]).astype(np.float64)
         top = np.floor(c + 0.5)
         m = np.abs(values)
         assert np.all((m <= top) & (m >= top - learned_bands.RDOQ_DEPTH))
         assert np.all((values == 0) | (np.sign(values) == np.sign(scaled[band].reshape(-1)[idx])))
-        at = model.pairs(base, phase, keys)
-        tabled = top <= pairs.edge
-        own = (c - m) ** 2 + lam * lengths[at, np.minimum(m, pairs.edge) + pairs.edge]
+        live = (top > 0) & (top <= pairs.edge)
+        at = model.pairs(base, phase, keys)[live]
+        c, m, top = c[live], m[live], top[live]
+        # A nonzero pays its sign's bits under the sign code its decoded neighbours give it.
+        positive = (scaled[band].reshape(-1)[idx][live] >= 0).astype(np.int64)
+        sign = sign_model.LENGTHS[model.signs.codes(site.cls, site.features(np.flatnonzero(live))), positive]
+        own = (c - m) ** 2 + lam * (lengths[at, m] + (m > 0) * sign)
         for down in range(learned_bands.RDOQ_DEPTH + 1):
-            cand = np.maximum(top - down, 0)
-            other = (c - cand) ** 2 + lam * lengths[at, np.minimum(cand, pairs.edge).astype(np.int64) + pairs.edge]
-            assert np.all(own[tabled] <= other[tabled] + 1e-9)
+            cand = np.maximum(top - down, 0).astype(np.int64)
+            other = (c - cand) ** 2 + lam * (lengths[at, cand] + (cand > 0) * sign)
+            assert np.all(own <= other + 1e-9)
         return values
 
     walk_bands(*args[1:], check)
@@ -219,7 +279,6 @@ def test_rdoq_trades_error_for_bytes_where_its_model_says_it_pays(fitted, ct_blo
 def test_the_context_start_survives_its_bytes_and_seeds_the_students_fit(ct_blocks, tmp_path):
     import torch
 
-    from streamcomp.coding import fit_context
     from streamcomp.models.start_points import read_start
 
     start = fit_context.ContextStart.from_bytes(read_start("shipped", fit_context.start_name(16)))
@@ -230,7 +289,9 @@ def test_the_context_start_survives_its_bytes_and_seeds_the_students_fit(ct_bloc
         assert torch.equal(a, b)
     stats = WaveletMethod._sample_stats(ct_blocks, [(-5.0, False)] * 4, range(4))
     untouched = fit_context.fit_context_model(stats, student_steps=0, start=start).student
-    assert untouched.to_bytes() == fit_context.to_integer(start.student).to_bytes()
+    as_shipped = fit_context.to_integer(start.student)
+    as_shipped.signs = untouched.signs  # the sign model is the array's own either way
+    assert untouched.to_bytes() == as_shipped.to_bytes()
     tuned = fit_context.fit_context_model(stats, student_steps=50, start=start)
     assert tuned.student_bits < fit_context.integer_bits(untouched, stats) / stats.symbols
     with pytest.raises(ValueError, match="cannot seed"):
@@ -276,6 +337,8 @@ def test_parameters_are_checked():
         method_class("wavelet")(entropy="magic")
     with pytest.raises(InputError, match="distill"):
         method_class("wavelet")(distill=2.0)
+    with pytest.raises(InputError, match="'signs' must be bool"):
+        method_class("wavelet")(signs="yes")
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ ROWS = {"learned": {}, "same bytes per voxel": {"allocation": "voxels"}, "no pos
         "hand-set": {"entropy": "context", **NO_FILTER}}
 ABLATIONS = {"no starts": {"start": "none"}, "model from scratch": {"start": "none", **NO_FILTER},
              "no distillation": {"start": "none", "distill": 0.0, **NO_FILTER},
-             "student 32 hidden": {"hidden": 32, **NO_FILTER}}
+             "student 32 hidden": {"hidden": 32, **NO_FILTER}, "signs at one bit": {"signs": False}}
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
 _FIT = re.compile(

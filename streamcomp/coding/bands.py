@@ -19,6 +19,22 @@ MAX_LEVELS = 4
 SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
 SCALE_OFFSET = 10.0
 NO_SCALE = 255  # never a scale code: the coders use it as a marker
+BUCKETS = 16  # half-octave buckets of a learned context feature (4 bits)
+
+
+def _bucket_table() -> np.ndarray:
+    x = np.arange(256)
+    mant, exp = np.frexp(x.astype(np.float64))
+    return np.minimum(np.where(x > 1, 2 * (exp - 1) + (mant >= 0.75), x), BUCKETS - 1).astype(np.int64)
+
+
+_BUCKET = _bucket_table()
+
+
+def buckets(x: np.ndarray) -> np.ndarray:
+    """Half-octave bucket of non-negative integers: 0, 1, 2, 3, 4-5, 6-7, 8-11, ... capped at 15
+    (reached at 192), by table lookup."""
+    return _BUCKET[np.minimum(x, 255)]
 
 
 def transform_axes(shape: tuple[int, ...], planar: bool) -> tuple[int, ...]:

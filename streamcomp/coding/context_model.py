@@ -22,16 +22,17 @@ network's size.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from functools import lru_cache
 
 import constriction
 import numpy as np
 
-from streamcomp.coding.bands import MAX_LEVELS, Lattice
+from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, buckets
 from streamcomp.coding.lifting import detail_keys
+from streamcomp.coding.sign_model import SignModel, neighbour_index, sign_class, sign_features
 from streamcomp.errors import ChunkFormatError
 
-BUCKETS = 16  # half-octave buckets per context feature (4 bits)
 FEATURES = 4  # parent, parent neighbourhood, decoded neighbours, decoded siblings
 KEYS = BUCKETS**FEATURES
 # Class features: approximation band, detail level (one-hot, finest first), high-pass axes / axes,
@@ -49,22 +50,10 @@ PAIRS = (2 * A_MAX + 1) * S_CODES
 DIRECT = 63  # largest magnitude coded through a table; larger ones escape to a Laplace
 LEAK_BITS = 24.0  # constriction's models give every symbol at least 2**-24: no symbol costs more
 _HEAD = struct.Struct("<4sBB")  # magic, version, hidden units
+# 1: signed values under symmetric tables; 2: magnitudes, then the nonzeros' signs under the
+# model's sign part (:mod:`streamcomp.coding.sign_model`), which follows the weights.
+VERSION = 2
 _MAGIC = b"SCCM"
-
-
-def _bucket_table() -> np.ndarray:
-    x = np.arange(256)
-    mant, exp = np.frexp(x.astype(np.float64))
-    return np.minimum(np.where(x > 1, 2 * (exp - 1) + (mant >= 0.75), x), BUCKETS - 1).astype(np.int64)
-
-
-_BUCKET = _bucket_table()
-
-
-def buckets(x: np.ndarray) -> np.ndarray:
-    """Half-octave bucket of non-negative integers: 0, 1, 2, 3, 4-5, 6-7, 8-11, ... capped at 15
-    (reached at 192), by table lookup."""
-    return _BUCKET[np.minimum(x, 255)]
 
 
 def band_classes(count: int, levels: int, axes: int) -> list[np.ndarray]:
@@ -177,9 +166,13 @@ def key_inputs(keys: np.ndarray) -> np.ndarray:
 
 
 class ContextModel:
-    """The stored student: one hidden layer of integer weights; see the module docstring."""
+    """The stored student: one hidden layer of integer weights; see the module docstring.
+    ``signs``: the sign model (None: a version 1 model, whose tables code the signs at one bit)."""
 
-    def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> None:
+    def __init__(
+        self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray, signs: SignModel | None = None
+    ) -> None:
+        self.signs = signs
         self.w1, self.b1 = np.asarray(w1, np.int64), np.asarray(b1, np.int64)
         self.w2, self.b2 = np.asarray(w2, np.int64), np.asarray(b2, np.int64)
         if self.w1.shape[0] != INPUTS or self.w2.shape != (self.w1.shape[1], 2):
@@ -188,7 +181,7 @@ class ContextModel:
         self._tables: dict[bytes, np.ndarray] = {}
 
     @classmethod
-    def from_float(cls, w1, b1, w2, b2) -> ContextModel:
+    def from_float(cls, w1, b1, w2, b2, signs: SignModel | None = None) -> ContextModel:
         """Round a float network (inputs in [0, 1), as :func:`key_inputs` / 16) to integers."""
         q = 1 << W_SHIFT
         return cls(
@@ -196,6 +189,7 @@ class ContextModel:
             np.round(np.asarray(b1) * q * (1 << IN_SHIFT)),
             np.clip(np.round(np.asarray(w2) * q), -32768, 32767),
             np.round(np.asarray(b2) * q * q),
+            signs,
         )
 
     @property
@@ -240,24 +234,27 @@ class ContextModel:
 
     def to_bytes(self) -> bytes:
         parts = [self.w1.astype("<i2"), self.b1.astype("<i4"), self.w2.astype("<i2"), self.b2.astype("<i4")]
-        return _HEAD.pack(_MAGIC, 1, self.hidden) + b"".join(p.tobytes() for p in parts)
+        version, tail = (1, b"") if self.signs is None else (VERSION, self.signs.to_bytes())
+        return _HEAD.pack(_MAGIC, version, self.hidden) + b"".join(p.tobytes() for p in parts) + tail
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> ContextModel:
         if len(blob) < _HEAD.size:
             raise ChunkFormatError("context model is truncated")
         magic, version, hidden = _HEAD.unpack_from(blob, 0)
-        if magic != _MAGIC or version != 1 or not hidden:
+        if magic != _MAGIC or not 1 <= version <= VERSION or not hidden:
             raise ChunkFormatError("context model has an unknown header: upgrade streamcomp to read this array")
         sizes = [(INPUTS * hidden, "<i2"), (hidden, "<i4"), (hidden * 2, "<i2"), (2, "<i4")]
-        if len(blob) != _HEAD.size + sum(n * np.dtype(t).itemsize for n, t in sizes):
+        end = _HEAD.size + sum(n * np.dtype(t).itemsize for n, t in sizes)
+        if len(blob) < end or (version == 1 and len(blob) != end):
             raise ChunkFormatError("context model has the wrong size")
         pos, arrays = _HEAD.size, []
         for n, t in sizes:
             arrays.append(np.frombuffer(blob, t, n, pos))
             pos += n * np.dtype(t).itemsize
         w1, b1, w2, b2 = arrays
-        return cls(w1.reshape(INPUTS, hidden), b1, w2.reshape(hidden, 2), b2)
+        signs = SignModel.from_bytes(blob[end:]) if version > 1 else None
+        return cls(w1.reshape(INPUTS, hidden), b1, w2.reshape(hidden, 2), b2, signs)
 
 
 MIN_RUN = 16  # a code fewer symbols of a band phase share is rounded to a coarse one
@@ -296,68 +293,79 @@ def pair_params(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=16)
-def _weights(edge: int, escape: bool) -> np.ndarray:
-    """Integer table weights of every pair code over [-edge, edge] (and an escape symbol): the
-    coder's models and the rate estimate read the same numbers."""
+def _weights(edge: int, escape: bool, signed: bool) -> np.ndarray:
+    """Integer table weights of every pair code over [-edge, edge] (``signed``) or [0, edge], and
+    an escape symbol: the coder's models and the rate estimate read the same numbers."""
     p0, t = (v[:, None] for v in pair_params(np.arange(PAIRS)))
     k = np.arange(1, edge + 1, dtype=np.float64)
     side = (1 - p0) / 2 * (1 - t) * t ** (k - 1)
-    columns = [side[:, ::-1], p0, side] + ([(1 - p0) * t**edge] if escape else [])
+    columns = ([side[:, ::-1], p0, side] if signed else [p0, 2 * side]) + ([(1 - p0) * t**edge] if escape else [])
     return np.maximum(np.round(np.concatenate(columns, axis=1) * 2.0**24), 1.0)
 
 
 @lru_cache(maxsize=16)
-def code_lengths(edge: int, escape: bool) -> np.ndarray:
-    w = _weights(edge, escape)
+def code_lengths(edge: int, escape: bool, signed: bool) -> np.ndarray:
+    w = _weights(edge, escape, signed)
     return -np.log2(w / w.sum(axis=1, keepdims=True))
 
 
 @lru_cache(maxsize=4096)
-def _table(pair: int, edge: int, escape: bool):
-    return constriction.stream.model.Categorical(_weights(edge, escape)[pair], perfect=False)
+def _table(pair: int, edge: int, escape: bool, signed: bool):
+    return constriction.stream.model.Categorical(_weights(edge, escape, signed)[pair], perfect=False)
 
 
 class PairCoder:
-    """Codes runs of symbols that share a pair code: magnitudes up to ``edge`` through a table
-    (weights rounded to integers, so identical on every platform), larger ones as an escape
-    symbol and then the value under a Laplace of the pair's scale."""
+    """Codes runs of symbols that share a pair code: up to ``edge`` through a table (weights
+    rounded to integers, so identical on every platform), larger ones as an escape symbol and then
+    under a Laplace of the pair's scale: a magnitude's excess past the edge (the geometric tail is
+    memoryless, so a size does not jump where the largest magnitude crosses the edge), or, where
+    ``signed`` (a version 1 model's stream), the whole signed value. Magnitudes' signs are coded
+    by the sign model."""
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, signed: bool = False) -> None:
         self.top = (1 << bits) - 1
         self.edge = min(self.top, DIRECT)
-        self.escape = 2 * self.edge + 1
+        self.signed = signed
+        self.offset = self.edge if signed else 0
+        self.escape = self.offset + self.edge + 1
+        self.past = 0 if signed else self.edge + 1  # what an escaped magnitude codes less
+
+    def lengths(self) -> np.ndarray:
+        """Bits of each (pair code, symbol + offset)."""
+        return code_lengths(self.edge, self.top > self.edge, self.signed)
 
     def estimate_bits(self, values: np.ndarray, pairs: np.ndarray) -> float:
         """Code length of ``values`` under their pairs' tables (escaped values: their Laplace's
         approximate cost, capped at the models' leak floor), within a few bytes of :meth:`encode`'s."""
-        escape = self.top > self.edge
-        lengths = code_lengths(self.edge, escape)
         escaped = np.abs(values) > self.edge
-        bits = lengths[pairs, np.where(escaped, self.escape, values + self.edge)].sum()
+        bits = self.lengths()[pairs, np.where(escaped, self.escape, values + self.offset)].sum()
         if escaped.any():
             scale = 2.0 ** ((pairs[escaped] % S_CODES + S_MIN) / S_STEPS)
-            laplace = np.abs(values[escaped]) / scale * np.log2(np.e) + np.log2(2 * scale)
+            # constriction's Laplace over [0, top] leaves the negative half's mass unused: as dear as signed.
+            laplace = (np.abs(values[escaped]) - self.past) / scale * np.log2(np.e) + np.log2(2 * scale)
             bits += np.minimum(laplace, LEAK_BITS).sum()
         return float(bits)
 
     def _laplace(self, pair: int):
         scale = 2.0 ** ((pair % S_CODES + S_MIN) / S_STEPS)
-        return constriction.stream.model.QuantizedLaplace(-self.top, self.top + 1, 0.0, scale)
+        low = -self.top if self.signed else 0
+        return constriction.stream.model.QuantizedLaplace(low, self.top + 1 - self.past, 0.0, scale)
+
+    def _table(self, pair: int):
+        return _table(pair, self.edge, self.top > self.edge, self.signed)
 
     def encode(self, coder, values: np.ndarray, pair: int) -> None:
         """Push ``values`` so that :meth:`decode` pops them in order (escapes go under the run)."""
         escaped = np.abs(values) > self.edge
         if escaped.any():
-            coder.encode_reverse(values[escaped].astype(np.int32), self._laplace(pair))
-        table = _table(pair, self.edge, self.top > self.edge)
-        coder.encode_reverse(np.where(escaped, self.escape, values + self.edge).astype(np.int32), table)
+            coder.encode_reverse((values[escaped] - self.past).astype(np.int32), self._laplace(pair))
+        coder.encode_reverse(np.where(escaped, self.escape, values + self.offset).astype(np.int32), self._table(pair))
 
     def decode(self, coder, count: int, pair: int) -> np.ndarray:
-        table = _table(pair, self.edge, self.top > self.edge)
-        values = coder.decode(table, count).astype(np.int32) - self.edge
-        escaped = values == self.escape - self.edge
+        values = coder.decode(self._table(pair), count).astype(np.int32) - self.offset
+        escaped = values == self.escape - self.offset
         if escaped.any():
-            values[escaped] = coder.decode(self._laplace(pair), int(escaped.sum()))
+            values[escaped] = coder.decode(self._laplace(pair), int(escaped.sum())) + self.past
         return values
 
 
@@ -372,23 +380,42 @@ def runs(pairs: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     return order, [(int(ordered[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True) if b > a]
 
 
+@dataclass(frozen=True)
+class SignSite:
+    """Where a band phase's signs are coded from: its sign class, the band decoded so far and the
+    positions' neighbours."""
+
+    cls: int
+    band: np.ndarray
+    neighbours: np.ndarray
+
+    def features(self, selected: np.ndarray) -> np.ndarray:
+        """Sign features of the phase's positions ``selected`` (indices into them)."""
+        return sign_features(self.band, self.neighbours, selected)
+
+
 def walk_bands(lattices: list[Lattice], parents: list[int | None], levels: int, visit) -> list[np.ndarray]:
     """Visit every band phase in decode order with its positions and context keys.
 
-    ``visit(band, base_class, phase, positions, keys)`` returns the symbols at ``positions`` (flat
-    indices in the band): the encoder's known values, or the decoder's freshly decoded ones.
-    Returns the bands as visited.
+    ``visit(band, base_class, phase, positions, keys, site)`` returns the symbols at ``positions``
+    (flat indices in the band): the encoder's known values, or the decoder's freshly decoded ones;
+    ``site`` (a :class:`SignSite`) gives the signs' context. Returns the bands as visited.
     """
     per_level = (len(lattices) - 1) // levels
-    classes = band_classes(len(lattices), levels, len(lattices[0].axes))
+    axes = lattices[0].axes
+    classes = band_classes(len(lattices), levels, len(axes))
     bands: list[np.ndarray] = []
     for i, (lattice, parent) in enumerate(zip(lattices, parents, strict=True)):
         first_sibling = i if i == 0 else 1 + (i - 1) // per_level * per_level
         ctx = BandContexts(lattice, None if parent is None else bands[parent], bands[first_sibling:i])
+        level = levels - 1 - max(i - 1, 0) // per_level  # 0 = finest; the approximation: coarsest
+        orientation = 0 if i == 0 else 1 + (i - 1) % per_level
         q = np.zeros(lattice.shape, np.int32)
         for phase in range(PHASES):
             idx = ctx.positions(phase)
             if len(idx):
-                q.reshape(-1)[idx] = visit(i, classes[i], phase, idx, ctx.keys(phase, q))
+                cls = sign_class(len(axes), level, orientation, phase)
+                site = SignSite(cls, q, neighbour_index(lattice.shape, axes, phase, idx))
+                q.reshape(-1)[idx] = visit(i, classes[i], phase, idx, ctx.keys(phase, q), site)
         bands.append(q)
     return bands

@@ -14,7 +14,7 @@ import io
 import logging
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from streamcomp.coding.context_model import (
     pair_params,
     walk_bands,
 )
+from streamcomp.coding.sign_model import SignModel, SignStats, coded_bits
+from streamcomp.coding.sign_model import fit as fit_signs
 
 logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
@@ -40,10 +42,12 @@ SAMPLED_ROWS = 4 * BATCH_ROWS  # below this many rows a full-batch step costs ab
 
 @dataclass
 class ContextStats:
-    """Per band class and context key: zeros, nonzeros and the sum of (|q| - 1) over nonzeros."""
+    """Per band class and context key: zeros, nonzeros and the sum of (|q| - 1) over nonzeros;
+    and the nonzeros' sign statistics."""
 
     inputs: np.ndarray  # (rows, INPUTS), the integer network inputs
     counts: np.ndarray  # (rows, 3)
+    signs: SignStats = field(default_factory=lambda: SignStats.merge([]))
 
     @property
     def symbols(self) -> float:
@@ -56,10 +60,15 @@ class StatsCollector:
     def __init__(self) -> None:
         self._classes: dict[bytes, np.ndarray] = {}
         self._vectors: dict[bytes, np.ndarray] = {}
+        self._signs: list[SignStats] = []
 
     def add(self, lattices, parents, levels: int, symbols: list[np.ndarray]) -> None:
-        def visit(band, base, phase, idx, keys):
+        def visit(band, base, phase, idx, keys, site):
             values = symbols[band].reshape(-1)[idx]
+            nonzero = np.flatnonzero(values)
+            if len(nonzero):
+                classes = np.full(len(nonzero), site.cls, np.int64)
+                self._signs.append(SignStats.count(classes, site.features(nonzero), values[nonzero] < 0))
             vec = class_vector(base, phase)
             cid = vec.tobytes()
             if cid not in self._classes:
@@ -88,7 +97,8 @@ class StatsCollector:
             counts.append(acc[seen])
         if not inputs:
             return ContextStats(np.zeros((0, INPUTS), np.int64), np.zeros((0, 3)))
-        return ContextStats(np.concatenate(inputs), np.concatenate(counts))
+        self._signs = [SignStats.merge(self._signs)]
+        return ContextStats(np.concatenate(inputs), np.concatenate(counts), self._signs[0])
 
 
 def nll_bits(out: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -162,6 +172,7 @@ class FittedModels:
     student: ContextModel
     teacher_bits: float  # per symbol, on the training statistics (the start's teacher as shipped, when tuned)
     student_bits: float
+    sign_bits: float  # per nonzero coefficient's sign, on the training statistics
 
 
 @dataclass
@@ -250,13 +261,15 @@ def fit_context_model(
     seed: int = 0,
     lr: float = 0.04,
     start: ContextStart | None = None,
+    signs: bool = True,
 ) -> FittedModels:
     """The stored student, rounded to integers. From scratch: a teacher (two hidden layers of
     ``teacher_hidden``) fitted to ``stats``, then the one-layer student of ``hidden`` units
     distilled from it (fitted to the data's counts mixed with the teacher's expected counts,
     ``distill`` the teacher's share). From a ``start``: its student tuned on ``stats`` for
     ``student_steps``, which gets as close in under half the time (a teacher tuned alongside
-    gained nothing there: the start's own teacher is already in the student)."""
+    gained nothing there: the start's own teacher is already in the student). ``signs``: fit the
+    sign model (else every sign costs a bit)."""
     if not len(stats.inputs):
         raise ValueError("no coefficients to fit a context model on")
     torch.manual_seed(seed)
@@ -277,9 +290,11 @@ def fit_context_model(
             soft = (1 - distill) * counts + distill * expected_counts(target, counts)
         student = _fit_new(hidden, 1, stats, x, soft, student_steps, lr)
     model = to_integer(student)
+    model.signs = fit_signs(stats.signs) if signs else SignModel()
     student_bits = integer_bits(model, stats) / symbols
+    sign_bits = coded_bits(model.signs, stats.signs) / max(stats.signs.signs, 1.0)
     logger.debug("context model: teacher %.4f, student %.4f bits/coefficient", teacher_bits, student_bits)
-    return FittedModels(model, teacher_bits, student_bits)
+    return FittedModels(model, teacher_bits, student_bits, sign_bits)
 
 
 def to_integer(student: nn.Sequential) -> ContextModel:

@@ -3,7 +3,9 @@ size without coding it (what the rate control bisects on), and its decode.
 
 Every band phase is one vectorized step (:func:`~streamcomp.coding.context_model.walk_bands`):
 the model gives each position its pair code from the context decoded so far, and the positions
-sharing a code are one run of the entropy coder. ``bits`` (the largest magnitude's bit length,
+sharing a code are one run of the entropy coder; then the phase's nonzeros' signs, in runs of equal
+sign codes (:mod:`~streamcomp.coding.sign_model`). A version 1 model's stream codes signed values
+in one pass instead. ``bits`` (the largest magnitude's bit length,
 stored in the section header) sizes the tables; 0 means every symbol is zero and nothing is coded.
 
 The encoder chooses the symbols by rate-distortion (:func:`rdoq`): the decoder is the same either way.
@@ -14,8 +16,9 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from streamcomp.coding import sign_model
 from streamcomp.coding.bands import Lattice
-from streamcomp.coding.context_model import ContextModel, PairCoder, code_lengths, runs, walk_bands
+from streamcomp.coding.context_model import ContextModel, PairCoder, SignSite, runs, walk_bands
 from streamcomp.errors import ChunkFormatError
 
 # Bits are worth this many squared steps of error. Without the post-filter the gain at equal bytes is
@@ -25,6 +28,26 @@ RDOQ_LAMBDA = 0.09
 RDOQ_DEPTH = 2  # magnitudes tried below the rounded one
 
 
+def _coder(model: ContextModel, bits: int) -> PairCoder:
+    return PairCoder(bits, signed=model.signs is None)
+
+
+def _sign_codes(model: ContextModel, site: SignSite, selected: np.ndarray) -> np.ndarray:
+    """Sign codes of a band phase's positions ``selected`` (indices into them)."""
+    return model.signs.codes(site.cls, site.features(selected))
+
+
+def _estimate_bits(model: ContextModel, coder: PairCoder, site: SignSite, values, pairs) -> float:
+    """Bits of a band phase's ``values``: symbols and, where coded apart, signs."""
+    if coder.signed:
+        return coder.estimate_bits(values, pairs)
+    total = coder.estimate_bits(np.abs(values), pairs)
+    nonzero = np.flatnonzero(values)
+    if len(nonzero):
+        total += sign_model.bits(values[nonzero] < 0, _sign_codes(model, site, nonzero))
+    return total
+
+
 def encode(
     model: ContextModel, lattices: list[Lattice], parents: list[int | None], levels: int,
     symbols: list[np.ndarray], bits: int,
@@ -32,19 +55,25 @@ def encode(
     """One ANS stream of every band phase's runs of equal pair codes, in decode order."""
     if not bits:
         return b""
-    segments: list[tuple[np.ndarray, int]] = []
+    pairs = _coder(model, bits)
+    segments: list[tuple] = []
 
-    def visit(band, base, phase, idx, keys):
+    def visit(band, base, phase, idx, keys, site):
         values = symbols[band].reshape(-1)[idx]
+        coded = values if pairs.signed else np.abs(values)
         order, spans = runs(model.pairs(base, phase, keys))
-        segments.extend((values[order[a:b]], pair) for pair, a, b in spans)
+        segments.extend((pairs.encode, coded[order[a:b]], pair) for pair, a, b in spans)
+        nonzero = np.flatnonzero(values) if not pairs.signed else ()
+        if len(nonzero):
+            negative = values[nonzero] < 0
+            order, spans = runs(_sign_codes(model, site, nonzero))
+            segments.extend((sign_model.encode, negative[order[a:b]], code) for code, a, b in spans)
         return values
 
     walk_bands(lattices, parents, levels, visit)
     coder = constriction.stream.stack.AnsCoder()
-    pairs = PairCoder(bits)
-    for values, pair in reversed(segments):
-        pairs.encode(coder, values, pair)
+    for push, values, code in reversed(segments):
+        push(coder, values, code)
     return coder.get_compressed().tobytes()
 
 
@@ -56,12 +85,12 @@ def size(
     (within a few bytes): one pass of context arithmetic, no entropy coding."""
     if not bits:
         return 0
-    coder, total = PairCoder(bits), 0.0
+    coder, total = _coder(model, bits), 0.0
 
-    def visit(band, base, phase, idx, keys):
+    def visit(band, base, phase, idx, keys, site):
         nonlocal total
         values = symbols[band].reshape(-1)[idx]
-        total += coder.estimate_bits(values, model.pairs(base, phase, keys))
+        total += _estimate_bits(model, coder, site, values, model.pairs(base, phase, keys))
         return values
 
     walk_bands(lattices, parents, levels, visit)
@@ -86,26 +115,30 @@ def rdoq(
     bits = int(max((r.max() for r in rounded if r.size), default=0)).bit_length()
     if not bits:
         return [np.zeros(lattice.shape, np.int32) for lattice in lattices], 0, 0
-    coder = PairCoder(bits)
-    lengths = code_lengths(coder.edge, coder.top > coder.edge)
+    coder = _coder(model, bits)
+    lengths = coder.lengths()
     total = 0.0
 
-    def visit(band, base, phase, idx, keys):
+    def visit(band, base, phase, idx, keys, site):
         nonlocal total
         m = rounded[band][idx]
         pairs = model.pairs(base, phase, keys)
         live = np.flatnonzero((m > 0) & (m <= coder.edge))  # zeros cannot go lower
         if len(live):
             c, best, at = magnitudes[band][idx[live]], m[live], pairs[live]
-            cost = (c - best) ** 2 + lam * lengths[at, best + coder.edge]
+            sign_bits = 0.0
+            if not coder.signed:  # a nonzero also pays its sign's bits under its own code
+                codes = _sign_codes(model, site, live)
+                sign_bits = sign_model.LENGTHS[codes, (~negative[band][idx[live]]).astype(np.int64)]
+            cost = (c - best) ** 2 + lam * (lengths[at, best + coder.offset] + sign_bits)
             for down in range(1, RDOQ_DEPTH + 1):
                 cand = np.maximum(m[live] - down, 0)
-                trial = (c - cand) ** 2 + lam * lengths[at, cand + coder.edge]
+                trial = (c - cand) ** 2 + lam * (lengths[at, cand + coder.offset] + (cand > 0) * sign_bits)
                 better = trial < cost
                 best[better], cost[better] = cand[better], trial[better]
             m[live] = best
         values = np.where(negative[band][idx], -m, m).astype(np.int32)
-        total += coder.estimate_bits(values, pairs)
+        total += _estimate_bits(model, coder, site, values, pairs)
         return values
 
     symbols = walk_bands(lattices, parents, levels, visit)
@@ -126,13 +159,20 @@ def decode(
             raise ChunkFormatError("residual section of zeros carries a stream")
         return [np.zeros(lattice.shape, np.int32) for lattice in lattices]
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
-    pairs = PairCoder(bits)
+    pairs = _coder(model, bits)
 
-    def visit(band, base, phase, idx, keys):
+    def visit(band, base, phase, idx, keys, site):
         order, spans = runs(model.pairs(base, phase, keys))
         values = np.empty(len(idx), np.int32)
         for pair, a, b in spans:
             values[order[a:b]] = pairs.decode(coder, b - a, pair)
+        nonzero = np.flatnonzero(values) if not pairs.signed else ()
+        if len(nonzero):
+            order, spans = runs(_sign_codes(model, site, nonzero))
+            negative = np.empty(len(nonzero), bool)
+            for code, a, b in spans:
+                negative[order[a:b]] = sign_model.decode(coder, b - a, code)
+            values[nonzero[negative]] *= -1
         return values
 
     try:

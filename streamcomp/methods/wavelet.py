@@ -93,6 +93,7 @@ class WaveletParams(Params):
     start: str = encode_only("shipped")
     filter_tune_steps: int = encode_only(750)
     filter_lr: float = encode_only(3e-3)
+    signs: bool = encode_only(True)
 
     def __post_init__(self) -> None:
         if self.entropy not in ENTROPY:
@@ -199,7 +200,7 @@ class WaveletMethod(Method):
             raise InputError(f"start {p.start!r}, {start_name(p.hidden)}: {e}") from None
         fitted = fit_context_model(
             self._sample_stats(samples, steps, fit), p.hidden, p.teacher_hidden, p.teacher_steps,
-            p.student_steps, p.distill, p.seed, p.lr, start,
+            p.student_steps, p.distill, p.seed, p.lr, start, p.signs,
         )
         self._use(fitted.student)
         teacher = (f"teacher fitted, {p.teacher_hidden}x2 hidden" if start is None else
@@ -208,7 +209,9 @@ class WaveletMethod(Method):
         note = (
             f"context model ({how}) in {time.perf_counter() - began:.1f} s on {len(fit)} sample chunks: "
             f"{fitted.teacher_bits:.4f} bits/coefficient ({teacher}), "
-            f"{fitted.student_bits:.4f} (stored student, {p.hidden} hidden, {len(self._blob)} bytes)"
+            f"{fitted.student_bits:.4f} (stored student, {p.hidden} hidden, {len(self._blob)} bytes); "
+            f"signs from their neighbours in {len(fitted.student.signs.weights)} classes: "
+            f"{fitted.sign_bits:.3f} bits/sign"
         )
         return [note, self._judge([samples[i] for i in judged], [steps[i] for i in judged], data_voxels, what)]
 
