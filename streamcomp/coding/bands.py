@@ -37,6 +37,33 @@ def buckets(x: np.ndarray) -> np.ndarray:
     return _BUCKET[np.minimum(x, 255)]
 
 
+_NEIGHBOURS: dict[tuple, np.ndarray] = {}
+
+
+def neighbour_index(shape: tuple[int, ...], axes: tuple[int, ...], phase: int, positions: np.ndarray) -> np.ndarray:
+    """(pairs, 2, len(positions)) flat indices of the decoded neighbours of a band phase's
+    ``positions`` (:func:`~streamcomp.coding.context_model.phase_index`): none for phase 0, the
+    two in-plane diagonal pairs for phase 1, the face-neighbour pair along each transformed axis
+    for phase 2; wrapping at the band's faces. Both learned models read them: the magnitudes'
+    context sums them, the sign model each pair's signed sum. Cached per band shape and phase."""
+    key = (shape, axes, phase)
+    if key not in _NEIGHBOURS:
+        coords = np.unravel_index(positions, shape)
+
+        def at(offsets: dict[int, int]) -> np.ndarray:
+            return np.ravel_multi_index([(c + offsets.get(ax, 0)) % shape[ax] for ax, c in enumerate(coords)], shape)
+
+        if phase == 0 or (phase == 1 and len(axes) < 2):
+            pairs = []
+        elif phase == 1:
+            a, b = axes[-2], axes[-1]
+            pairs = [(at({a: 1, b: 1}), at({a: -1, b: -1})), (at({a: 1, b: -1}), at({a: -1, b: 1}))]
+        else:
+            pairs = [(at({ax: 1}), at({ax: -1})) for ax in axes]
+        _NEIGHBOURS[key] = np.array(pairs, np.int64).reshape(len(pairs), 2, len(positions))
+    return _NEIGHBOURS[key]
+
+
 def transform_axes(shape: tuple[int, ...], planar: bool) -> tuple[int, ...]:
     """The axes to transform: all but thin ones (a single section, say), or the last two (planar)."""
     candidates = range(len(shape) - 2, len(shape)) if planar else range(len(shape))

@@ -28,9 +28,9 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
-from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, buckets
+from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, buckets, neighbour_index
 from streamcomp.coding.lifting import detail_keys
-from streamcomp.coding.sign_model import SignModel, neighbour_index, sign_class, sign_features
+from streamcomp.coding.sign_model import SignModel, sign_class, sign_features
 from streamcomp.errors import ChunkFormatError
 
 FEATURES = 4  # parent, parent neighbourhood, decoded neighbours, decoded siblings
@@ -124,25 +124,14 @@ class BandContexts:
     def positions(self, phase: int) -> np.ndarray:
         return phase_index(self.lattice, phase)
 
-    def keys(self, phase: int, decoded: np.ndarray) -> np.ndarray:
-        """Keys (16-bit) of ``phase``'s positions; ``decoded``: the band as decoded so far (zeros elsewhere)."""
-        idx = phase_index(self.lattice, phase)
-        fixed = self._fixed.reshape(-1)[idx]
-        if phase == 0:
+    def keys(self, phase: int, decoded: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+        """Keys (16-bit) of ``phase``'s positions; ``decoded``: the band as decoded so far (zeros
+        elsewhere); ``neighbours``: the positions' :func:`neighbour_index`."""
+        fixed = self._fixed.reshape(-1)[phase_index(self.lattice, phase)]
+        if not len(neighbours):
             return fixed
-        if phase == 1:
-            near = _diagonals(np.abs(decoded).astype(np.int64), self.lattice.axes)
-        else:
-            near = self.lattice.neighbours(decoded)
-        return fixed | buckets(near.reshape(-1)[idx]) << 8
-
-
-def _diagonals(known: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Sum of the four in-plane diagonal neighbours (last two transformed axes; wrapping)."""
-    if len(axes) < 2:
-        return np.zeros(known.shape, np.int64)
-    a, b = axes[-2], axes[-1]
-    return sum(np.roll(known, (da, db), (a, b)) for da in (1, -1) for db in (1, -1))
+        near = np.abs(decoded.reshape(-1)[neighbours]).sum(axis=(0, 1), dtype=np.int64)
+        return fixed | buckets(near) << 8
 
 
 _PHASES: dict[tuple, list[np.ndarray]] = {}
@@ -414,8 +403,8 @@ def walk_bands(lattices: list[Lattice], parents: list[int | None], levels: int, 
         for phase in range(PHASES):
             idx = ctx.positions(phase)
             if len(idx):
-                cls = sign_class(len(axes), level, orientation, phase)
-                site = SignSite(cls, q, neighbour_index(lattice.shape, axes, phase, idx))
-                q.reshape(-1)[idx] = visit(i, classes[i], phase, idx, ctx.keys(phase, q), site)
+                near = neighbour_index(lattice.shape, axes, phase, idx)
+                site = SignSite(sign_class(len(axes), level, orientation, phase), q, near)
+                q.reshape(-1)[idx] = visit(i, classes[i], phase, idx, ctx.keys(phase, q, near), site)
         bands.append(q)
     return bands

@@ -46,30 +46,6 @@ def signed_buckets(x: np.ndarray, buckets) -> np.ndarray:
     return np.sign(x) * buckets(np.abs(x))
 
 
-_NEIGHBOURS: dict[tuple, np.ndarray] = {}
-
-
-def neighbour_index(shape: tuple[int, ...], axes: tuple[int, ...], phase: int, positions: np.ndarray) -> np.ndarray:
-    """(features, 2, len(positions)) flat indices of the neighbour pairs whose sums are a band
-    phase's sign features (see :func:`sign_features`), cached per band shape and phase."""
-    key = (shape, axes, phase)
-    if key not in _NEIGHBOURS:
-        coords = np.unravel_index(positions, shape)
-
-        def at(offsets: dict[int, int]) -> np.ndarray:
-            return np.ravel_multi_index([(c + offsets.get(ax, 0)) % shape[ax] for ax, c in enumerate(coords)], shape)
-
-        if phase == 0 or (phase == 1 and len(axes) < 2):
-            pairs = []
-        elif phase == 1:
-            a, b = axes[-2], axes[-1]
-            pairs = [(at({a: 1, b: 1}), at({a: -1, b: -1})), (at({a: 1, b: -1}), at({a: -1, b: 1}))]
-        else:
-            pairs = [(at({ax: 1}), at({ax: -1})) for ax in axes]
-        _NEIGHBOURS[key] = np.array(pairs, np.int64).reshape(len(pairs), 2, len(positions))
-    return _NEIGHBOURS[key]
-
-
 def sign_features(decoded: np.ndarray, neighbours: np.ndarray, selected: np.ndarray) -> np.ndarray:
     """(len(selected), SIGN_FEATURES) signed buckets of the neighbour sums a decoder has at the
     ``selected`` positions of a band phase once the earlier phases are decoded: per transformed
