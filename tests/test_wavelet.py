@@ -11,7 +11,7 @@ from helpers import assert_fresh_read_matches
 
 from streamcomp.api import compress
 from streamcomp.coding import fit_context, learned_bands, sign_model
-from streamcomp.coding.bands import buckets
+from streamcomp.coding.bands import MAX_LEVELS, buckets
 from streamcomp.coding.context_model import ContextModel, PairCoder, walk_bands
 from streamcomp.coding.residual import FILLED, ResidualCoder, decode_residual, encode_residual, step_of
 from streamcomp.errors import ChunkFormatError, InputError
@@ -71,6 +71,7 @@ def test_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
 def test_sign_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
     model = fitted[0].model
     assert model.signs.weights, "head CT signs follow their neighbours: some class must pay"
+    assert MAX_LEVELS <= sign_model.LEVELS  # a deeper transform would need more class slots (a format change)
     blob = model.to_bytes()
     again = ContextModel.from_bytes(blob)
     assert again.signs.weights.keys() == model.signs.weights.keys()

@@ -27,7 +27,8 @@ from streamcomp.errors import ChunkFormatError
 SIGN_FEATURES = 4  # one per transformed axis (at most four), or the two diagonals
 MAX_AXES = 4
 ORIENTATIONS = 16  # the approximation band, then up to 15 detail orientations
-SIGN_CLASSES = MAX_AXES * 4 * ORIENTATIONS * 3  # axes, level (MAX_LEVELS), orientation, phase
+LEVELS = 4  # level slots, as deep as the transform goes (MAX_LEVELS): deeper would change the format
+SIGN_CLASSES = MAX_AXES * LEVELS * ORIENTATIONS * 3  # axes, level, orientation, phase
 WEIGHT_UNIT = 16  # weights and bias in 1/16 logit per bucket
 STEPS = 2  # codes in half logits
 MAX_CODE = 12  # |logit| <= 6: p >= 0.0025
@@ -39,11 +40,7 @@ _ENTRY = struct.Struct("<H" + "b" * (SIGN_FEATURES + 1))
 def sign_class(axes: int, level: int, orientation: int, phase: int) -> int:
     """Index of a band phase's sign class; ``level`` 0 is the finest, ``orientation`` 0 the
     approximation band."""
-    return ((((axes - 1) * 4) + level) * ORIENTATIONS + orientation) * 3 + phase
-
-
-def signed_buckets(x: np.ndarray, buckets) -> np.ndarray:
-    return np.sign(x) * buckets(np.abs(x))
+    return ((((axes - 1) * LEVELS) + level) * ORIENTATIONS + orientation) * 3 + phase
 
 
 def sign_features(decoded: np.ndarray, neighbours: np.ndarray, selected: np.ndarray) -> np.ndarray:
