@@ -99,6 +99,7 @@ def test_a_version_1_filter_still_decodes():
 @pytest.mark.parametrize("shape", [(40, 12, 16), (3, 37, 9, 11)])
 def test_slabs_give_what_one_pass_gives(depth, shape, monkeypatch):
     monkeypatch.setattr(postfilter, "SLAB_VOXELS", 1000)  # slabs of 5 and 3 sections
+    monkeypatch.setattr(postfilter, "BFLOAT16", False)  # the same precision as the reference pass
     torch.manual_seed(0)
     net = _randomized(depth, 4, 0.3)
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
@@ -117,6 +118,21 @@ def test_a_trained_filter_lowers_the_error_of_unseen_ct_chunks(ct_pairs):
     before = sum(_sse(p.decoded, p.original) for p in test)
     after = sum(_sse(postfilter.apply(net, p.decoded, p.step), p.original) for p in test)
     assert after < 0.95 * before  # more than 0.2 dB on chunks it never saw
+
+
+def test_bfloat16_filtering_corrects_as_float32_does(ct_pairs, monkeypatch):
+    """Where the CPU has bfloat16 the filter runs in it (emulated here where it has not): the
+    correction stays within a few hundredths of a quantizer step of float32's (0.014 at most, 0.0002
+    on average, measured), the error within 0.1 %."""
+    net = postfilter.fit(ct_pairs[:4], 3, 8, 100, 3e-3, 0)
+    for p in ct_pairs[4:8]:
+        runs = {}
+        for low in (False, True):
+            monkeypatch.setattr(postfilter, "BFLOAT16", low)
+            runs[low] = postfilter.apply(net, p.decoded, p.step)
+        diff = np.abs(runs[True] - runs[False])
+        assert diff.max() < 0.05 * p.step and diff.mean() < 0.002 * p.step
+        assert abs(_sse(runs[True], p.original) / _sse(runs[False], p.original) - 1) < 1e-3
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,16 @@ Scalar = float | torch.Tensor
 CONV3D_CHANNELS = 8  # 3x3x3 filters this wide run as 3D convolutions (faster there than summed 2D ones)
 
 
+def _native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). There :func:`apply` runs
+    the filter's convolutions in bfloat16; elsewhere bfloat16 is emulated, slower than float32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+BFLOAT16 = _native_bfloat16()
+
+
 class PostFilter(nn.Module):
     """conv - LeakyReLU - conv - LeakyReLU - conv, replicate-padded; the last layer starts at zero,
     so an untrained filter changes nothing."""
@@ -170,14 +180,16 @@ def _stats(decoded: np.ndarray, step: float) -> tuple[float, float]:
 def apply(net: PostFilter, decoded: np.ndarray, step: float) -> np.ndarray:
     """``decoded`` (a chunk, 3D or 4D: leading axes are filtered as separate volumes) filtered, in
     slabs of at most :data:`SLAB_VOXELS` voxels with enough neighbours that the result equals a
-    whole-chunk pass."""
+    whole-chunk pass; in bfloat16 where the CPU computes it natively (:data:`BFLOAT16`)."""
     mean, spread = _stats(decoded, step)
     volumes = torch.from_numpy(np.ascontiguousarray(decoded, np.float32)).reshape(-1, 1, *decoded.shape[-3:])
     depth = volumes.shape[2]
     halo = _HALO if net.depth == 3 else 0
     slab = max(SLAB_VOXELS // (volumes.shape[0] * volumes.shape[3] * volumes.shape[4]), 1)  # sections
     out = torch.empty_like(volumes)
-    with torch.inference_mode():
+    # bfloat16 convolutions where the CPU has them: the filter runs twice as fast and its correction
+    # moves by 0.0002 of a quantizer step on average (0.014 at most) from float32's.
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=BFLOAT16):
         for z in range(0, depth, slab):
             lo, hi = max(z - halo, 0), min(z + slab + halo, depth)
             done = net.correct(volumes[:, :, lo:hi], mean, spread, step)
