@@ -6,10 +6,12 @@ richer contexts (parent, the parent's neighbourhood, the siblings already decode
 position, decoded neighbours) straight to a distribution needs no per-chunk side information and
 fits the dead-zone quantizer's wide zero cell, which one Laplace over unit bins cannot.
 
-What a coefficient's distribution is: P(0) = p0, P(+-k) = (1 - p0) / 2 * (1 - t) * t**(k - 1),
+What a coefficient's magnitude's distribution is: P(0) = p0, P(k) = (1 - p0) * (1 - t) * t**(k - 1),
 t = exp(-1 / s) (a zero flag and a geometric tail, which is what dead-zone quantized Laplacian
 coefficients follow). The network predicts logit(p0) and log2(s) per context; both are rounded to
-codes, and each (p0, s) code pair has one integer-weighted table.
+codes, and each (p0, s) code pair has one integer-weighted table. A nonzero's sign is then coded by
+the model's sign part (:mod:`streamcomp.coding.sign_model`); a version 1 model has none and its
+tables cover signed values, P(+-k) = P(k) / 2.
 
 Why integers: encoder and decoder must compute identical probabilities on any CPU. Context
 features are half-octave buckets of integer magnitude sums and the network has integer weights,
@@ -170,7 +172,7 @@ class ContextModel:
         self._tables: dict[bytes, np.ndarray] = {}
 
     @classmethod
-    def from_float(cls, w1, b1, w2, b2, signs: SignModel | None = None) -> ContextModel:
+    def from_float(cls, w1, b1, w2, b2) -> ContextModel:
         """Round a float network (inputs in [0, 1), as :func:`key_inputs` / 16) to integers."""
         q = 1 << W_SHIFT
         return cls(
@@ -178,7 +180,6 @@ class ContextModel:
             np.round(np.asarray(b1) * q * (1 << IN_SHIFT)),
             np.clip(np.round(np.asarray(w2) * q), -32768, 32767),
             np.round(np.asarray(b2) * q * q),
-            signs,
         )
 
     @property
