@@ -233,19 +233,24 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
     assert_fresh_read_matches(store, zarr.open_array(str(store), mode="r")[...], tmp_path)
 
 
-@pytest.mark.parametrize(("depth", "channels"), [(1, 4), (1, 8), (3, 4)])
-def test_summed_2d_convolutions_give_the_3d_result(depth, channels):
-    """In-plane kernels, and 3x3x3 ones narrower than CONV3D_CHANNELS, run as 2D convolutions."""
-    assert depth == 1 or channels < postfilter.CONV3D_CHANNELS
+@pytest.mark.parametrize(("depth", "channels"), [(1, 4), (1, 8), (3, 4), (3, 8)])
+@pytest.mark.parametrize("grad", [False, True])
+def test_every_path_computes_replicate_padded_3d_convolutions(depth, channels, grad):
+    """In-plane kernels and 3x3x3 ones narrower than CONV3D_CHANNELS run as summed 2D convolutions;
+    inference pads by copying faces, training through F.pad: all equal the plain definition."""
     torch.manual_seed(0)
     net = _randomized(depth, channels, 0.3)
-    with torch.no_grad():
-        x = torch.randn(2, 1, 5, 20, 24)
-        h = x
-        for i, conv in enumerate(net.convs):
-            h = conv(h)
-            h = torch.nn.functional.leaky_relu(h, 0.1) if i < len(net.convs) - 1 else h
+    x = torch.randn(2, 1, 5, 20, 24)
+    h = x
+    for i, conv in enumerate(net.convs):
+        padded = torch.nn.functional.pad(h, (1, 1, 1, 1, depth // 2, depth // 2), mode="replicate")
+        h = torch.nn.functional.conv3d(padded, conv.weight, conv.bias)
+        h = torch.nn.functional.leaky_relu(h, 0.1) if i < len(net.convs) - 1 else h
+    with torch.set_grad_enabled(grad):
         assert torch.allclose(net(x), h, atol=1e-5)
+    for axes in (2, 3):
+        reference = torch.nn.functional.pad(x[:, 0], (1, 1) * axes, mode="replicate")
+        assert torch.equal(postfilter.replicate_pad(x[:, 0], axes), reference)
 
 
 def test_a_fit_begins_at_its_start_and_only_from_one_of_its_shape(ct_pairs):
