@@ -15,22 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from streamcomp.coding.bands import levels_for, subbands
-from streamcomp.coding.residual import ROUNDING
+from streamcomp.coding.residual import first_order_bytes
 
 
 def rate_curve(x: np.ndarray, log2_steps: np.ndarray) -> np.ndarray:
     """Estimated bytes of ``x`` (a normalized chunk) coded at each quantizer step ``2**log2_steps``."""
     bands = subbands(np.asarray(x, np.float32), levels_for(x.shape), False)
     magnitudes = [np.abs(b).reshape(-1) for b in bands]
-    sizes = np.empty(len(log2_steps))
-    for j, log2_step in enumerate(log2_steps):
-        inverse = np.float32(2.0 ** -float(log2_step))
-        bits = 0.0
-        for m in magnitudes:
-            symbols = (m * inverse + np.float32(ROUNDING)).astype(np.int64)  # floor: m >= 0
-            counts = np.bincount(symbols)
-            zeros = int(counts[0])
-            counts = counts[counts > 0].astype(np.float64)
-            bits += m.size * np.log2(m.size) - float((counts * np.log2(counts)).sum()) + (m.size - zeros)
-        sizes[j] = bits / 8
-    return sizes
+    return np.array([first_order_bytes(magnitudes, log2_step) for log2_step in log2_steps])

@@ -59,8 +59,7 @@ _LEARNED = 0x10  # flag in the levels byte: bands coded under the array's learne
 _FILTERED = 0x08  # flag in the levels byte: the array's post-filter applies to this chunk
 UNDERFILLED = 0.9  # a learned section this far under its budget is checked against the hand-set models
 FILLED = 0.985  # the learned rate control accepts a step coding to this much of the budget or more
-_FIRST_LOG2_STEP = -6.0  # the learned rate control's first trial
-_TYPICAL_SLOPE = -0.6  # d log(size) / d log2(step) on real chunks, for the second trial
+_GUESS_SAMPLE = 1 << 16  # coefficients the first guess's entropy estimate reads (a regular subsample)
 _STEP_RANGE = (-18.0, 8.0)  # log2 of the quantizer step; 2**8 zeroes any residual of values in [-2, 2]
 _SYMBOL_BITS = 20  # largest symbol magnitude, in bits: the escape's Laplace fails past 2**24 values
 _CONTEXT = NO_SCALE  # band descriptor: per-context-group scale codes follow
@@ -106,6 +105,20 @@ def _code_band(
         for group in np.flatnonzero(codes[_CLASSES * half : _CLASSES * (half + 1)]) + _CLASSES * half:
             segments.append((q.reshape(-1)[in_half & (groups == group)], int(codes[group])))
     return bytes([_CONTEXT, *codes.tolist()])
+
+
+def first_order_bytes(magnitudes: list[np.ndarray], log2_step: float) -> float:
+    """Bytes of the bands' dead-zone symbols at step ``2**log2_step`` (``magnitudes``: each band's
+    absolute coefficients, flat) under each band's first-order entropy, plus a sign bit per
+    nonzero: what the planner's rate curves estimate and the learned rate control starts from."""
+    inverse = np.float32(2.0 ** -float(log2_step))
+    bits = 0.0
+    for m in magnitudes:
+        counts = np.bincount((m * inverse + np.float32(ROUNDING)).astype(np.int64))  # floor: m >= 0
+        zeros = int(counts[0])
+        counts = counts[counts > 0].astype(np.float64)
+        bits += m.size * np.log2(m.size) - float((counts * np.log2(counts)).sum()) + (m.size - zeros)
+    return bits / 8
 
 
 def _dequantize(symbols: list[np.ndarray], step: float) -> list[np.ndarray]:
@@ -223,11 +236,37 @@ class ResidualCoder:
     def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
         return reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
 
-    def fit_budget(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
+    def first_guess(self, budget: int) -> tuple[float, float]:
+        """(log2 step, d log(bytes) / d log2 step) where the bands' first-order entropy
+        (:func:`first_order_bytes`, on a regular subsample of every band) codes ``budget`` bytes:
+        the learned model codes in a near-constant fraction of it, so the rate control's first
+        trial measures that fraction and its second lands close to the budget."""
+        total = sum(b.size for b in self.bands)
+        stride = max(total // _GUESS_SAMPLE, 1)
+        sample = [np.abs(b).reshape(-1)[::stride] for b in self.bands]
+        scale = total / max(sum(m.size for m in sample), 1)
+
+        def log_bytes(x: float) -> float:
+            return math.log(max(scale * first_order_bytes(sample, x), 1.0))
+
+        lo, hi = self.step_range
+        target = math.log(budget)
+        for _ in range(16):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if log_bytes(mid) > target else (lo, mid)
+        x = 0.5 * (lo + hi)
+        slope = (log_bytes(x + 0.25) - log_bytes(x - 0.25)) / 0.5
+        return x, min(slope, -0.1)
+
+    def fit_budget(
+        self, budget: int, first: tuple[float, tuple] | None = None, slope: float = -0.6, iters: int = 18
+    ) -> tuple[bytes, np.ndarray]:
         """Finest step whose bytes fit ``budget`` (the coarsest step's bytes when none does).
-        Only the step kept is reconstructed: the inverse transform costs as much as the coding."""
+        Only the step kept is reconstructed: the inverse transform costs as much as the coding.
+        Under the learned model the search starts from ``first``, a (log2 step, :meth:`choose`)
+        trial already made (else from :meth:`first_guess`), with ``slope`` for its second trial."""
         if self.model is not None:
-            return self._fit_budget_learned(budget)
+            return self._fit_budget_learned(budget, first, slope, iters)
         lo, hi = self.step_range
         quantized = self.quantize(hi)
         data = self._bytes(*quantized)
@@ -244,24 +283,28 @@ class ResidualCoder:
                     break
         return data, self._decoded(*quantized)
 
-    def _fit_budget_learned(self, budget: int, iters: int = 18) -> tuple[bytes, np.ndarray]:
+    def _fit_budget_learned(
+        self, budget: int, first: tuple[float, tuple] | None, slope: float, iters: int
+    ) -> tuple[bytes, np.ndarray]:
         """:meth:`fit_budget` on the learned model's size estimates (:meth:`choose`): a step is
         accepted once its size falls in [FILLED, 1] of the budget. Log size is nearly linear in
         log2 step, so each trial is a secant through the two trials nearest the window's middle
         (the bracket's midpoint when it falls outside, where the curve bends near the step that
-        zeroes every coefficient): three to six RDOQ passes a chunk, where a regula falsi took
-        eight to eleven. The accepted trial's symbols are coded once, coarsened in small steps if
-        its real bytes exceed the budget."""
+        zeroes every coefficient): two to four RDOQ passes a chunk from the first guess. The
+        accepted trial's symbols are coded once, coarsened in small steps if its real bytes exceed
+        the budget."""
         lo, hi = self.step_range
         if budget <= _HEAD.size:  # no step fits: the coarsest, without searching for it
             step, symbols, _ = self.choose(hi)
             return self._bytes(step, symbols), self._decoded(step, symbols)
+        if first is None:
+            x, slope = self.first_guess(budget)
+            first = (x, self.choose(x))
         tried: list[tuple[float, float]] = []  # (log2 step, log of size / budget)
         fits: tuple[float, tuple] | None = None  # the finest step that fits, and its choice
         over = -math.inf  # the coarsest step that does not fit
-        x = _FIRST_LOG2_STEP
+        x, choice = first
         for _ in range(iters):
-            choice = self.choose(x)
             g = math.log(choice[2] / budget)
             if g <= 0:
                 if fits is None or x < fits[0]:
@@ -271,9 +314,10 @@ class ResidualCoder:
             else:
                 over = max(over, x)
             tried.append((x, g))
-            x = _next_step(tried, over, fits[0] if fits is not None else math.inf, lo, hi)
+            x = _next_step(tried, over, fits[0] if fits is not None else math.inf, lo, hi, slope)
             if x is None:
                 break
+            choice = self.choose(x)
         log2_step, (step, symbols, _) = fits if fits is not None else (hi, self.choose(hi))
         data = self._bytes(step, symbols)
         while len(data) > budget and log2_step < hi:
@@ -296,14 +340,15 @@ class ResidualCoder:
         return best
 
 
-def _next_step(tried: list[tuple[float, float]], over: float, fits: float, lo: float, hi: float) -> float | None:
+def _next_step(
+    tried: list[tuple[float, float]], over: float, fits: float, lo: float, hi: float, slope: float
+) -> float | None:
     """The learned rate control's next log2 step: a secant through the two trials nearest the
-    middle of the accepted window (one trial: the typical slope), aimed at that middle, kept inside
-    the bracket (over, fits) and [lo, hi]; None when nothing is left to try."""
+    middle of the accepted window (one trial: ``slope``), aimed at that middle, kept inside the
+    bracket (over, fits) and [lo, hi]; None when nothing is left to try."""
     aim = math.log(0.5 * (1 + FILLED))
     near = sorted(tried, key=lambda t: abs(t[1] - aim))
     (x1, g1), others = near[0], [t for t in near[1:] if t[0] != near[0][0]]
-    slope = _TYPICAL_SLOPE
     if others and (others[0][1] - g1) / (others[0][0] - x1) < 0:
         slope = (others[0][1] - g1) / (others[0][0] - x1)
     x = x1 + (aim - g1) / slope
@@ -315,7 +360,7 @@ def _next_step(tried: list[tuple[float, float]], over: float, fits: float, lo: f
     else:
         # No bracket yet: at least a stride that doubles with every trial, since sizes at low
         # rates are a staircase whose flat treads would stall the secant.
-        stride = 2.0 ** (len(tried) - 4)
+        stride = 2.0 ** (len(tried) - 6)
         x = max(x, over + stride) if math.isfinite(over) else min(x, fits - stride)
     x = min(max(x, lo), hi)
     if any(x == t[0] for t in tried):
@@ -332,30 +377,46 @@ def encode_residual(
     """The better of the volumetric and the planar transform: lower error within ``budget`` bytes,
     or fewer bytes within ``max_mse`` (mean squared error of the residual's reconstruction).
     ``model``: the array's learned context model (None: the hand-set per-chunk models)."""
+    if model is not None and budget is not None:
+        data, decoded = _learned_within(residual, budget, model)
+        if len(data) < UNDERFILLED * budget:
+            # The learned model could not fill the budget: near-empty chunks (air in CT) at low
+            # rates, whose approximation band alone costs more than the budget under a
+            # zero-centred model. The hand-set models adapt that band per chunk; the section's
+            # flag tells the decoder.
+            hand = encode_residual(residual, budget=budget)
+            if _mse(hand[1], residual) < _mse(decoded, residual):
+                return hand
+        return data, decoded
     best: tuple[tuple[float, int], bytes, np.ndarray] | None = None
     for planar in (False, True):
         coder = ResidualCoder(residual, planar, model)
-        # At the volumetric transform's step, the planar one errs about as much: under the learned
-        # model its rate control is worth running only when it codes that step in fewer bytes.
-        learned_probe = best is not None and model is not None and budget is not None
-        if learned_probe and coder.choose(step_of(best[1])[0])[2] >= len(best[1]):
-            break
         if budget is not None:
             data, decoded = coder.fit_budget(budget)
-            cost = (float(np.mean((decoded - residual) ** 2)), len(data))
+            cost = (_mse(decoded, residual), len(data))
         else:
             data, decoded = coder.fit_error(residual, max_mse)
             cost = (len(data), 0)
         if best is None or cost < best[0]:
             best = (cost, data, decoded)
-    if model is not None and budget is not None and len(best[1]) < UNDERFILLED * budget:
-        # The learned model could not fill the budget: near-empty chunks (air in CT) at low rates,
-        # whose approximation band alone costs more than the budget under a zero-centred model.
-        # The hand-set models adapt that band per chunk; the section's flag tells the decoder.
-        hand = encode_residual(residual, budget=budget)
-        if np.mean((hand[1] - residual) ** 2) < best[0][0]:
-            return hand
     return best[1], best[2]
+
+
+def _learned_within(residual: np.ndarray, budget: int, model: ContextModel) -> tuple[bytes, np.ndarray]:
+    """Under the learned model both transforms code the step of the first guess
+    (:meth:`ResidualCoder.first_guess`); at equal step they err about alike, so the one that codes
+    it in fewer bytes goes on to the rate control, which starts from that trial: four RDOQ passes
+    a chunk where running both searches took up to eleven."""
+    coders = [ResidualCoder(residual, planar, model) for planar in (False, True)]
+    if budget <= _HEAD.size:
+        return coders[0].fit_budget(budget)
+    x, slope = coders[0].first_guess(budget)
+    choice, coder = min(((c.choose(x), c) for c in coders), key=lambda t: t[0][2])
+    return coder.fit_budget(budget, (x, choice), slope)
+
+
+def _mse(decoded: np.ndarray, residual: np.ndarray) -> float:
+    return float(np.mean((decoded - residual) ** 2))
 
 
 def step_of(data: bytes) -> tuple[float, bool]:
