@@ -88,3 +88,19 @@ def test_psnr_target_is_met(save, tmp_path, em):
              progress=False)
     q = evaluate(save(vol, "o.npy"), dst)
     assert q.psnr >= 19
+
+
+def test_in_process_runs_encode_on_threads_with_the_same_bytes(save, tmp_path, em):
+    """The default method's chunks are coded on a thread per core in-process, byte for byte as on
+    one; a method that seeds torch per chunk keeps one thread."""
+    src, arrays = save(em), []
+    for threads in (1, 2):
+        dst = tmp_path / f"t{threads}.zarr"
+        result = compress(src, str(dst), ratio=8, chunks=(16, 32, 64), executor="local", workers=threads,
+                          method_params={"filter_channels": 0}, progress=False)
+        assert result.run["workers"] == threads
+        arrays.append({p.relative_to(dst): p.read_bytes() for p in (dst / "c").rglob("*") if p.is_file()})
+    assert len(arrays[0]) == 8 and arrays[0] == arrays[1]
+    result = compress(src, str(tmp_path / "siren.zarr"), method="siren", ratio=8, chunks=(16, 64, 64),
+                      executor="local", method_params=FAST, progress=False)
+    assert result.run["workers"] == 1

@@ -108,6 +108,9 @@ class Method(ABC):
     payload_sections: ClassVar[int] = 2
     # Chunk shape per ndim when the user names none: per-chunk fits want small blocks to train fast.
     default_chunks: ClassVar[dict[int, tuple[int, ...]]] = {3: (16, 64, 64), 4: (4, 16, 32, 32)}
+    # Whether chunks may be encoded on several threads of one process at once: not for methods that
+    # seed torch's global generator or set its thread count per chunk (their output would vary).
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = self.Params.parse(self.name, params)

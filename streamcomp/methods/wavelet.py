@@ -126,6 +126,7 @@ class WaveletMethod(Method):
     # 64 sections, not 32: half the faces across z and a deeper low-pass band (CT gains, EM is alike).
     default_chunks = {3: (64, 128, 128), 4: (4, 16, 64, 64)}
     Params = WaveletParams
+    thread_safe = True  # a fitted model and filter, only read per chunk
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

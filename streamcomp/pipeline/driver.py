@@ -69,8 +69,10 @@ def run(cfg: RunConfig) -> tuple[dict[str, Any], mf.RunStats]:
     started_ray = start_ray(cfg.ray_address, cfg.workers) if executor == "ray" else False
     pool: LocalPool | RayPool | None = None
     try:
-        pool = RayPool(cfg.src, cfg.storage_options, cfg.workers, cfg.gpu) if executor == "ray" else LocalPool(
-            cfg.src, cfg.storage_options
+        pool = (
+            RayPool(cfg.src, cfg.storage_options, cfg.workers, cfg.gpu)
+            if executor == "ray"
+            else LocalPool(cfg.src, cfg.storage_options, cfg.workers or (None if state.method.thread_safe else 1))
         )
         resolve_shards(state, pool.size)
         times = {"scan": timed(scan, state, pool)}

@@ -8,6 +8,7 @@ the volume size and a rerun only encodes what is missing or invalid.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ class ChunkWorker:
         self.storage_options = storage_options
         self.source = open_source(src, storage_options)
         self._outputs: dict[str, Any] = {}
+        self._opening = threading.Lock()  # the in-process pool calls one worker from several threads
 
     def stats(
         self, batch: list[tuple[int, tuple[slice, ...]]], method: str, params: dict[str, Any], rates: bool
@@ -102,10 +104,11 @@ class ChunkWorker:
 
     def output(self, dst: str, params: dict[str, Any]) -> tuple[Any, Method]:
         """The output array at ``dst`` and the method built from its codec configuration, opened once."""
-        if dst not in self._outputs:
-            array = open_output_array(dst, self.storage_options)
-            self._outputs[dst] = (array, method_from_config(codec_config_of(array), params))
-        return self._outputs[dst]
+        with self._opening:
+            if dst not in self._outputs:
+                array = open_output_array(dst, self.storage_options)
+                self._outputs[dst] = (array, method_from_config(codec_config_of(array), params))
+            return self._outputs[dst]
 
     def encode(
         self, batch: list[Task | ShardTask], dst: str, params: dict[str, Any], max_mse: float | None,
@@ -129,8 +132,9 @@ class ChunkWorker:
 
         done = []
         for t in batch:
-            if t.url not in self._outputs:
-                self._outputs[t.url] = open_level(t.url, self.storage_options, params)
+            with self._opening:
+                if t.url not in self._outputs:
+                    self._outputs[t.url] = open_level(t.url, self.storage_options, params)
             done.append((t.index, *level_task(*self._outputs[t.url], self.source, t, max_mse, max_error), os.getpid()))
         return done
 
