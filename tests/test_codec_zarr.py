@@ -1,6 +1,8 @@
 """The codec contract: plain zarr/dask read streamcomp arrays in a process that never imports it."""
 
 import json
+import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from helpers import FAST, run_fresh_python
 
 from streamcomp.api import compress
 from streamcomp.errors import ChunkFormatError
+from streamcomp.format import codec
 from streamcomp.format.codec import StreamcompCodec, StreamcompNumcodec, make_config
 from streamcomp.methods import Params, method_class
 from streamcomp.metrics import psnr
@@ -140,3 +143,26 @@ def test_future_codec_version_is_refused(compressed, tmp_path):
     (copy / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(ChunkFormatError, match="newer than this build reads"):
         zarr.open_array(copy, mode="r")[...]
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_zarr_decodes_at_most_one_chunk_per_core_at_once(compressed, monkeypatch, fmt):
+    """zarr's codec threads outnumber the cores; past one chunk per core they only contend."""
+    running, most, lock = [0], [0], threading.Lock()
+    decode = codec.decode_chunk
+
+    def counted(method, data):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        try:
+            return decode(method, data)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(codec, "decode_chunk", counted)
+    monkeypatch.setattr(codec, "_CORES", threading.BoundedSemaphore(1))
+    zarr.open_array(compressed[1][fmt], mode="r")[...]
+    assert most[0] == 1

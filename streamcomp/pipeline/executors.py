@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from streamcomp.errors import InputError, StreamcompError
+from streamcomp.format.codec import usable_cores
 from streamcomp.pipeline import watchdog
 from streamcomp.pipeline.worker import ChunkWorker
 
@@ -45,7 +46,7 @@ class LocalPool:
 
     def __init__(self, src: str, storage_options: dict | None, threads: int | None = None) -> None:
         self.worker = ChunkWorker(src, storage_options)
-        self.size = threads or len(os.sched_getaffinity(0))
+        self.size = threads or usable_cores()
         self.resubmitted = 0
 
     def map(self, name: str, batches: Iterable[Any], *args: Any) -> Iterator[Any]:
