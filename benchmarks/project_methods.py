@@ -34,6 +34,7 @@ class MethodRun:
     api_stored_bytes: int | None
     api_ratio: float | None
     params_applied: dict[str, Any]
+    phases: dict[str, float]  # the pipeline's seconds per phase (scan, fit, encode, total)
 
 
 def method_names() -> tuple[list[str], str | None]:
@@ -178,4 +179,5 @@ def run_method(
         api_stored_bytes=getattr(result, "stored_bytes", None),
         api_ratio=getattr(result, "ratio", None),
         params_applied=params,
+        phases=dict(getattr(result, "run", {}).get("seconds", {})),
     )
