@@ -229,7 +229,7 @@ def streamcomp_row(path: Path, max_error: int, chunks: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="streamcomp-lossless-") as tmp:
         dst = str(Path(tmp) / "out.zarr")
         t0 = time.perf_counter()
-        res = compress(str(path), dst, max_error=max_error, executor="local", chunks=chunks,
+        res = compress(str(path), dst, max_error=max_error, executor="local", workers=1, chunks=chunks,
                        progress=False, overwrite=True)  # fmt: skip
         wall = time.perf_counter() - t0
         t1 = time.perf_counter()
