@@ -5,9 +5,10 @@ real crops of the shared 4D MRI and head CT, then a plain zarr read. Scaled deco
 against a full decode followed by block averaging, and both are scored against the block-averaged
 original.
 
-    python -m benchmarks.studies.sr [--quick] [--ratios 16,32,64]
+    python -m benchmarks.studies.sr [--quick] [--ratios 16,32,64] [--whole] [--volumes mri4d,ct_head]
 
-Writes ``benchmarks/results/sr.{json,md}``.
+Writes ``benchmarks/results/sr.{json,md}`` (``--whole``: the whole volumes, not their crops, to
+``sr_whole.{json,md}``).
 """
 
 from __future__ import annotations
@@ -135,14 +136,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few steps, one ratio (a smoke run)")
     parser.add_argument("--ratios", default="16,32,64")
+    parser.add_argument("--whole", action="store_true", help="the whole volumes instead of their crops")
+    parser.add_argument("--volumes", default=",".join(VOLUMES), help=f"some of {', '.join(VOLUMES)}")
     args = parser.parse_args()
+    names = [v for v in args.volumes.split(",") if v]
+    if unknown := set(names) - set(VOLUMES):
+        parser.error(f"unknown volumes {sorted(unknown)}: choose from {', '.join(VOLUMES)}")
     ratios = [16.0] if args.quick else [float(r) for r in args.ratios.split(",")]
     start = time.perf_counter()
-    report = {"machine": machine(), "settings": {"ratios": ratios, "quick": args.quick, "steps": STEPS},
-              "volumes": {}}
+    report = {"machine": machine(), "volumes": {},
+              "settings": {"ratios": ratios, "quick": args.quick, "steps": STEPS, "whole": args.whole}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (file, crop, chunks, axes) in VOLUMES.items():
-            volume = np.ascontiguousarray(np.load(DATA / file, mmap_mode="r")[crop])
+        for name in names:
+            file, crop, chunks, axes = VOLUMES[name]
+            volume = np.ascontiguousarray(np.load(DATA / file, mmap_mode="r")[slice(None) if args.whole else crop])
             rows: list = [{"shape": "x".join(map(str, volume.shape)), "chunks": chunks}]
             for ratio in ratios:
                 for label, (method, params) in methods(volume.ndim, args.quick).items():
@@ -155,7 +162,7 @@ def main() -> None:
                           f"{half['full_then_average_psnr']:.2f}, {half['speedup']:.1f}x", flush=True)
             report["volumes"][name] = rows
     report["seconds"] = time.perf_counter() - start
-    name = "sr_quick" if args.quick else "sr"
+    name = "sr_quick" if args.quick else "sr_whole" if args.whole else "sr"
     write_json(RESULTS / f"{name}.json", report)
     (RESULTS / f"{name}.md").write_text(render(report))
     print(render(report))

@@ -259,14 +259,14 @@ class ResidualCoder:
         return x, min(slope, -0.1)
 
     def fit_budget(
-        self, budget: int, first: tuple[float, tuple] | None = None, slope: float = -0.6, iters: int = 18
+        self, budget: int, start: tuple[float, float, tuple] | None = None, iters: int = 18
     ) -> tuple[bytes, np.ndarray]:
         """Finest step whose bytes fit ``budget`` (the coarsest step's bytes when none does).
         Only the step kept is reconstructed: the inverse transform costs as much as the coding.
-        Under the learned model the search starts from ``first``, a (log2 step, :meth:`choose`)
-        trial already made (else from :meth:`first_guess`), with ``slope`` for its second trial."""
+        Under the learned model the search starts from ``start``: (log2 step, slope for the second
+        trial, :meth:`choose` at that step), a trial already made; else from :meth:`first_guess`."""
         if self.model is not None:
-            return self._fit_budget_learned(budget, first, slope, iters)
+            return self._fit_budget_learned(budget, start, iters)
         lo, hi = self.step_range
         quantized = self.quantize(hi)
         data = self._bytes(*quantized)
@@ -284,7 +284,7 @@ class ResidualCoder:
         return data, self._decoded(*quantized)
 
     def _fit_budget_learned(
-        self, budget: int, first: tuple[float, tuple] | None, slope: float, iters: int
+        self, budget: int, start: tuple[float, float, tuple] | None, iters: int
     ) -> tuple[bytes, np.ndarray]:
         """:meth:`fit_budget` on the learned model's size estimates (:meth:`choose`): a step is
         accepted once its size falls in [FILLED, 1] of the budget. Log size is nearly linear in
@@ -297,13 +297,13 @@ class ResidualCoder:
         if budget <= _HEAD.size:  # no step fits: the coarsest, without searching for it
             step, symbols, _ = self.choose(hi)
             return self._bytes(step, symbols), self._decoded(step, symbols)
-        if first is None:
+        if start is None:
             x, slope = self.first_guess(budget)
-            first = (x, self.choose(x))
+            start = (x, slope, self.choose(x))
         tried: list[tuple[float, float]] = []  # (log2 step, log of size / budget)
         fits: tuple[float, tuple] | None = None  # the finest step that fits, and its choice
         over = -math.inf  # the coarsest step that does not fit
-        x, choice = first
+        x, slope, choice = start
         for _ in range(iters):
             g = math.log(choice[2] / budget)
             if g <= 0:
@@ -412,7 +412,7 @@ def _learned_within(residual: np.ndarray, budget: int, model: ContextModel) -> t
         return coders[0].fit_budget(budget)
     x, slope = coders[0].first_guess(budget)
     choice, coder = min(((c.choose(x), c) for c in coders), key=lambda t: t[0][2])
-    return coder.fit_budget(budget, (x, choice), slope)
+    return coder.fit_budget(budget, (x, slope, choice))
 
 
 def _mse(decoded: np.ndarray, residual: np.ndarray) -> float:
