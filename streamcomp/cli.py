@@ -58,7 +58,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", metavar="SHAPE|auto",
                    help="zarr v3 shards of many chunks, one object each, e.g. 64,1024,1024 or auto (~1 GiB raw)")
     p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
-    p.add_argument("--workers", type=int, help="Ray encoder actors (default: one per CPU/GPU)")
+    p.add_argument("--workers", type=int,
+                   help="Ray encoder actors, or with --executor local coding threads (default: one per CPU/GPU)")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
     p.add_argument("--engine", default="pool", choices=ENGINES,
                    help="what feeds the encode phase to the Ray workers: the pipeline's actor pool (default) "

@@ -54,7 +54,8 @@ class RunConfig:
     """Everything one compression run needs; :func:`streamcomp.api.compress` takes these as keywords.
 
     ``executor``: ``auto`` runs tiny inputs (under 64 MiB) in-process when no Ray is running, no
-    address and no ``workers`` are given, Ray otherwise; ``ray`` / ``local`` force one. ``gpu``
+    address and no ``workers`` are given, Ray otherwise; ``ray`` / ``local`` force one (in-process,
+    ``workers`` is the number of coding threads: default one per core for thread-safe methods). ``gpu``
     (default: whether the cluster has GPUs) makes workers request one GPU each. ``manifest``
     writes ``<dst>.manifest.json`` beside the output. ``shards`` (a shape in whole chunks, or
     ``"auto"``: about 1 GiB of raw data each) stores many chunks per object (zarr v3 sharding).
