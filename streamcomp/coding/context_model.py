@@ -352,11 +352,12 @@ class PairCoder:
         coder.encode_reverse(np.where(escaped, self.escape, values + self.offset).astype(np.int32), self._table(pair))
 
     def decode(self, coder, count: int, pair: int) -> np.ndarray:
-        values = coder.decode(self._table(pair), count).astype(np.int32) - self.offset
-        escaped = values == self.escape - self.offset
-        if escaped.any():
-            values[escaped] = coder.decode(self._laplace(pair), int(escaped.sum())) + self.past
-        return values
+        """``count`` symbols (int32); few numpy calls, since a chunk decodes thousands of runs."""
+        values = coder.decode(self._table(pair), count)
+        if self.top > self.edge and values.max() == self.escape:  # the escape is the largest symbol
+            escaped = values == self.escape
+            values[escaped] = coder.decode(self._laplace(pair), int(escaped.sum())) + self.past + self.offset
+        return values - self.offset if self.offset else values
 
 
 def runs(pairs: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:

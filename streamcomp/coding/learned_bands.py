@@ -164,14 +164,12 @@ def decode(
     def visit(band, base, phase, idx, keys, site):
         order, spans = runs(model.pairs(base, phase, keys))
         values = np.empty(len(idx), np.int32)
-        for pair, a, b in spans:
-            values[order[a:b]] = pairs.decode(coder, b - a, pair)
+        values[order] = np.concatenate([pairs.decode(coder, b - a, pair) for pair, a, b in spans])
         nonzero = np.flatnonzero(values) if not pairs.signed else ()
         if len(nonzero):
             order, spans = runs(_sign_codes(model, site, nonzero))
             negative = np.empty(len(nonzero), bool)
-            for code, a, b in spans:
-                negative[order[a:b]] = sign_model.decode(coder, b - a, code)
+            negative[order] = np.concatenate([sign_model.decode(coder, b - a, code) for code, a, b in spans])
             values[nonzero[negative]] *= -1
         return values
 
