@@ -253,7 +253,7 @@ def start_ray(address: str | None, workers: int | None) -> bool:
         return True
     context = ray.init(
         address="local",
-        num_cpus=workers or os.cpu_count() or 1,
+        num_cpus=workers or usable_cores(),
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         object_store_memory=256 * 2**20,  # only slices and small results travel through it
