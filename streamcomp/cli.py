@@ -176,7 +176,10 @@ def mode_of(config: dict[str, Any]) -> str:
     """How an array's chunks were coded, in words: lossless, bounded, or the lossy target."""
     bound = config.get("max_error")
     if bound is not None:
-        return "lossless (bit-exact)" if bound == 0 else f"max error {bound:g} (every voxel within the bound)"
+        if bound == 0:
+            return "lossless (bit-exact)"
+        model = ", levels under a fitted context model" if config.get("shared") else ""
+        return f"max error {bound:g} (every voxel within the bound{model})"
     if config["max_mse"] is not None:
         return f"lossy, quality target (MSE <= {config['max_mse']:g} per chunk)"
     return f"lossy, rate target ({8 * (config['bytes_per_voxel'] or 0):.3f} bits/voxel)"

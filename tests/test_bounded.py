@@ -6,18 +6,19 @@ import json
 import numpy as np
 import pytest
 import zarr
-from helpers import ROOT, run_fresh_python
+from helpers import ROOT, SAMPLE, assert_fresh_read_matches, run_fresh_python
 
 from streamcomp.api import compress
 from streamcomp.archive import archive
 from streamcomp.archive.discover import MANIFEST
-from streamcomp.cli import main
+from streamcomp.cli import main, mode_of
 from streamcomp.coding.exact import MAX_RANGE, decode_exact, encode_exact
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.format import chunk as chunk_module
-from streamcomp.format.bounded import BoundViolation
+from streamcomp.format.bounded import BoundViolation, fit_bounded_model
 from streamcomp.format.chunk import decode_chunk, encode_chunk
-from streamcomp.format.frame import SUPPORTED_DTYPES
+from streamcomp.format.codec import codec_config_of
+from streamcomp.format.frame import FORMAT_VERSION, SUPPORTED_DTYPES
 from streamcomp.methods import build_method
 from streamcomp.verify import evaluate
 
@@ -55,6 +56,37 @@ def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
     for damaged in (data[:1], data[:40], data[:-3], bytes([0x7F]) + data[1:]):
         with pytest.raises(ChunkFormatError):
             decode_exact(damaged, ct.shape)
+
+
+def test_near_lossless_em_levels_code_shorter_under_a_fitted_context_model():
+    """On real EM at E = 4 the model fitted on two crops of the sample and judged on a third pays;
+    a chunk coded under it decodes only with it, exactly."""
+    em = np.load(SAMPLE)
+    blocks = [em[:, y : y + 128, x : x + 128] for y in (0, 128) for x in (0, 128)]
+    model, note = fit_bounded_model(blocks, 4, em.size)
+    assert model is not None and note.endswith("kept"), note
+    levels = np.floor(em[:, 64:192, 64:192] / 9 + 0.5).astype(np.int64)
+    plain, learned = encode_exact(levels), encode_exact(levels, model)
+    assert len(learned) < 0.99 * len(plain) and learned[0] & 0x40
+    assert np.array_equal(decode_exact(learned, levels.shape, model), levels)
+    with pytest.raises(ChunkFormatError, match="context model"):
+        decode_exact(learned, levels.shape)
+
+
+def test_a_bounded_array_carries_the_model_its_levels_decode_with(tmp_path, save):
+    em = np.load(SAMPLE)
+    src = save(em)
+    for bound in (0, 4):
+        dst = str(tmp_path / f"e{bound}.zarr")
+        compress(src, dst, max_error=bound, chunks="16,128,128", executor="local", progress=False)
+        config = codec_config_of(zarr.open_array(dst, mode="r"))
+        assert config["format_version"] == FORMAT_VERSION and config["max_error"] == bound
+        # Lossless levels are not worth a model's fit (about 1 % on the shared volumes).
+        assert bool(config["shared"]) == (bound > 0)
+        assert ("context model" in mode_of(config)) == (bound > 0)
+        decoded = zarr.open_array(dst, mode="r")[...]
+        assert int(np.abs(decoded.astype(np.int64) - em).max()) <= bound
+    assert_fresh_read_matches(str(tmp_path / "e4.zarr"), decoded, tmp_path)
 
 
 def _blocks(ct):

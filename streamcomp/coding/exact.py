@@ -17,6 +17,11 @@ lookup per coefficient, not a parametric model.
 
 Layout: u8 levels | planar flag, u8 symbol bits; per band u8 0 (all zero) or 1 followed by, per
 half, u8 first class, u8 class count and that many scale codes; then one ANS stream.
+
+Under an array's learned context model (:mod:`streamcomp.coding.context_model`, fitted on a sample
+by :func:`streamcomp.format.bounded.fit_bounded_model`) a chunk may instead be coded as the lossy
+coder codes its quantized bands (:mod:`streamcomp.coding.learned_bands`): its header carries the
+learned flag and the stream follows it, no band descriptors. The encoder keeps the shorter.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
+from streamcomp.coding import learned_bands
 from streamcomp.coding.bands import (
     Lattice,
     group_codes,
@@ -39,11 +45,13 @@ from streamcomp.coding.bands import (
     subbands,
     transform_axes,
 )
+from streamcomp.coding.context_model import ContextModel
 from streamcomp.errors import ChunkFormatError
 
 MAX_RANGE = 2**20  # widest value range (max - min + 1) coded here; coefficients stay below 2**30
 _HEAD = struct.Struct("<BB")
 _PLANAR = 0x80
+_LEARNED = 0x40  # coded under the array's learned context model
 _CLASSES = 24
 _UNIT = 64  # the magnitude estimate in 1/64ths: integer arithmetic, identical on every platform
 _HALF_OCTAVE = np.sqrt(0.5)
@@ -175,21 +183,58 @@ def _plan(x: np.ndarray, planar: bool) -> tuple[list[np.ndarray], list, float]:
     return bands, plans, bits
 
 
-def encode_exact(x: np.ndarray) -> bytes:
-    """Code an integer array (values within :data:`MAX_RANGE` of each other) exactly.
-
-    The volumetric and the planar transform are both planned; the one whose estimated bits are
-    fewer is coded (planar wins on serial-section EM, whose sections barely correlate)."""
+def _checked(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
         raise TypeError(f"exact coding takes integers, not {x.dtype}")
     if x.size and int(x.max()) - int(x.min()) >= MAX_RANGE:
         raise ValueError(f"values span {MAX_RANGE} or more: too wide for the exact wavelet coder")
-    x = x.astype(np.int32)
+    return x.astype(np.int32)
+
+
+def _chosen_plan(x: np.ndarray) -> tuple[bool, list[np.ndarray], list, float]:
+    """The volumetric and the planar transform are both planned; the one whose estimated bits are
+    fewer is coded (planar wins on serial-section EM, whose sections barely correlate)."""
     candidates = [(planar, *_plan(x, planar)) for planar in (False, True)]
-    planar, bands, plans, _ = min(candidates, key=lambda c: c[3])
-    bits = max((int(np.abs(b).max()) for b in bands if b.size), default=0).bit_length()
-    head = bytearray(_HEAD.pack(levels_for(x.shape, planar) | (_PLANAR if planar else 0), bits))
+    return min(candidates, key=lambda c: c[3])
+
+
+def exact_bands(x: np.ndarray) -> tuple[bool, int, list[np.ndarray]]:
+    """(planar, levels, bands) of the transform :func:`encode_exact` codes ``x`` with: what a
+    context model for these chunks is fitted on."""
+    x = _checked(x)
+    planar, bands, _, _ = _chosen_plan(x)
+    return planar, levels_for(x.shape, planar), bands
+
+
+def _bits(bands: list[np.ndarray]) -> int:
+    return max((int(np.abs(b).max()) for b in bands if b.size), default=0).bit_length()
+
+
+def _learned_code(x: np.ndarray, planar: bool, bands: list[np.ndarray], model: ContextModel) -> bytes:
+    levels, bits = levels_for(x.shape, planar), _bits(bands)
+    band_lattices = lattices([b.shape for b in bands], transform_axes(x.shape, planar))
+    stream = learned_bands.encode(model, band_lattices, parents(len(bands), levels), levels, bands, bits)
+    return _HEAD.pack(levels | _LEARNED | (_PLANAR if planar else 0), bits) + stream
+
+
+def encode_exact(x: np.ndarray, model: ContextModel | None = None) -> bytes:
+    """Code an integer array (values within :data:`MAX_RANGE` of each other) exactly; under the
+    array's context ``model`` where that codes shorter. The hand-set classes are then coded only
+    when the learned code is longer than their estimate (which leaves out their descriptors)."""
+    x = _checked(x)
+    planar, bands, plans, estimate = _chosen_plan(x)
+    if model is None:
+        return _hand_set_code(x.shape, planar, bands, plans)
+    learned = _learned_code(x, planar, bands, model)
+    if 8 * len(learned) < estimate:
+        return learned
+    return min(learned, _hand_set_code(x.shape, planar, bands, plans), key=len)
+
+
+def _hand_set_code(shape: tuple[int, ...], planar: bool, bands: list[np.ndarray], plans: list) -> bytes:
+    bits = _bits(bands)
+    head = bytearray(_HEAD.pack(levels_for(shape, planar) | (_PLANAR if planar else 0), bits))
     segments: list[tuple[np.ndarray, int]] = []
     for q, halves in zip(bands, plans, strict=True):
         if not q.any():
@@ -223,17 +268,27 @@ def _read_codes(data: bytes, pos: int) -> tuple[np.ndarray, int]:
     return codes, pos + 2 + n
 
 
-def decode_exact(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`encode_exact` for an array of ``shape`` (int32)."""
+def decode_exact(data: bytes, shape: tuple[int, ...], model: ContextModel | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_exact` for an array of ``shape`` (int32), under the same ``model``."""
     shape = tuple(shape)
     if len(data) < _HEAD.size:
         raise ChunkFormatError("exact-coded section is shorter than its header")
     flags, bits = _HEAD.unpack_from(data, 0)
     planar = bool(flags & _PLANAR)
     levels = levels_for(shape, planar)
-    if flags & ~_PLANAR != levels or bits > 30:
+    if flags & ~(_PLANAR | _LEARNED) != levels or bits > 30:
         raise ChunkFormatError("exact-coded section has an invalid header")
     shapes = subband_shapes(shape, levels, planar)
+    if flags & _LEARNED:
+        if model is None:
+            raise ChunkFormatError(
+                "exact-coded section was coded under a learned context model that the array's codec "
+                "configuration does not carry: the metadata is damaged or from another array"
+            )
+        band_lattices = lattices(shapes, transform_axes(shape, planar))
+        body = data[_HEAD.size :]
+        bands = learned_bands.decode(model, band_lattices, parents(len(shapes), levels), levels, body, bits)
+        return reconstruct(bands, shape, levels, planar, reversible=True)
     descriptors, pos = [], _HEAD.size
     for _ in shapes:
         if pos >= len(data) or data[pos] > 1:

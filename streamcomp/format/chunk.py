@@ -83,7 +83,7 @@ def encode_chunk(
 
 def _bounded(method: Method, frame: Frame, block: np.ndarray, max_error: float) -> bytes:
     frame.flags |= FLAG_BOUNDED
-    frame.sections.append(encode_bounded(block, frame.vmin, frame.vmax, max_error))
+    frame.sections.append(encode_bounded(block, frame.vmin, frame.vmax, max_error, method.bounded_model))
     data = pack(frame)
     decoded = decode_chunk(method, data)[tuple(slice(0, n) for n in block.shape)]
     if not within(decoded, block, max_error):
@@ -164,7 +164,8 @@ def decode_frame(method: Method, frame: Frame) -> np.ndarray:
     if frame.bounded:
         if len(sections) != 1:
             raise ChunkFormatError(f"bounded chunk has {len(sections)} payload sections, not 1")
-        return restore(frame, decode_bounded(sections[0], frame.valid, frame.dtype, frame.vmin, frame.vmax))
+        bounded = decode_bounded(sections[0], frame.valid, frame.dtype, frame.vmin, frame.vmax, method.bounded_model)
+        return restore(frame, bounded)
     return restore(frame, denormalize(frame, method.decode(sections, frame.valid)))
 
 

@@ -27,6 +27,7 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import Buffer, NDBuffer
 
+from streamcomp.coding.context_model import ContextModel
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.format.chunk import decode_chunk, encode_chunk
 from streamcomp.format.frame import FORMAT_VERSION
@@ -54,15 +55,17 @@ def make_config(
     max_mse: float | None = None,
     with_shared: bool = True,
     max_error: float | None = None,
+    bounded_model: bytes = b"",
 ) -> dict[str, Any]:
     """Codec configuration for an array encoded by ``method``; shared state is packed and hashed.
 
     ``with_shared=False`` leaves the shared state out (sizing metadata before the fit).
     ``max_error`` marks an error-bounded array (0: lossless); its chunks never use the method's
-    shared state, so none is stored.
+    shared state: what is stored in its place is ``bounded_model``, the context model its levels
+    are coded under (empty: none).
     """
-    with_shared = with_shared and max_error is None
-    blob = method.shared_state() if with_shared else b""
+    shared = method.shared_state() if with_shared and max_error is None else b""
+    blob = bounded_model if max_error is not None else shared
     packed = base64.b64encode(zlib.compress(blob, 9)).decode("ascii") if blob else ""
     return {
         "format_version": FORMAT_VERSION,
@@ -103,6 +106,10 @@ def _method_from_json(config_json: str, encode_params_json: str) -> Method:
             raise ChunkFormatError(f"shared model state in the codec configuration is unreadable: {exc}") from exc
         if hashlib.sha256(blob).hexdigest() != config["shared_sha256"]:
             raise ChunkFormatError("shared model state does not match its SHA-256: the array metadata is corrupted")
+    if config["max_error"] is not None:
+        method.load_shared_state(b"")
+        method.bounded_model = ContextModel.from_bytes(blob) if blob else None
+        return method
     method.load_shared_state(blob)  # also when empty: "fitted, and nothing to store" is a state too
     return method
 

@@ -26,9 +26,10 @@ MAGIC = b"SCMP"
 # 2: error-bounded chunks (FLAG_BOUNDED); 3: the wavelet method, whose residual sections may be
 # coded under the array's learned context model; 4: wavelet sections that ask for the array's
 # post-filter (whose weights its shared state then carries); 5: that filter's weights in int8;
-# 6: a version 2 context model, whose sections code magnitudes and then signs under its sign model.
+# 6: a version 2 context model, whose sections code magnitudes and then signs under its sign model;
+# 7: error-bounded arrays whose levels may be coded under a context model their configuration carries.
 # Older chunks and states decode unchanged.
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 
 FLAG_CONSTANT = 1
 FLAG_NONFINITE = 2

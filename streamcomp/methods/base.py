@@ -15,6 +15,7 @@ from typing import Any, ClassVar, get_type_hints
 import numpy as np
 import torch
 
+from streamcomp.coding.context_model import ContextModel
 from streamcomp.errors import InputError
 
 
@@ -114,6 +115,9 @@ class Method(ABC):
 
     def __init__(self, **params: Any) -> None:
         self.params = self.Params.parse(self.name, params)
+        # An error-bounded array's context model for its levels (streamcomp.format.bounded), which its
+        # configuration stores in place of the method's shared state; None: hand-set classes only.
+        self.bounded_model: ContextModel | None = None
 
     def stored_params(self) -> dict[str, Any]:
         """The parameters an array's codec configuration keeps: all that decoding can depend on."""

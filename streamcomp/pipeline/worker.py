@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from streamcomp.format.bounded import fit_bounded_model
 from streamcomp.format.chunk import chunk_is_valid, constant_chunk, encode_chunk, method_target
 from streamcomp.format.codec import codec_config_of, make_config, method_from_config
 from streamcomp.format.shards import chunks_per_shard, pack_shard, unpack_shard
@@ -101,6 +102,12 @@ class ChunkWorker:
             )
         notes = codec_method.fit_shared([norm for norm, _, _ in blocks], targets)
         return FitResult(make_config(codec_method, max_mse=max_mse), tuple(notes))
+
+    def fit_bounded(self, sample: list[tuple[slice, ...]], max_error: float, data_voxels: int) -> tuple[bytes, str]:
+        """The context model for an error-bounded array's levels, fitted on the sample blocks (its
+        bytes; empty when it does not pay), and a note on the decision."""
+        model, note = fit_bounded_model([self.source.read(sl) for sl in sample], max_error, data_voxels)
+        return (b"" if model is None else model.to_bytes()), note
 
     def output(self, dst: str, params: dict[str, Any]) -> tuple[Any, Method]:
         """The output array at ``dst`` and the method built from its codec configuration, opened once."""
