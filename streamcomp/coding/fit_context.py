@@ -33,6 +33,7 @@ from streamcomp.coding.context_model import (
 )
 from streamcomp.coding.sign_model import SignModel, SignStats, coded_bits
 from streamcomp.coding.sign_model import fit as fit_signs
+from streamcomp.optim import Adam
 
 logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
@@ -137,8 +138,7 @@ def _train(net: nn.Sequential, x: torch.Tensor, counts: torch.Tensor, steps: int
     symbols = counts[:, :2].sum(dim=1)
     sampled = len(x) > SAMPLED_ROWS
     steps = 2 * steps if sampled else steps
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    opt = Adam(net.parameters(), lr, steps=steps)
     per_symbol = counts / symbols.clamp_min(1.0)[:, None]
     # Rows drawn by inverting the cumulative distribution: half the time of torch.multinomial,
     # which had become a third of a step.
@@ -153,7 +153,6 @@ def _train(net: nn.Sequential, x: torch.Tensor, counts: torch.Tensor, steps: int
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
 
 
 def expected_counts(out: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from streamcomp.errors import ChunkFormatError
 from streamcomp.methods.base import FitParams, Method, Target
 from streamcomp.models.coords import grid
 from streamcomp.models.siren import mlp_params
+from streamcomp.optim import Adam
 
 _ARCH = struct.Struct("<H")
 MAX_HIDDEN = 1024
@@ -68,8 +69,8 @@ def fit_model(
     coords = grid(block.shape, device)
     values = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).reshape(-1, 1).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    opt = torch.optim.Adam(param_groups if param_groups is not None else model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * final_lr_fraction)
+    groups = param_groups if param_groups is not None else model.parameters()
+    opt = Adam(groups, lr, steps=max(steps, 1), eta_min=lr * final_lr_fraction)
     n = coords.shape[0]
     with single_thread():
         for _ in range(steps):
@@ -79,10 +80,9 @@ def fit_model(
             else:
                 x, y = coords, values
             loss = torch.mean((model(x) - y) ** 2)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
     return model.cpu()
 
 

@@ -56,6 +56,7 @@ from streamcomp.methods.siren import SirenMethod, SirenParams
 from streamcomp.metrics import psnr, ssim
 from streamcomp.models.coords import grid
 from streamcomp.models.sr import SRNet, low_res_coords, low_res_positions
+from streamcomp.optim import Adam
 
 NET_REL_STEP = 2.0**-8  # the stored network's quantization step, relative to each tensor's std
 CANDIDATE_FACTORS = {3: ("1x1x1", "1x2x2", "2x2x2"), 4: ("1x1x1x1", "1x1x2x2", "1x2x2x2")}
@@ -213,8 +214,7 @@ class SRMethod(SirenMethod):
             sections = self._encode_siren(block, sample.less_shared(target, self._blob))
             decoded.append(_Decoded.of(self.load(sections, block.ndim), factors, block))
         gen = torch.Generator().manual_seed(p.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=p.sr_lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(p.sr_steps, 1), eta_min=p.sr_lr * 0.05)
+        opt = Adam(net.parameters(), p.sr_lr, steps=max(p.sr_steps, 1), eta_min=p.sr_lr * 0.05)
         with single_thread():
             for step in range(p.sr_steps):
                 chunk = decoded[step % len(decoded)]
@@ -222,10 +222,9 @@ class SRMethod(SirenMethod):
                 positions = low_res_positions(coords, chunk.block.shape, tuple(chunk.grid_values.shape))
                 out = net(chunk.grid_values, positions, chunk.base[idx])
                 loss = torch.mean(torch.abs(out - values))
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 loss.backward()
                 opt.step()
-                sched.step()
         self._use(factors, self.hidden, net)
 
     def _array_hidden(self, sample: _Sample) -> int:
@@ -297,12 +296,12 @@ class SRMethod(SirenMethod):
             return model
         factors, net = self._ready()
         gen = torch.Generator().manual_seed(p.seed + 1)
-        opt = torch.optim.Adam(model.parameters(), lr=p.refine_lr)
+        opt = Adam(model.parameters(), p.refine_lr)
         with single_thread():
             for _ in range(p.refine_steps):
                 _, coords, values = _query_batch(block, p.batch, gen)
                 loss = torch.mean(torch.abs(_predict(model, net, factors, block.shape, coords) - values))
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 loss.backward()
                 opt.step()
         return model

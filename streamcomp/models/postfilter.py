@@ -27,6 +27,7 @@ from torch import nn
 
 from streamcomp.errors import ChunkFormatError
 from streamcomp.models.start_points import read_start
+from streamcomp.optim import Adam
 
 _HEAD = struct.Struct("<4sBBB")  # magic, version, kernel depth (1 or 3), channels
 _MAGIC = b"SCPF"
@@ -256,7 +257,7 @@ def fit(
                         torch.from_numpy(np.asarray(p.original, np.float32).reshape(shape)), mean, spread, p.step))
     # A constant rate: the filter is far from converged within any affordable budget, and a
     # decaying rate only slows it (measured on the head CT).
-    opt = torch.optim.Adam(net.parameters(), lr)
+    opt = Adam(net.parameters(), lr)
     for _ in range(steps):
         picks = [volumes[rng.integers(len(volumes))] for _ in range(BATCH)]
         size = [min(p, *(v[0].shape[2 + i] for v in picks)) for i, p in enumerate(PATCH)]

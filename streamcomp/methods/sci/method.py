@@ -41,6 +41,7 @@ from streamcomp.methods.sci import partition as part
 from streamcomp.methods.siren import SirenParams
 from streamcomp.models.coords import grid
 from streamcomp.models.siren import BatchedFunnelSiren, FunnelSiren, funnel_widths, mlp_params
+from streamcomp.optim import Adam
 from streamcomp.values import normalize
 
 _LEN = struct.Struct("<H")
@@ -214,9 +215,8 @@ class SciMethod(Method):
             b = min(nmax, max(MIN_LEAF_BATCH, math.ceil(int(p.batch) * nmax / block.size)))
             full = all(s <= b for s in sizes) and len(set(sizes)) == 1
             gen = torch.Generator(device=device).manual_seed(int(p.seed) + g)
-            opt = torch.optim.Adam(model.parameters(), lr=float(p.lr))
             steps = int(p.steps)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=float(p.lr) * 0.05)
+            opt = Adam(model.parameters(), float(p.lr), steps=max(steps, 1), eta_min=float(p.lr) * 0.05)
             rows = torch.arange(len(members), device=device)[:, None]
             for _ in range(steps):
                 if full:
@@ -225,10 +225,9 @@ class SciMethod(Method):
                     idx = (torch.rand(len(members), b, device=device, generator=gen) * counts).long()
                     x, y = coords[rows, idx], values[rows, idx]
                 loss = ((model(x) - y) ** 2).mean(dim=(1, 2)).sum()
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 loss.backward()
                 opt.step()
-                sched.step()
             model = model.cpu()
             for r, i in enumerate(members):
                 out[i] = model.network_tensors(r)

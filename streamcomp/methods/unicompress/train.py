@@ -35,6 +35,7 @@ from streamcomp.methods.unicompress.model import (
 )
 from streamcomp.methods.unicompress.params import MODALITIES, UniCompressParams
 from streamcomp.methods.unicompress.prior import wavelet_components
+from streamcomp.optim import Adam
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def pretrain_extractor(
         torch.nn.Linear(feat, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 64)
     ).to(dev)
     extractor.to(dev).train()
-    opt = torch.optim.Adam([*extractor.parameters(), *projector.parameters()], lr=lr)
+    opt = Adam([*extractor.parameters(), *projector.parameters()], lr)
     gen = torch.Generator().manual_seed(seed)
     for idx in _batches(len(tiles), batch, steps, seed, "pretrain extractor (Barlow Twins)"):
         x = torch.cat(tiles.select(list(MODALITIES), idx))
@@ -121,7 +122,7 @@ def pretrain_extractor(
         on = (torch.diagonal(c) - 1).pow(2).sum()
         off = (c - torch.diag(torch.diagonal(c))).pow(2).sum()
         loss = on + 5e-3 * off
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
     for p in extractor.parameters():
@@ -156,18 +157,16 @@ def train_teacher(
     desc: str = "teacher",
 ) -> float:
     """Joint training of fusion, codebook, latent encoder and INR (extractor frozen)."""
-    opt = torch.optim.Adam([q for q in net.parameters() if q.requires_grad], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.05)
+    opt = Adam([q for q in net.parameters() if q.requires_grad], lr, steps=max(steps, 1), eta_min=lr * 0.05)
     recon = torch.tensor(0.0)
     net.train()
     gen = torch.Generator(device=tiles.raw.device).manual_seed(p.seed + 3)
     for idx in _batches(len(tiles), p.batch, steps, p.seed + 1, desc):
         pos = random_index(len(idx), p.train_points, TILE, gen, tiles.raw.device)
         loss, recon = _teacher_loss(net, tiles, names, idx, pos, p)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
     return float(recon.detach())
 
 
@@ -176,8 +175,8 @@ def distill_student(
 ) -> None:
     """Two-stage KD: codebook alignment (eq. 9), soft assignment KD (eq. 10), output match (eq. 11)."""
     lr = p.lr
-    opt = torch.optim.Adam([q for q in student.parameters() if q.requires_grad], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(p.student_steps, 1), eta_min=lr * 0.05)
+    trained = [q for q in student.parameters() if q.requires_grad]
+    opt = Adam(trained, lr, steps=max(p.student_steps, 1), eta_min=lr * 0.05)
     tau = p.tau
     teacher.eval()
     student.train()
@@ -204,10 +203,9 @@ def distill_student(
             loss = loss + p.kd_logits * tau**2 * F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
         if p.kd_out:
             loss = loss + p.kd_out * F.mse_loss(pred_s, pred_t)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
 
 
 def prior_names(p: UniCompressParams) -> list[str]:
@@ -250,14 +248,12 @@ def refine_latent(
     """Optimize one chunk's latent grid from ``start`` (network frozen) on voxels of its valid region."""
     shape = tuple(block.shape)
     latent = start.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([latent], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.1)
+    opt = Adam([latent], lr, steps=max(steps, 1), eta_min=lr * 0.1)
     gen = torch.Generator(device=block.device).manual_seed(seed)
     for _ in range(steps):
         pos = random_index(1, points, valid, gen, block.device)
         loss = F.mse_loss(inr(zq, latent, pos, shape), gather(block[None], pos))
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
     return latent.detach()
