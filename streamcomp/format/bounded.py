@@ -80,20 +80,19 @@ def _base(lossy: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 def _layered(
     block: np.ndarray, vmin: float, vmax: float, step: float, max_error: float, model: ContextModel | None
 ) -> bytes | None:
-    """A lossy wavelet layer at the residual's quantizer step plus the residual's levels; the
-    better of the volumetric and planar transform by size (None when the bound is missed)."""
+    """A lossy wavelet layer at the residual's quantizer step plus the residual's levels (None when
+    the bound is missed); the layer by the volumetric or planar transform, whichever codes it
+    shorter: coding the residual's levels after both picked the same on every CT volume measured."""
     norm = normalize(block)[0]
-    best = None
-    for planar in (False, True):
-        lossy, decoded = ResidualCoder(norm, planar).code(float(np.log2(2.0 * step / (vmax - vmin))))
-        base = _base(decoded, vmin, vmax)
-        levels = np.floor((block.astype(np.int64) - base + step // 2) / step).astype(np.int64)
-        recon = np.clip(base + levels * int(step), vmin, vmax).astype(block.dtype)
-        if np.abs(recon.astype(np.int64) - block).max() > max_error:
-            continue
-        data = _LOSSY.pack(len(lossy)) + lossy + encode_exact(levels, model)
-        best = data if best is None or len(data) < len(best) else best
-    return best
+    log2_step = float(np.log2(2.0 * step / (vmax - vmin)))
+    layers = (ResidualCoder(norm, planar).code(log2_step) for planar in (False, True))
+    lossy, decoded = min(layers, key=lambda layer: len(layer[0]))
+    base = _base(decoded, vmin, vmax)
+    levels = np.floor((block.astype(np.int64) - base + step // 2) / step).astype(np.int64)
+    recon = np.clip(base + levels * int(step), vmin, vmax).astype(block.dtype)
+    if np.abs(recon.astype(np.int64) - block).max() > max_error:
+        return None
+    return _LOSSY.pack(len(lossy)) + lossy + encode_exact(levels, model)
 
 
 def within(decoded: np.ndarray, block: np.ndarray, max_error: float) -> bool:
