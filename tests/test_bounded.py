@@ -71,6 +71,8 @@ def test_near_lossless_em_levels_code_shorter_under_a_fitted_context_model():
     assert np.array_equal(decode_exact(learned, levels.shape, model), levels)
     with pytest.raises(ChunkFormatError, match="context model"):
         decode_exact(learned, levels.shape)
+    with pytest.raises(ChunkFormatError, match="32-bit words"):  # the frame's CRC catches the rest
+        decode_exact(learned[:-3], levels.shape, model)
 
 
 def test_a_bounded_array_carries_the_model_its_levels_decode_with(tmp_path, save):
