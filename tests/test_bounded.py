@@ -47,6 +47,14 @@ def test_exact_coder_round_trips_any_shape(ct, shape):
     assert np.array_equal(decode_exact(encode_exact(wide), shape), wide)
 
 
+def test_exact_coder_takes_9_7_m_on_smooth_data_and_5_3_on_labels(ct, em):
+    labels = np.arange(16 * 64 * 64).reshape(16, 64, 64) // 700 % 5
+    for x, longer in ((ct.astype(np.int64), True), (em.astype(np.int64), True), (labels, False)):
+        data = encode_exact(x)
+        assert bool(data[0] & 0x20) == longer
+        assert np.array_equal(decode_exact(data, x.shape), x)
+
+
 def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
     with pytest.raises(ValueError, match="too wide"):
         encode_exact(np.array([0, MAX_RANGE]))

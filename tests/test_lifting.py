@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import pywt
 
-from streamcomp.coding.lifting import band_shapes, wavedec, waverec
+from streamcomp.coding.lifting import INTEGER, band_shapes, wavedec, waverec
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,18 @@ def test_inverse_is_exact_and_shapes_are_predicted(shape, levels, axes):
     assert [b.shape for b in bands] == band_shapes(shape, levels, axes)
     assert sum(b.size for b in bands) == x.size  # non-expansive, odd lengths included
     assert np.allclose(waverec(bands, shape, levels, axes), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("integer", sorted(INTEGER))
+@pytest.mark.parametrize("shape", [(1,), (2,), (3,), (5,), (8,), (9,), (16, 3), (5, 17, 3), (33, 20, 9)])
+def test_integer_transforms_map_integers_back_exactly(integer, shape):
+    x = np.random.default_rng(1).integers(-3000, 3000, shape).astype(np.int32)
+    axes = tuple(range(len(shape)))
+    levels = 2 if min(shape) >= 4 else 1
+    bands = wavedec(x, levels, axes, integer)
+    assert [b.shape for b in bands] == band_shapes(shape, levels, axes)
+    assert all(b.dtype == np.int32 for b in bands)
+    assert np.array_equal(waverec(bands, shape, levels, axes, integer), x)
 
 
 def test_interior_coefficients_are_pywts_bior44():

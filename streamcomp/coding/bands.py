@@ -76,8 +76,8 @@ def levels_for(shape: tuple[int, ...], planar: bool = False) -> int:
     return max(1, min(MAX_LEVELS, int(math.log2(max(shortest, 2))) - 1))
 
 
-def subbands(x: np.ndarray, levels: int, planar: bool, reversible: bool = False) -> list[np.ndarray]:
-    return wavedec(x, levels, transform_axes(x.shape, planar), reversible)
+def subbands(x: np.ndarray, levels: int, planar: bool, integer: str | None = None) -> list[np.ndarray]:
+    return wavedec(x, levels, transform_axes(x.shape, planar), integer)
 
 
 def subband_shapes(shape: tuple[int, ...], levels: int, planar: bool) -> list[tuple[int, ...]]:
@@ -85,9 +85,9 @@ def subband_shapes(shape: tuple[int, ...], levels: int, planar: bool) -> list[tu
 
 
 def reconstruct(
-    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, planar: bool, reversible: bool = False
+    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, planar: bool, integer: str | None = None
 ) -> np.ndarray:
-    return waverec(bands, shape, levels, transform_axes(shape, planar), reversible)
+    return waverec(bands, shape, levels, transform_axes(shape, planar), integer)
 
 
 def parents(count: int, levels: int) -> list[int | None]:

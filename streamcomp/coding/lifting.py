@@ -1,6 +1,6 @@
 """The CDF 9/7 wavelet by lifting, with whole-sample symmetric extension (JPEG 2000's irreversible
-transform), over any subset of an array's axes; and its reversible sibling, LeGall 5/3 in integers
-(JPEG 2000's lossless transform), which maps integers to integers and back exactly.
+transform), over any subset of an array's axes; and integer-to-integer siblings, LeGall 5/3 (JPEG
+2000's lossless transform) and 9/7-M (its Part 2's), which map integers to integers and back exactly.
 
 Why not pywt's periodization: it wraps each chunk around on itself, so a head-CT chunk whose top
 rows are brain and whose bottom rows are skull and air gets an artificial edge along its border,
@@ -88,6 +88,55 @@ def _inverse_int(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return x
 
 
+def _mirrored_evens(s: np.ndarray, n: int) -> np.ndarray:
+    """``s[i - 1], ..., s[i + 2]`` stacked for ``i < n`` (rows ``i .. i + 3`` of the result), the even
+    samples of a signal of ``len(s) + n`` samples extended whole-sample symmetrically."""
+    size = len(s) + n
+    period = max(2 * (size - 1), 1)
+    at = np.abs(2 * np.arange(-1, n + 2)) % period
+    return s[np.where(at > size - 1, period - at, at) // 2]
+
+
+def _predict_97m(s: np.ndarray, n: int) -> np.ndarray:
+    """The 9/7-M predict (JPEG 2000 Part 2): ``(9 (s[i] + s[i+1]) - (s[i-1] + s[i+2]) + 8) >> 4``."""
+    e = _mirrored_evens(s, n)
+    out = e[1 : n + 1] + e[2 : n + 2]  # in place from here: these run over whole chunks
+    out *= 9
+    out -= e[:n]
+    out -= e[3 : n + 3]
+    out += 8
+    out >>= 4
+    return out
+
+
+def _forward_97m(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One reversible 9/7-M level along axis 0: a four-tap predict, 5/3's update."""
+    s, d = x[0::2].copy(), x[1::2].copy()
+    if not len(d):
+        return s, d
+    n, m = len(d), len(s)
+    d -= _predict_97m(s, n)
+    s += (_pair(d, m) + 2) >> 2
+    return s, d
+
+
+def _inverse_97m(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    if not len(high):
+        return low.copy()
+    s, d = low.copy(), high.copy()
+    n, m = len(d), len(s)
+    s -= (_pair(d, m) + 2) >> 2
+    d += _predict_97m(s, n)
+    x = np.empty((n + m, *s.shape[1:]), s.dtype)
+    x[0::2], x[1::2] = s, d
+    return x
+
+
+# The integer-to-integer transforms, by name: LeGall 5/3 (JPEG 2000's lossless transform) and
+# 9/7-M (its Part 2's), whose longer predict suits smooth data better.
+INTEGER = {"5/3": (_forward_int, _inverse_int), "9/7-M": (_forward_97m, _inverse_97m)}
+
+
 def detail_keys(count: int) -> list[str]:
     """Detail-band keys over ``count`` transformed axes, in pywt's order (all-``a`` excluded)."""
     return ["".join(k) for k in itertools.product("ad", repeat=count)][1:]
@@ -109,15 +158,15 @@ def _region(size: tuple[int, ...], key: str, low: tuple[int, ...], axes: tuple[i
     return tuple(out)
 
 
-def wavedec(x: np.ndarray, levels: int, axes: tuple[int, ...], reversible: bool = False) -> list[np.ndarray]:
+def wavedec(x: np.ndarray, levels: int, axes: tuple[int, ...], integer: str | None = None) -> list[np.ndarray]:
     """Bands of a ``levels``-deep decomposition of ``x`` over ``axes`` (layout: module docstring).
 
-    ``reversible``: the integer 5/3 transform of an integer array, in its dtype (which must leave
-    headroom: coefficients grow by up to two bits per level and axis)."""
-    a = np.asarray(x) if reversible else np.asarray(x, np.float32)
-    if reversible and a.dtype.kind not in "iu":
-        raise TypeError(f"the reversible transform takes integers, not {a.dtype}")
-    forward = _forward_int if reversible else _forward
+    ``integer``: an :data:`INTEGER` transform of an integer array, in its dtype (which must leave
+    headroom: coefficients grow by up to two bits per level and axis); None: CDF 9/7 in float32."""
+    a = np.asarray(x) if integer else np.asarray(x, np.float32)
+    if integer and a.dtype.kind not in "iu":
+        raise TypeError(f"the integer transforms take integers, not {a.dtype}")
+    forward = INTEGER[integer][0] if integer else _forward
     per_level = []
     for _ in range(levels):
         for ax in axes:
@@ -140,13 +189,13 @@ def band_shapes(shape: tuple[int, ...], levels: int, axes: tuple[int, ...]) -> l
 
 
 def waverec(
-    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, axes: tuple[int, ...], reversible: bool = False
+    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, axes: tuple[int, ...], integer: str | None = None
 ) -> np.ndarray:
-    """Inverse of :func:`wavedec` for an array of ``shape`` (``reversible`` as there)."""
+    """Inverse of :func:`wavedec` for an array of ``shape`` (``integer`` as there)."""
     sizes = _sizes(shape, levels, axes)
     keys = detail_keys(len(axes))
-    a = np.asarray(bands[0]) if reversible else np.asarray(bands[0], np.float32)
-    inverse = _inverse_int if reversible else _inverse
+    a = np.asarray(bands[0]) if integer else np.asarray(bands[0], np.float32)
+    inverse = INTEGER[integer][1] if integer else _inverse
     for i, (size, half) in enumerate(zip(sizes[-2::-1], sizes[:0:-1], strict=True)):
         full = np.empty(size, a.dtype)
         full[_region(size, "a" * len(axes), half, axes)] = a
