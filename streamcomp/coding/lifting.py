@@ -16,6 +16,7 @@ transformed axes (``aad``, ``ada``, ``add``, ``daa``, ...), as pywt's ``wavedecn
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -64,28 +65,9 @@ def _inverse(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return x
 
 
-def _forward_int(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One reversible 5/3 level along axis 0, in ``x``'s integer dtype: floor-rounded lifting steps,
-    each a function of the other half only, so :func:`_inverse_int` undoes them exactly."""
-    s, d = x[0::2].copy(), x[1::2].copy()
-    if not len(d):
-        return s, d
-    n, m = len(d), len(s)
-    d -= (s[:n] + _next(s, n)) >> 1
-    s += (_pair(d, m) + 2) >> 2
-    return s, d
-
-
-def _inverse_int(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    if not len(high):
-        return low.copy()
-    s, d = low.copy(), high.copy()
-    n, m = len(d), len(s)
-    s -= (_pair(d, m) + 2) >> 2
-    d += (s[:n] + _next(s, n)) >> 1
-    x = np.empty((n + m, *s.shape[1:]), s.dtype)
-    x[0::2], x[1::2] = s, d
-    return x
+def _predict_53(s: np.ndarray, n: int) -> np.ndarray:
+    """The 5/3 predict: ``(s[i] + s[i+1]) >> 1``."""
+    return (s[:n] + _next(s, n)) >> 1
 
 
 def _mirrored_evens(s: np.ndarray, n: int) -> np.ndarray:
@@ -109,32 +91,34 @@ def _predict_97m(s: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _forward_97m(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One reversible 9/7-M level along axis 0: a four-tap predict, 5/3's update."""
+# The integer-to-integer transforms, by name, as their predict steps (both update with 5/3's):
+# LeGall 5/3 (JPEG 2000's lossless transform) and 9/7-M (its Part 2's), whose longer predict
+# suits smooth data better.
+INTEGER = {"5/3": _predict_53, "9/7-M": _predict_97m}
+
+
+def _forward_int(x: np.ndarray, integer: str) -> tuple[np.ndarray, np.ndarray]:
+    """One reversible level along axis 0, in ``x``'s integer dtype: floor-rounded lifting steps,
+    each a function of the other half only, so :func:`_inverse_int` undoes them exactly."""
     s, d = x[0::2].copy(), x[1::2].copy()
     if not len(d):
         return s, d
     n, m = len(d), len(s)
-    d -= _predict_97m(s, n)
+    d -= INTEGER[integer](s, n)
     s += (_pair(d, m) + 2) >> 2
     return s, d
 
 
-def _inverse_97m(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def _inverse_int(low: np.ndarray, high: np.ndarray, integer: str) -> np.ndarray:
     if not len(high):
         return low.copy()
     s, d = low.copy(), high.copy()
     n, m = len(d), len(s)
     s -= (_pair(d, m) + 2) >> 2
-    d += _predict_97m(s, n)
+    d += INTEGER[integer](s, n)
     x = np.empty((n + m, *s.shape[1:]), s.dtype)
     x[0::2], x[1::2] = s, d
     return x
-
-
-# The integer-to-integer transforms, by name: LeGall 5/3 (JPEG 2000's lossless transform) and
-# 9/7-M (its Part 2's), whose longer predict suits smooth data better.
-INTEGER = {"5/3": (_forward_int, _inverse_int), "9/7-M": (_forward_97m, _inverse_97m)}
 
 
 def detail_keys(count: int) -> list[str]:
@@ -166,7 +150,7 @@ def wavedec(x: np.ndarray, levels: int, axes: tuple[int, ...], integer: str | No
     a = np.asarray(x) if integer else np.asarray(x, np.float32)
     if integer and a.dtype.kind not in "iu":
         raise TypeError(f"the integer transforms take integers, not {a.dtype}")
-    forward = INTEGER[integer][0] if integer else _forward
+    forward = functools.partial(_forward_int, integer=integer) if integer else _forward
     per_level = []
     for _ in range(levels):
         for ax in axes:
@@ -195,7 +179,7 @@ def waverec(
     sizes = _sizes(shape, levels, axes)
     keys = detail_keys(len(axes))
     a = np.asarray(bands[0]) if integer else np.asarray(bands[0], np.float32)
-    inverse = INTEGER[integer][1] if integer else _inverse
+    inverse = functools.partial(_inverse_int, integer=integer) if integer else _inverse
     for i, (size, half) in enumerate(zip(sizes[-2::-1], sizes[:0:-1], strict=True)):
         full = np.empty(size, a.dtype)
         full[_region(size, "a" * len(axes), half, axes)] = a
