@@ -32,6 +32,11 @@ def normalize(block: np.ndarray) -> tuple[np.ndarray, float, float]:
     vmin, vmax = lo_hi if lo_hi is not None else (0.0, 0.0)
     if vmax == vmin:
         return np.zeros(block.shape, np.float32), vmin, vmax
-    values = block.astype(np.float64)
-    norm = np.where(np.isfinite(values), 2.0 * (values - vmin) / (vmax - vmin) - 1.0, 0.0)
+    norm = block.astype(np.float64)  # in place from here, in the order 2 (x - vmin) / (vmax - vmin) - 1
+    norm -= vmin
+    norm *= 2.0
+    norm /= vmax - vmin
+    norm -= 1.0
+    if block.dtype.kind == "f":
+        norm[~np.isfinite(norm)] = 0.0
     return norm.astype(np.float32), vmin, vmax

@@ -12,10 +12,13 @@ from streamcomp.api import compress
 from streamcomp.archive import archive
 from streamcomp.archive.discover import MANIFEST
 from streamcomp.cli import main, mode_of
-from streamcomp.coding.exact import MAX_RANGE, decode_exact, encode_exact
+from streamcomp.coding import exact
+from streamcomp.coding.bands import clear_winner, levels_for, log_magnitudes, subbands
+from streamcomp.coding.exact import MAX_RANGE, ExactPlan, decode_exact, encode_exact
 from streamcomp.errors import ChunkFormatError, InputError
+from streamcomp.format import bounded
 from streamcomp.format import chunk as chunk_module
-from streamcomp.format.bounded import BoundViolation, fit_bounded_model
+from streamcomp.format.bounded import BoundViolation, fit_bounded_model, step_for
 from streamcomp.format.chunk import decode_chunk, encode_chunk
 from streamcomp.format.codec import codec_config_of
 from streamcomp.format.frame import FORMAT_VERSION, SUPPORTED_DTYPES
@@ -53,6 +56,33 @@ def test_exact_coder_takes_9_7_m_on_smooth_data_and_5_3_on_labels(ct, em):
         data = encode_exact(x)
         assert bool(data[0] & 0x20) == longer
         assert np.array_equal(decode_exact(data, x.shape), x)
+
+
+def test_planar_choice_without_plans_matches_the_planned_estimates(ct_large, em):
+    """Where the two transforms' log-magnitudes differ clearly the coder skips planning both; the
+    pick must be the one the plans' estimated bits make (EM: per section, CT: volumetric)."""
+    for x, planar in ((em.astype(np.int32) // 9, True), (ct_large.astype(np.int32) // 3, False)):  # E = 4, E = 1
+        sizes = {p: log_magnitudes(subbands(x, levels_for(x.shape, p), p, "9/7-M")) for p in (False, True)}
+        assert clear_winner(sizes) is planar
+        estimates = {p: exact._plan(x.shape, p, subbands(x, levels_for(x.shape, p), p, "9/7-M"))[1] for p in sizes}
+        assert min(estimates, key=estimates.__getitem__) is planar
+        assert exact._chosen(x)[0] is planar and exact._chosen(x)[3] is None  # decided without plans
+    assert clear_winner({False: 100.0, True: 103.0}) is None  # close: both get planned
+
+
+def test_section_kinds_are_told_apart_on_estimates_as_coding_both_would(ct_large):
+    """Head CT at E = 16: the layered section's estimate is clearly the shorter, so only it is coded
+    (and the section is what coding both and keeping the shorter gives); a lossy layer alone
+    longer than a limit is dropped before its residual is quantized."""
+    block, E = ct_large, 16
+    vmin, vmax, step = float(block.min()), float(block.max()), step_for(block.dtype, E)
+    sections = bounded._sections(block, block, vmin, vmax, step, E)
+    assert [s.kind for s in sections] == [bounded.LAYERED]
+    both = [bounded._Section(bounded.LEVELS, ExactPlan(bounded._levels(block, vmin, step))), sections[0]]
+    assert bounded.encode_bounded(block, vmin, vmax, E) == min((s.code(step, None) for s in both), key=len)
+    for section in both:  # the estimates (hand-set bits, no descriptors) are within 3 % of the code
+        assert abs(len(section.code(step, None)) - 9 - section.estimate) < 0.03 * section.estimate
+    assert bounded._layer(block, vmin, vmax, step, E, shorter_than=16) is None
 
 
 def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):

@@ -35,9 +35,11 @@ import numpy as np
 from streamcomp.coding import learned_bands
 from streamcomp.coding.bands import (
     Lattice,
+    clear_winner,
     group_codes,
     lattices,
     levels_for,
+    log_magnitudes,
     parents,
     reconstruct,
     scale_of,
@@ -66,9 +68,9 @@ class _Band:
         self.lattice = lattice
         self.known = parent is not None
         self.sources = int(self.known) + len(siblings)
-        self.base = lattice.parent(parent) + sum(
-            (lattice.fit(np.abs(s).astype(np.int64)) for s in siblings), np.zeros(lattice.shape, np.int64)
-        )
+        self.base = lattice.parent(parent)  # a new int64 array: the siblings add into it in place
+        for s in siblings:
+            self.base += lattice.fit(np.abs(s))
 
     def classes(self, first: np.ndarray | None) -> np.ndarray:
         """Every position's class: from parent and siblings (first half, ``first`` None), plus the
@@ -173,15 +175,15 @@ def _halves(band: _Band, q: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarr
     return out, bits
 
 
-def _plan(x: np.ndarray, planar: bool, integer: str) -> tuple[list[np.ndarray], list, float]:
-    levels = levels_for(x.shape, planar)
-    bands = subbands(x, levels, planar, integer)
+def _plan(shape: tuple[int, ...], planar: bool, bands: list[np.ndarray]) -> tuple[list, float]:
+    """Per band, its halves' runs and scale codes (:func:`_halves`), and the estimated bits."""
     plans, bits = [], 0.0
-    for context, q in zip(_contexts([b.shape for b in bands], x.shape, levels, planar), bands, strict=True):
+    levels = levels_for(shape, planar)
+    for context, q in zip(_contexts([b.shape for b in bands], shape, levels, planar), bands, strict=True):
         halves, b = _halves(context(bands), q)
         plans.append(halves)
         bits += b
-    return bands, plans, bits
+    return plans, bits
 
 
 def _checked(x: np.ndarray) -> np.ndarray:
@@ -193,34 +195,36 @@ def _checked(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int32)
 
 
-def _chosen_plan(x: np.ndarray) -> tuple[bool, str, list[np.ndarray], list, float]:
-    """(planar, integer transform, bands, plans, estimated bits). The volumetric and the planar
-    9/7-M transform are both planned and the one whose estimated bits are fewer is kept (planar wins
-    on serial-section EM, whose sections barely correlate); 5/3 over the same axes replaces it where
+def _chosen(x: np.ndarray) -> tuple[bool, str, list[np.ndarray], tuple[list, float] | None]:
+    """(planar, integer transform, bands, their plan and estimated bits where the choice needed
+    them). Volumetric or planar 9/7-M, whichever codes shorter (planar wins on serial-section EM,
+    whose sections barely correlate): by their summed log-magnitudes where those differ clearly,
+    else by both plans' estimated bits; 5/3 over the same axes replaces it where
     its coefficients' summed log-magnitudes are smaller (piecewise-constant data such as labels:
     9/7-M's longer predict rings at edges). 9/7-M codes smooth data shorter: EM and head CT ~1.4 %
     losslessly, thorax CT even."""
-    planar, bands, plans, bits = min(((p, *_plan(x, p, "9/7-M")) for p in (False, True)), key=lambda c: c[3])
-    if _log_magnitudes(subbands(x, levels_for(x.shape, planar), planar, "5/3")) < _log_magnitudes(bands):
-        return planar, "5/3", *_plan(x, planar, "5/3")
-    return planar, "9/7-M", bands, plans, bits
+    bands = {p: subbands(x, levels_for(x.shape, p), p, "9/7-M") for p in (False, True)}
+    sizes = {p: log_magnitudes(b) for p, b in bands.items()}
+    planar, plans = clear_winner(sizes), None
+    if planar is None:
+        planned = {p: _plan(x.shape, p, b) for p, b in bands.items()}
+        planar = planned[True][1] < planned[False][1]
+        plans = planned[planar]
+    short = subbands(x, levels_for(x.shape, planar), planar, "5/3")
+    if log_magnitudes(short) < sizes[planar]:
+        return planar, "5/3", short, None
+    return planar, "9/7-M", bands[planar], plans
 
 
-def _log_magnitudes(bands: list[np.ndarray]) -> float:
-    """A cheap stand-in for the bits of coefficients: the sum of log2(1 + |c|)."""
-    return float(sum(np.log2(1.0 + np.abs(b, dtype=np.float32)).sum(dtype=np.float64) for b in bands))
+def _chosen_plan(x: np.ndarray) -> tuple[bool, str, list[np.ndarray], list, float]:
+    """(planar, integer transform, bands, plans, estimated bits) of :func:`_chosen`'s transform."""
+    planar, integer, bands, planned = _chosen(x)
+    plans, bits = planned or _plan(x.shape, planar, bands)
+    return planar, integer, bands, plans, bits
 
 
 def _flags(shape: tuple[int, ...], planar: bool, integer: str) -> int:
     return levels_for(shape, planar) | (_PLANAR if planar else 0) | (_LONG if integer == "9/7-M" else 0)
-
-
-def exact_bands(x: np.ndarray) -> tuple[bool, int, list[np.ndarray]]:
-    """(planar, levels, bands) of the transform :func:`encode_exact` codes ``x`` with: what a
-    context model for these chunks is fitted on."""
-    x = _checked(x)
-    planar, _, bands, _, _ = _chosen_plan(x)
-    return planar, levels_for(x.shape, planar), bands
 
 
 def _bits(bands: list[np.ndarray]) -> int:
@@ -236,18 +240,34 @@ def _learned_code(
     return _HEAD.pack(_flags(shape, planar, integer) | _LEARNED, bits) + stream
 
 
+class ExactPlan:
+    """An integer array planned for exact coding: its transform chosen and its hand-set classes'
+    bits estimated (:attr:`bits`, without the band descriptors), so that a caller can compare
+    sections before coding any (:func:`streamcomp.format.bounded.encode_bounded` does)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        x = _checked(x)
+        self.shape = x.shape
+        self.planar, self.integer, self.bands, self.plans, self.bits = _chosen_plan(x)
+
+    def code(self, model: ContextModel | None = None) -> bytes:
+        """The array's code; under the array's context ``model`` where that codes shorter. The
+        hand-set classes are then coded only when the learned code is longer than their estimate."""
+        if model is None:
+            return self._hand_set()
+        learned = _learned_code(self.shape, self.planar, self.integer, self.bands, model)
+        if 8 * len(learned) < self.bits:
+            return learned
+        return min(learned, self._hand_set(), key=len)
+
+    def _hand_set(self) -> bytes:
+        return _hand_set_code(self.shape, self.planar, self.integer, self.bands, self.plans)
+
+
 def encode_exact(x: np.ndarray, model: ContextModel | None = None) -> bytes:
     """Code an integer array (values within :data:`MAX_RANGE` of each other) exactly; under the
-    array's context ``model`` where that codes shorter. The hand-set classes are then coded only
-    when the learned code is longer than their estimate (which leaves out their descriptors)."""
-    x = _checked(x)
-    planar, integer, bands, plans, estimate = _chosen_plan(x)
-    if model is None:
-        return _hand_set_code(x.shape, planar, integer, bands, plans)
-    learned = _learned_code(x.shape, planar, integer, bands, model)
-    if 8 * len(learned) < estimate:
-        return learned
-    return min(learned, _hand_set_code(x.shape, planar, integer, bands, plans), key=len)
+    array's context ``model`` where that codes shorter (:meth:`ExactPlan.code`)."""
+    return ExactPlan(x).code(model)
 
 
 def _hand_set_code(shape: tuple[int, ...], planar: bool, integer: str, bands: list[np.ndarray], plans: list) -> bytes:
