@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from streamcomp.coding.bands import subband_shapes
+from streamcomp.coding.bands import subband_shapes, subbands
 from streamcomp.coding.residual import (
     ResidualCoder,
     _descriptors,
@@ -114,3 +114,27 @@ def test_sections_from_before_context_coding_or_mirroring_are_refused(block, fla
     data[4] &= ~flag
     with pytest.raises(ChunkFormatError, match="predates context coding or the symmetric"):
         decode_residual(bytes(data), block.shape)
+
+
+def test_ct_edges_steer_the_in_plane_passes_and_cost_fewer_bytes(ct_large):
+    """The skull's outline on head CT: some blocks' in-plane passes follow it (their grids are in
+    the section, flagged), the decoder replays them exactly, and the chunk codes in fewer bytes
+    than with every pass straight at the same step, with less error (on this crop, mostly brain,
+    modestly: the whole volume saves ~10 % at ~0.5 dB less error). Damaged grids are refused."""
+    x = normalize(ct_large)[0]
+    coder = ResidualCoder(x)
+    assert coder.directions.steers()
+    data, decoded = coder.code(-3.0)  # 256 HU: the step of a whole head CT at ~100x
+    assert data[5] & 0x80  # the steered flag, in the bits byte
+    assert np.array_equal(decode_residual(data, x.shape), decoded)
+    straight = ResidualCoder(x)
+    straight.directions.grids = {}  # every pass straight, as sections before format 9
+    straight.bands, straight._grids = subbands(x, straight.levels, False), b""
+    plain, plain_decoded = straight.code(-3.0)
+    assert not plain[5] & 0x80
+    assert np.array_equal(decode_residual(plain, x.shape), plain_decoded)
+    assert len(data) < len(plain) and mse(x, decoded) < mse(x, plain_decoded)  # 1.2 % fewer bytes, 2 % less error
+    broken = bytearray(data)
+    broken[10] ^= 0xFF  # inside the grids' counts
+    with pytest.raises(ChunkFormatError):
+        decode_residual(bytes(broken), x.shape)

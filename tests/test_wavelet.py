@@ -88,7 +88,8 @@ def test_sign_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
 
 def test_signs_coded_from_their_neighbours_cost_less_than_a_bit(fitted, ct_blocks):
     """On chunks the fit never saw, the fitted sign model codes the same symbols shorter than signs
-    at one bit each: about a quarter of a bit per sign on this head CT (0.21-0.26 measured)."""
+    at one bit each: 0.11-0.22 bits per sign on this head CT (0.21-0.26 before the in-plane passes
+    were steered along edges, which leaves their neighbours' signs less to say)."""
     model = fitted[0].model
     coin = ContextModel(model.w1, model.b1, model.w2, model.b2, sign_model.SignModel())
     for block in ct_blocks[8:12]:
@@ -97,7 +98,7 @@ def test_signs_coded_from_their_neighbours_cost_less_than_a_bit(fitted, ct_block
         bits = int(max(np.abs(s).max() for s in symbols)).bit_length()
         args = (coder.lattices, coder.parents, coder.levels, symbols, bits)
         saved = 8 * (learned_bands.size(coin, *args) - learned_bands.size(model, *args))
-        assert saved > 0.15 * sum(int((s != 0).sum()) for s in symbols)
+        assert saved > 0.08 * sum(int((s != 0).sum()) for s in symbols)
         data, decoded = coder.code(-5.0)
         assert np.array_equal(decode_residual(data, block.shape, model), decoded)
     stats = WaveletMethod._sample_stats(ct_blocks, [(-5.0, False)] * 4, range(4))

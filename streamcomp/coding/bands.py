@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from streamcomp.coding.lifting import band_shapes, wavedec, waverec
+from streamcomp.coding.lifting import Steering, band_shapes, wavedec, waverec
 
 MAX_LEVELS = 4
 SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code 1 is ~2^-10
@@ -76,8 +76,10 @@ def levels_for(shape: tuple[int, ...], planar: bool = False) -> int:
     return max(1, min(MAX_LEVELS, int(math.log2(max(shortest, 2))) - 1))
 
 
-def subbands(x: np.ndarray, levels: int, planar: bool, integer: str | None = None) -> list[np.ndarray]:
-    return wavedec(x, levels, transform_axes(x.shape, planar), integer)
+def subbands(
+    x: np.ndarray, levels: int, planar: bool, integer: str | None = None, steering: Steering | None = None
+) -> list[np.ndarray]:
+    return wavedec(x, levels, transform_axes(x.shape, planar), integer, steering)
 
 
 # Two transforms' summed log-magnitudes (:func:`log_magnitudes`) differing by more than this factor
@@ -103,9 +105,14 @@ def subband_shapes(shape: tuple[int, ...], levels: int, planar: bool) -> list[tu
 
 
 def reconstruct(
-    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, planar: bool, integer: str | None = None
+    bands: list[np.ndarray],
+    shape: tuple[int, ...],
+    levels: int,
+    planar: bool,
+    integer: str | None = None,
+    steering: Steering | None = None,
 ) -> np.ndarray:
-    return waverec(bands, shape, levels, transform_axes(shape, planar), integer)
+    return waverec(bands, shape, levels, transform_axes(shape, planar), integer, steering)
 
 
 def parents(count: int, levels: int) -> list[int | None]:

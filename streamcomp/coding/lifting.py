@@ -26,40 +26,108 @@ _K = 1.230174104914001
 _LOW, _HIGH = np.float32(np.sqrt(2.0) / _K), np.float32(_K / np.sqrt(2.0))
 
 
+class Shifts:
+    """Per-sample offsets along the last axis for one pass's high (or low) rows, prepared once:
+    the flat positions where an offset is set and those of the samples it points to, in the row
+    before (at +offset) and in the row after (at -offset), clamped to the sample's half of
+    ``split`` (to the axis where None)."""
+
+    def __init__(self, offsets: np.ndarray, split: int | None) -> None:
+        n = offsets.shape[-1]
+        self.at = np.flatnonzero(offsets)
+        column, offset = self.at % n, offsets.reshape(-1)[self.at]
+        lo, hi = _segment(column, n, split)
+        self.before = self.at - column + np.clip(column + offset, lo, hi)
+        self.after = self.at - column + np.clip(column - offset, lo, hi)
+
+
+def _segment(column: np.ndarray, n: int, split: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """First and last column of each column's half of ``split`` (the whole axis where None)."""
+    if split is None:
+        return np.zeros_like(column), np.full_like(column, n - 1)
+    return np.where(column < split, 0, split), np.where(column < split, split - 1, n - 1)
+
+
+def _shifted(a: np.ndarray, offset: int, split: int | None) -> np.ndarray:
+    """``a`` with every sample taken ``offset`` further along the last axis, clamped to its half."""
+    if offset == 0:
+        return a
+    n = a.shape[-1]
+    out = np.empty_like(a)
+    for lo, hi in ((0, n),) if split is None else ((0, split), (split, n)):
+        if hi <= lo:
+            continue
+        k = min(abs(offset), hi - lo)
+        seg, dst = a[..., lo:hi], out[..., lo:hi]
+        if offset > 0:
+            dst[..., : hi - lo - k] = seg[..., k:]
+            dst[..., hi - lo - k :] = seg[..., -1:]
+        else:
+            dst[..., k:] = seg[..., : hi - lo - k]
+            dst[..., :k] = seg[..., :1]
+    return out
+
+
+# Steering of one lifting pass (:mod:`streamcomp.coding.directions`): the high rows' and the low
+# rows' offsets, along an edge that crosses the rows (one offset for every sample, an int, or
+# :class:`Shifts`), and the split point of the axis they run along (a neighbour never crosses it:
+# the halves of an earlier pass).
+Steer = tuple[Shifts | int, Shifts | int, int | None]
+
+
+def _steered_sum(before: np.ndarray, after: np.ndarray, shifts: Shifts | int, split: int | None) -> np.ndarray:
+    """``before`` taken at +offset plus ``after`` taken at -offset, sample by sample."""
+    if isinstance(shifts, int):
+        return _shifted(before, shifts, split) + _shifted(after, -shifts, split)
+    before, after = np.ascontiguousarray(before), np.ascontiguousarray(after)  # flat positions are C order
+    out = before + after
+    out.reshape(-1)[shifts.at] = before.reshape(-1)[shifts.before] + after.reshape(-1)[shifts.after]
+    return out
+
+
 def _next(s: np.ndarray, n: int) -> np.ndarray:
     """``s[i + 1]`` for ``i < n``, mirrored past the end."""
     return s[1 : n + 1] if len(s) > n else np.concatenate((s[1:], s[-1:]))
 
 
-def _pair(d: np.ndarray, m: int) -> np.ndarray:
-    """``d[i - 1] + d[i]`` for ``i < m``, mirrored at both ends."""
+def _neighbours(s: np.ndarray, n: int, steer: Steer | None) -> np.ndarray:
+    """``s[i] + s[i + 1]`` for ``i < n`` (the samples around high row i), steered."""
+    if steer is None:
+        return s[:n] + _next(s, n)
+    return _steered_sum(s[:n], _next(s, n), steer[0], steer[2])
+
+
+def _pair(d: np.ndarray, m: int, steer: Steer | None = None) -> np.ndarray:
+    """``d[i - 1] + d[i]`` for ``i < m`` (the samples around low row i), mirrored at both ends, steered."""
     left = np.concatenate((d[:1], d[: m - 1]))
     right = d if len(d) == m else np.concatenate((d, d[-1:]))
-    return left + right
+    if steer is None:
+        return left + right
+    return _steered_sum(left, right, steer[1], steer[2])
 
 
-def _forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _forward(x: np.ndarray, steer: Steer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One level along axis 0: (low, high). A single sample is its own low band."""
     s, d = x[0::2].copy(), x[1::2].copy()
     if not len(d):
         return s, d
     n, m = len(d), len(s)
-    d += np.float32(_ALPHA) * (s[:n] + _next(s, n))
-    s += np.float32(_BETA) * _pair(d, m)
-    d += np.float32(_GAMMA) * (s[:n] + _next(s, n))
-    s += np.float32(_DELTA) * _pair(d, m)
+    d += np.float32(_ALPHA) * _neighbours(s, n, steer)
+    s += np.float32(_BETA) * _pair(d, m, steer)
+    d += np.float32(_GAMMA) * _neighbours(s, n, steer)
+    s += np.float32(_DELTA) * _pair(d, m, steer)
     return s * _LOW, d * _HIGH
 
 
-def _inverse(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def _inverse(low: np.ndarray, high: np.ndarray, steer: Steer | None = None) -> np.ndarray:
     if not len(high):
         return low.copy()
     s, d = low / _LOW, high / _HIGH
     n, m = len(d), len(s)
-    s -= np.float32(_DELTA) * _pair(d, m)
-    d -= np.float32(_GAMMA) * (s[:n] + _next(s, n))
-    s -= np.float32(_BETA) * _pair(d, m)
-    d -= np.float32(_ALPHA) * (s[:n] + _next(s, n))
+    s -= np.float32(_DELTA) * _pair(d, m, steer)
+    d -= np.float32(_GAMMA) * _neighbours(s, n, steer)
+    s -= np.float32(_BETA) * _pair(d, m, steer)
+    d -= np.float32(_ALPHA) * _neighbours(s, n, steer)
     x = np.empty((n + m, *s.shape[1:]), np.float32)
     x[0::2], x[1::2] = s, d
     return x
@@ -142,24 +210,48 @@ def _region(size: tuple[int, ...], key: str, low: tuple[int, ...], axes: tuple[i
     return tuple(out)
 
 
-def wavedec(x: np.ndarray, levels: int, axes: tuple[int, ...], integer: str | None = None) -> list[np.ndarray]:
+def wavedec(
+    x: np.ndarray, levels: int, axes: tuple[int, ...], integer: str | None = None, steering: Steering | None = None
+) -> list[np.ndarray]:
     """Bands of a ``levels``-deep decomposition of ``x`` over ``axes`` (layout: module docstring).
 
     ``integer``: an :data:`INTEGER` transform of an integer array, in its dtype (which must leave
-    headroom: coefficients grow by up to two bits per level and axis); None: CDF 9/7 in float32."""
+    headroom: coefficients grow by up to two bits per level and axis); None: CDF 9/7 in float32.
+    ``steering`` (CDF 9/7 only) steers the passes along the last two axes (it chooses how, as
+    :class:`streamcomp.coding.directions.Directions` does)."""
     a = np.asarray(x) if integer else np.asarray(x, np.float32)
     if integer and a.dtype.kind not in "iu":
         raise TypeError(f"the integer transforms take integers, not {a.dtype}")
     forward = functools.partial(_forward_int, integer=integer) if integer else _forward
     per_level = []
-    for _ in range(levels):
-        for ax in axes:
-            low, high = forward(np.moveaxis(a, ax, 0))
-            a = np.moveaxis(np.concatenate((low, high)), 0, ax)
+    for level in range(levels):
         half = _sizes(a.shape, 1, axes)[1]
+        for ax in axes:
+            v = np.moveaxis(a, ax, 0)
+            steer = None if steering is None else steering.forward(level, ax, v, _split(a.ndim, ax, axes, half))
+            low, high = forward(v) if steer is None else _forward(v, steer)
+            a = np.moveaxis(np.concatenate((low, high)), 0, ax)
         per_level.append([a[_region(a.shape, key, half, axes)] for key in detail_keys(len(axes))])
         a = a[_region(a.shape, "a" * len(axes), half, axes)]
     return [a] + [band for level in reversed(per_level) for band in level]
+
+
+def _split(ndim: int, ax: int, axes: tuple[int, ...], half: tuple[int, ...]) -> int | None:
+    """Where the axis a pass along ``ax`` steers along (the array's last axis, or for a pass along
+    it the one before) was split into low and high by an earlier pass of the level, if it was."""
+    other = ndim - 1 if ax != ndim - 1 else ndim - 2
+    return half[other] if other in axes and axes.index(other) < axes.index(ax) else None
+
+
+class Steering:
+    """How the passes along the last two axes are steered, level by level (``level`` 0: the finest):
+    chosen on the data going forward, recalled by shape going back."""
+
+    def forward(self, level: int, ax: int, v: np.ndarray, split: int | None) -> Steer | None:
+        raise NotImplementedError
+
+    def inverse(self, level: int, ax: int, shape: tuple[int, ...], split: int | None) -> Steer | None:
+        raise NotImplementedError
 
 
 def band_shapes(shape: tuple[int, ...], levels: int, axes: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -173,9 +265,14 @@ def band_shapes(shape: tuple[int, ...], levels: int, axes: tuple[int, ...]) -> l
 
 
 def waverec(
-    bands: list[np.ndarray], shape: tuple[int, ...], levels: int, axes: tuple[int, ...], integer: str | None = None
+    bands: list[np.ndarray],
+    shape: tuple[int, ...],
+    levels: int,
+    axes: tuple[int, ...],
+    integer: str | None = None,
+    steering: Steering | None = None,
 ) -> np.ndarray:
-    """Inverse of :func:`wavedec` for an array of ``shape`` (``integer`` as there)."""
+    """Inverse of :func:`wavedec` for an array of ``shape`` (``integer`` and ``steering`` as there)."""
     sizes = _sizes(shape, levels, axes)
     keys = detail_keys(len(axes))
     a = np.asarray(bands[0]) if integer else np.asarray(bands[0], np.float32)
@@ -185,8 +282,12 @@ def waverec(
         full[_region(size, "a" * len(axes), half, axes)] = a
         for key, band in zip(keys, bands[1 + i * len(keys) : 1 + (i + 1) * len(keys)], strict=True):
             full[_region(size, key, half, axes)] = band
+        level = levels - 1 - i
         for ax in reversed(axes):
             v = np.moveaxis(full, ax, 0)
-            full = np.moveaxis(inverse(v[: half[ax]], v[half[ax] :]), 0, ax)
+            split = _split(len(size), ax, axes, half)
+            steer = None if steering is None else steering.inverse(level, ax, v.shape, split)
+            low, high = v[: half[ax]], v[half[ax] :]
+            full = np.moveaxis(inverse(low, high) if steer is None else _inverse(low, high, steer), 0, ax)
         a = full
     return a

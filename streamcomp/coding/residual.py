@@ -19,10 +19,14 @@ no descriptors: every coefficient's distribution comes from the model and its de
 the encoder picks each coefficient's symbol by rate and distortion under it instead of a dead zone,
 and the rate control bisects on the model's ideal code length, coding the ANS stream once.
 
+The in-plane lifting passes are steered along edges where that pays (:mod:`streamcomp.coding.directions`):
+the chunk's direction grids are then side information of its section.
+
 Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric
-extension, learned model, post-filter), uint8 symbol range bits, one descriptor per subband unless the learned
-flag is set (0: all zero, none stored; a scale code; or 255 and one scale code per context
-class), then one ANS stream.
+extension, learned model, post-filter), uint8 symbol range bits (flag: steered), where steered
+a u32 length and the direction grids, one descriptor per subband unless the learned flag is set
+(0: all zero, none stored; a scale code; or 255 and one scale code per context class), then one
+ANS stream.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from streamcomp.coding.bands import (
     transform_axes,
 )
 from streamcomp.coding.context_model import ContextModel
+from streamcomp.coding.directions import Directions
 from streamcomp.errors import ChunkFormatError
 
 ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
@@ -57,6 +62,8 @@ _LAYOUT = 0x40  # flags in the levels byte: context-coded bands and the symmetri
 _SYMMETRIC = 0x20  # transform; a section lacking either predates them
 _LEARNED = 0x10  # flag in the levels byte: bands coded under the array's learned context model
 _FILTERED = 0x08  # flag in the levels byte: the array's post-filter applies to this chunk
+_STEERED = 0x80  # flag in the bits byte: direction grids (u32 length, then the grids) follow the header
+_GRIDS = struct.Struct("<I")
 UNDERFILLED = 0.9  # a learned section this far under its budget is checked against the hand-set models
 FILLED = 0.985  # the learned rate control accepts a step coding to this much of the budget or more
 _GUESS_SAMPLE = 1 << 16  # coefficients the first guess's entropy estimate reads (a regular subsample)
@@ -180,7 +187,9 @@ class ResidualCoder:
         self.planar = planar
         self.model = model
         self.levels = levels_for(self.shape, planar)
-        self.bands = subbands(np.asarray(residual, np.float32), self.levels, planar)
+        self.directions = Directions(len(self.shape), transform_axes(self.shape, planar))
+        self.bands = subbands(np.asarray(residual, np.float32), self.levels, planar, steering=self.directions)
+        self._grids = self.directions.to_bytes() if self.directions.steers() else b""
         self.lattices = lattices([b.shape for b in self.bands], transform_axes(self.shape, planar))
         self.parents = parents(len(self.bands), self.levels)
         peak = max((float(np.abs(b).max()) for b in self.bands if b.size), default=0.0)
@@ -213,15 +222,21 @@ class ResidualCoder:
         step = float(np.float32(2.0**log2_step))
         scaled = [b / np.float32(step) for b in self.bands]
         symbols, _, size = learned_bands.rdoq(self.model, self.lattices, self.parents, self.levels, scaled)
-        return step, symbols, _HEAD.size + size
+        return step, symbols, len(self._head(step, 0, 0)) + size
+
+    def _head(self, step: float, flags: int, bits: int) -> bytes:
+        """The section's header and, where the transform was steered, its direction grids."""
+        if not self._grids:
+            return _HEAD.pack(step, flags, bits)
+        return _HEAD.pack(step, flags, bits | _STEERED) + _GRIDS.pack(len(self._grids)) + self._grids
 
     def _bytes(self, step: float, symbols: list[np.ndarray]) -> bytes:
         bits = max((int(np.abs(s).max()) for s in symbols if s.size), default=0).bit_length()
         flags = self.levels | _LAYOUT | _SYMMETRIC | (_PLANAR if self.planar else 0)
         if self.model is not None:
             stream = learned_bands.encode(self.model, self.lattices, self.parents, self.levels, symbols, bits)
-            return _HEAD.pack(step, flags | _LEARNED, bits) + stream
-        head = bytearray(_HEAD.pack(step, flags, bits))
+            return self._head(step, flags | _LEARNED, bits) + stream
+        head = bytearray(self._head(step, flags, bits))
         segments: list[tuple[np.ndarray, int]] = []
         for q, lattice, parent in zip(symbols, self.lattices, self.parents, strict=True):
             head += _code_band(q, lattice, None if parent is None else symbols[parent], segments)
@@ -234,7 +249,7 @@ class ResidualCoder:
         return bytes(head)
 
     def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
-        return reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar)
+        return reconstruct(_dequantize(symbols, step), self.shape, self.levels, self.planar, steering=self.directions)
 
     def first_guess(self, budget: int) -> tuple[float, float]:
         """(log2 step, d log(bytes) / d log2 step) where the bands' first-order entropy
@@ -441,9 +456,18 @@ def min_residual_bytes(shape: tuple[int, ...]) -> int:
     return _HEAD.size + min(len(subband_shapes(shape, levels_for(shape, p), p)) for p in (False, True))
 
 
+def _payload_start(data: bytes) -> int:
+    """Where a section's descriptors or learned stream start: after its header and direction grids."""
+    if len(data) < _HEAD.size or not data[5] & _STEERED:
+        return _HEAD.size
+    if len(data) < _HEAD.size + _GRIDS.size:
+        raise ChunkFormatError("residual section is shorter than its direction grids")
+    return _HEAD.size + _GRIDS.size + _GRIDS.unpack_from(data, _HEAD.size)[0]
+
+
 def _descriptors(data: bytes, count: int) -> tuple[list[bytes], int]:
     """Each band's descriptor (see :func:`_code_band`) and where the ANS stream starts."""
-    out, pos = [], _HEAD.size
+    out, pos = [], _payload_start(data)
     for _ in range(count):
         if pos >= len(data):
             raise ChunkFormatError("residual section is shorter than its header")
@@ -461,7 +485,8 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
     shape = tuple(shape)
     if len(data) < _HEAD.size:
         raise ChunkFormatError("residual section is shorter than its header")
-    step, stored_levels, bits = _HEAD.unpack_from(data, 0)
+    step, stored_levels, stored_bits = _HEAD.unpack_from(data, 0)
+    bits = stored_bits & ~_STEERED
     if stored_levels & (_LAYOUT | _SYMMETRIC) != _LAYOUT | _SYMMETRIC:
         raise ChunkFormatError(
             "residual section predates context coding or the symmetric-extension wavelet (an early "
@@ -473,14 +498,17 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
     if stored_levels & ~flags != levels or not (np.isfinite(step) and step > 0) or bits > 30:
         raise ChunkFormatError("residual section has an invalid header")
     band_shapes = subband_shapes(shape, levels, planar)
+    axes = transform_axes(shape, planar)
+    start = _payload_start(data)
+    grids = data[_HEAD.size + _GRIDS.size : start]
+    directions = Directions.from_bytes(grids, shape, levels, axes) if stored_bits & _STEERED else None
     if stored_levels & _LEARNED:
         if model is None:
             raise ChunkFormatError("residual section is coded under a learned context model the array does not carry")
-        axes = transform_axes(shape, planar)
         symbols = learned_bands.decode(
-            model, lattices(band_shapes, axes), parents(len(band_shapes), levels), levels, data[_HEAD.size :], bits
+            model, lattices(band_shapes, axes), parents(len(band_shapes), levels), levels, data[start:], bits
         )
-        return reconstruct(_dequantize(symbols, step), shape, levels, planar)
+        return reconstruct(_dequantize(symbols, step), shape, levels, planar, steering=directions)
     descriptors, start = _descriptors(data, len(band_shapes))
     body = data[start:]
     if len(body) % 4:
@@ -504,5 +532,5 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
                     run = in_half & (groups == group)
                     flat[run] = models.decode(coder, int(run.sum()), int(codes[group]))
         symbols.append(q)
-    return reconstruct(_dequantize(symbols, step), shape, levels, planar)
+    return reconstruct(_dequantize(symbols, step), shape, levels, planar, steering=directions)
 

@@ -28,8 +28,10 @@ MAGIC = b"SCMP"
 # post-filter (whose weights its shared state then carries); 5: that filter's weights in int8;
 # 6: a version 2 context model, whose sections code magnitudes and then signs under its sign model;
 # 7: error-bounded arrays whose levels may be coded under a context model their configuration carries;
-# 8: exact-coded sections that may use the 9/7-M integer transform. Older chunks and states decode unchanged.
-FORMAT_VERSION = 8
+# 8: exact-coded sections that may use the 9/7-M integer transform; 9: residual sections whose
+# in-plane lifting passes are steered along edges (direction grids in the section). Older chunks
+# and states decode unchanged.
+FORMAT_VERSION = 9
 
 FLAG_CONSTANT = 1
 FLAG_NONFINITE = 2
