@@ -15,7 +15,8 @@ post-filter (``filter_channels=0``),
 with the hand-set per-chunk models: the coder as it was before the learned parts), and the
 baselines, searched to the same ratios (or taken from an earlier run's JSON with
 ``--baselines-from``, their inputs and code being the same; ``--reuse OLD:NEW`` also takes that
-run's streamcomp row OLD as row NEW, for rows whose code has not changed since). Ablations at one
+run's streamcomp row OLD as row NEW: a row whose code has not changed since, or, under a name of
+its own, the coder as it was then, to measure what changed). Ablations at one
 ratio per volume: no starts at all (the context model's teacher and student and the post-filter
 fitted from scratch), and, without the filter, the context model from scratch, that without
 distillation (the student fitted alone) and with a wider student (which has no start either).
@@ -193,6 +194,9 @@ def run_study(
             for row, params in ROWS.items():
                 rows.append(method_row(name, row, ratio, params, volume, peak))
                 print(_line(name, rows[-1]), flush=True)
+            for row, old in taken.items():  # earlier rows kept under a name of their own (code since changed)
+                if row not in ROWS and (name, old, float(ratio)) in earlier:
+                    rows.append({**earlier[(name, old, float(ratio))], "row": row})
             for codec in codecs:
                 # An earlier run's row stands for the codec even where this machine lacks it (its
                 # machine is recorded with it).
@@ -247,8 +251,9 @@ def report(results: dict[str, Any]) -> str:
     if results.get("baselines_from"):
         reused = ", ".join(f"`{old}` as `{new}`" for old, new in (results.get("reused") or {}).items())
         out += ["", "The baseline rows were taken from an earlier run of this study on the same machine and data "
-                "(`--baselines-from`)" + (f", and these streamcomp rows, whose code has not changed since: {reused}"
-                                          if reused else "") + "; the other rows were measured again."]
+                "(`--baselines-from`)" + (f", and these streamcomp rows of that run: {reused} (the coder as it "
+                                          "was then: the README says what changed since)" if reused else "")
+                + "; the other rows were measured again."]
     for name, vol in results["volumes"].items():
         mvox = float(np.prod(vol["shape"])) / 1e6
         out += ["", f"## {name} ({'x'.join(map(str, vol['shape']))} {vol['dtype']})", ""]
