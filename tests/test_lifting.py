@@ -67,7 +67,7 @@ class _RandomSteering(Steering):
         rng = np.random.default_rng(17 * level + ax)
         n = shape[0] // 2
         rows = [rng.integers(-2, 3, (k, *shape[1:])) * (rng.random((k, *shape[1:])) < 0.6) for k in (n, shape[0] - n)]
-        return Shifts(rows[0], split), Shifts(rows[1], split), split
+        return Shifts.of(rows[0], split), Shifts.of(rows[1], split), split
 
     def forward(self, level, ax, v, split):
         return self._steer(level, ax, v.shape, split)

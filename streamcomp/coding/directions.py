@@ -7,8 +7,8 @@ Wu, Xu, Li, IEEE TIP 2007; Chang and Girod's DA-DWT, TIP 2007) takes the neighbo
 along the edge instead, block by block, which keeps the lifting invertible (each step still adds
 a function of the other rows only). Video codecs get the same from their directional intra
 prediction. Here each level's passes along the last two axes choose, per block of
-:data:`BLOCK` samples, one of :data:`DIRECTIONS` (offsets of whole samples per row) by the
-high-pass energy that direction leaves; the grids are side information of the chunk.
+:data:`BLOCK` samples, one of :data:`DIRECTIONS` (offsets of whole samples per row) by what
+a linear predict along it leaves; the grids are side information of the chunk's section.
 """
 
 from __future__ import annotations
@@ -35,15 +35,6 @@ _COUNTS = struct.Struct(f"<{len(DIRECTIONS)}I")  # how often each direction is u
 def _grid_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Blocks over a pass's input in its moved layout (the pass's axis first, ``shape``)."""
     return (math.ceil(shape[0] / BLOCK), *(math.ceil(n / BLOCK) for n in shape[1:]))
-
-
-def _spread(grid: np.ndarray, rows: int, shape: tuple[int, ...]) -> np.ndarray:
-    """The grid's offsets for ``rows`` low or high rows of a pass over ``shape`` (moved layout)."""
-    out = DIRECTIONS[grid]
-    out = np.repeat(out, BLOCK // 2, axis=0)[:rows]
-    for ax in range(1, out.ndim):
-        out = np.repeat(out, BLOCK, axis=ax)
-    return out[(slice(None), *(slice(0, n) for n in shape[1:]))]
 
 
 def _block_sums(values: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
@@ -105,8 +96,11 @@ class Directions(Steering):
     def _steer(grid: np.ndarray, shape: tuple[int, ...], split: int | None) -> Steer | None:
         if not (grid != STRAIGHT).any():
             return None
-        n = shape[0] // 2
-        return Shifts(_spread(grid, n, shape), split), Shifts(_spread(grid, shape[0] - n, shape), split), split
+        block = (BLOCK // 2, *[BLOCK] * (len(shape) - 1))  # a block's low (or high) rows
+        rows = (shape[0] // 2, shape[0] - shape[0] // 2)
+        offsets = DIRECTIONS[grid]
+        high, low = (Shifts.of_blocks(offsets, block, (n, *shape[1:]), split) for n in rows)
+        return high, low, split
 
     def steers(self) -> bool:
         """Whether any block leaves the straight pass."""
