@@ -6,7 +6,8 @@ the edge crosses, and its ringing where those are quantized. Adaptive directiona
 Wu, Xu, Li, IEEE TIP 2007; Chang and Girod's DA-DWT, TIP 2007) takes the neighbour rows' samples
 along the edge instead, block by block, which keeps the lifting invertible (each step still adds
 a function of the other rows only). Video codecs get the same from their directional intra
-prediction. Here each level's passes along the last two axes choose, per block of
+prediction. Here each level's passes along the last two axes (and a volumetric transform's z
+passes, steered along x) choose, per block of
 :data:`BLOCK` samples, one of :data:`DIRECTIONS` (offsets of whole samples per row) by what
 a linear predict along it leaves; the grids are side information of the chunk's section.
 """
@@ -29,6 +30,7 @@ BLOCK = 16  # a block's side, in samples of its level (its rows: BLOCK / 2 low a
 # the straight pass's high-pass magnitude: on noise every direction scores alike and straight,
 # the cheapest code, wins.
 MARGIN = 0.9
+MIN_SAMPLES = 128  # high-pass samples a block needs to leave straight: fewer (coarse levels' blocks) judge noise
 _COUNTS = struct.Struct(f"<{len(DIRECTIONS)}I")  # how often each direction is used: the codes' model
 
 
@@ -46,8 +48,13 @@ def _block_sums(values: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
 
 
 def _steered(ndim: int, axes: tuple[int, ...]) -> tuple[int, ...]:
-    """The axes whose passes are steered: the last two, when the transform runs along both."""
-    return (ndim - 2, ndim - 1) if ndim >= 2 and {ndim - 2, ndim - 1} <= set(axes) else ()
+    """The axes whose passes are steered: the last two, when the transform runs along both, and
+    the one before them when it runs along that too (a volumetric transform's z passes, steered
+    along x: a structure that drifts from section to section, as a skull's outline does towards
+    the top of the head; head CT -3.5 % bytes, thorax even)."""
+    if ndim < 2 or not {ndim - 2, ndim - 1} <= set(axes):
+        return ()
+    return (ndim - 3, ndim - 2, ndim - 1) if ndim >= 3 and ndim - 3 in axes else (ndim - 2, ndim - 1)
 
 
 Pass = tuple[tuple[int, int], tuple[int, ...]]  # ((level, axis), grid shape)
@@ -84,7 +91,9 @@ class Directions(Steering):
             costs.append(_block_sums(np.abs(d - np.float32(0.5) * _neighbours(s, len(d), steer)), grid))
         costs = np.stack(costs)
         best = np.argmin(costs, axis=0)
-        chosen = np.where(np.take_along_axis(costs, best[None], 0)[0] < MARGIN * costs[STRAIGHT], best, STRAIGHT)
+        clear = np.take_along_axis(costs, best[None], 0)[0] < MARGIN * costs[STRAIGHT]
+        enough = _block_sums(np.ones(d.shape, np.float32), grid) >= MIN_SAMPLES
+        chosen = np.where(clear & enough, best, STRAIGHT)
         self.grids[(level, ax)] = chosen.astype(np.uint8)
         return self._steer(chosen, v.shape, split)
 
