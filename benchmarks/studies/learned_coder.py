@@ -211,7 +211,7 @@ def run_study(
         for row, params in ABLATIONS.items():
             rows.append(method_row(name, row, ablation_ratio, params, volume, peak))
             print(_line(name, rows[-1]), flush=True)
-        anchors = ["hand-set", "same bytes per voxel", "no post-filter", *codecs]
+        anchors = ["hand-set", "same bytes per voxel", "no post-filter", *codecs, *(r for r in taken if r not in ROWS)]
         bds = {f"learned vs {a}": _bd(rows, "learned", a) for a in anchors}
         results["volumes"][name] = {"shape": list(volume.shape), "dtype": str(volume.dtype), "rows": rows, "bd": bds,
                                     "starts": record}
