@@ -111,3 +111,5 @@ def test_directions_follow_an_oblique_edge_and_leave_noise_straight():
         Directions.from_bytes(steered.to_bytes()[:-4], edge.shape, 1, (0, 1, 2))
     with pytest.raises(ChunkFormatError, match="blocks"):
         Directions.from_bytes(steered.to_bytes(), (8, 32, 64), 1, (0, 1, 2))
+    with pytest.raises(ChunkFormatError, match="blocks"):  # a transform with no steered pass
+        Directions.from_bytes(steered.to_bytes(), (1, 1, 1), 1, ())

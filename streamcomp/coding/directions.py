@@ -134,7 +134,9 @@ class Directions(Steering):
         if counts.sum() != total:
             raise ChunkFormatError(f"direction grids hold {counts.sum()} blocks, the transform has {total}")
         words = np.frombuffer(data, np.uint32, offset=_COUNTS.size).copy()
-        codes = constriction.stream.stack.AnsCoder(words).decode(_model(counts), total) if total else np.zeros(0)
+        codes = np.zeros(0, np.int64)
+        if total:
+            codes = constriction.stream.stack.AnsCoder(words).decode(_model(counts), total)
         if np.bincount(codes, minlength=len(DIRECTIONS)).tolist() != counts.tolist():
             raise ChunkFormatError("direction grids do not decode to their counts: the section is damaged")
         grids, at = {}, 0
