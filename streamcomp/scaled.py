@@ -8,7 +8,10 @@ would put it). Each output voxel is evaluated by the chunk that holds its centre
 [-1, 1] coordinates, so only the chunks a region touches are read.
 
 A coarser voxel stands for the average over its cell, and a point value keeps the fine-scale error
-that averaging removes: each is the mean of two points of its cell (:func:`supersampling_offsets`).
+that averaging removes: each is the mean of two points of its cell (:func:`supersampling_offsets`),
+or, at scale 1/2 (along any axes, 1 along the others) of a method whose fit was trained for
+two-voxel cells (``siren`` with ``half_scale_weight``), one evaluation of the cell itself
+(:meth:`~streamcomp.methods.base.Method.decode_cells`).
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class ScaledReader:
         self.dtype = np.dtype(self.array.dtype)
         self._shard: tuple[tuple[int, ...], dict | None] | None = None
         self._offsets = supersampling_offsets(self.scale)
+        # Halving some axes and keeping the others: a method trained for two-voxel cells
+        # (``decode_cells``) evaluates each output voxel once instead of supersampling.
+        self._halving = set(self.scale) <= {0.5, 1.0} and 0.5 in self.scale
 
     def output_shape(self, region: Sequence[slice] | None = None) -> tuple[int, ...]:
         bounds = _check_region(region, self.shape)
@@ -142,14 +148,17 @@ class ScaledReader:
             return np.full(shape, frame.vmin).astype(self.dtype)
         sections = frame.sections[1:] if frame.has_nonfinite else frame.sections
         valid = tuple(frame.valid)
-        points = []
-        for offset in self._offsets:
-            axes = [_unit_coords(p + o, v) for p, o, v in zip(local, offset, valid, strict=True)]
-            mesh = torch.meshgrid(*[torch.from_numpy(a) for a in axes], indexing="ij")
-            points.append(torch.stack([m.reshape(-1) for m in mesh], dim=-1).float())
-        # One call for every point: a method's per-chunk set-up (loading, a feature grid) runs once.
-        norm = self.method.decode_at(sections, valid, torch.cat(points))
-        values = denormalize(frame, norm.astype(np.float64).reshape(len(points), *shape).mean(axis=0))
+        norm = None
+        if self._halving:
+            # A halved axis's cell: two voxels, each half the [-1, 1] voxel spacing from its centre.
+            spread = [1.0 / (v - 1) if s == 0.5 and v > 1 else 0.0 for s, v in zip(self.scale, valid, strict=True)]
+            centres = _points(local, (0.0,) * len(local), valid)
+            norm = self.method.decode_cells(sections, valid, centres, torch.tensor(spread))
+        if norm is None:
+            # One call for every point: a method's per-chunk set-up (loading, a feature grid) runs once.
+            points = torch.cat([_points(local, offset, valid) for offset in self._offsets])
+            norm = self.method.decode_at(sections, valid, points).reshape(len(self._offsets), -1).mean(axis=0)
+        values = denormalize(frame, norm.astype(np.float64).reshape(shape))
         if frame.has_nonfinite:
             values = _refill_nonfinite(frame, values, local)
         if self.dtype.kind in "iu":
@@ -196,6 +205,14 @@ def _axis_groups(lo: int, hi: int, scale: float, chunk: int, n: int) -> list[tup
         where = np.flatnonzero(owner == c)  # contiguous: owners rise with the centres
         groups.append((int(c), slice(int(where[0]), int(where[-1]) + 1), centres[where] - c * chunk))
     return groups
+
+
+def _points(local: list[np.ndarray], offset: tuple[float, ...], valid: tuple[int, ...]) -> torch.Tensor:
+    """The chunk's [-1, 1] coordinates of the output voxels (positions ``local`` per axis, moved
+    by ``offset`` source voxels), one row per voxel in C order."""
+    axes = [_unit_coords(p + o, v) for p, o, v in zip(local, offset, valid, strict=True)]
+    mesh = torch.meshgrid(*[torch.from_numpy(a) for a in axes], indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], dim=-1).float()
 
 
 def _unit_coords(positions: np.ndarray, valid: int) -> np.ndarray:

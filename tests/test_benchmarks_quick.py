@@ -304,3 +304,13 @@ def test_allocation_study_on_the_bundled_ct_crop(tmp_path: Path) -> None:
     assert splits["estimate"]["bytes"] <= 1.02 * splits["voxels"]["bytes"]
     assert splits["oracle, one slope"]["bytes"] <= splits["estimate"]["bytes"]
     assert (tmp_path / "allocation.md").read_text().count("| 16.0x |") == 4
+
+
+def test_half_scale_study_on_the_bundled_ct_crop(tmp_path: Path) -> None:
+    from benchmarks.studies import half_scale
+
+    half_scale.main(["--bundled", "--volumes", "ct_head", "--ratios", "16", "--steps", "20", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "half_scale.json").read_text())["volumes"]["ct_head"][1:]
+    assert [r["weight"] for r in rows] == [0.0, 4.0] and all(abs(r["ratio"] - 16) < 1 for r in rows)
+    assert all(set(r["scaled"]) == {"1/2"} and r["scaled"]["1/2"]["speedup"] > 0 for r in rows)
+    assert "| half_scale_weight |" in (tmp_path / "half_scale.md").read_text()

@@ -1,6 +1,7 @@
 """The ``sr`` method (downsampling + INR + shared super-resolution network) and decoding at a chosen
 scale (:mod:`streamcomp.scaled`), on real CT and 4D MRI crops."""
 
+import itertools
 import subprocess
 import sys
 
@@ -13,9 +14,12 @@ from helpers import assert_fresh_read_matches, local_stored_bytes
 from streamcomp.api import compress
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import FitTargets, Target, build_method
+from streamcomp.methods.inr import half_scale_cells
+from streamcomp.methods.siren import SirenMethod
 from streamcomp.methods.sr import _CHUNK, downsample, parse_factors
 from streamcomp.metrics import psnr
 from streamcomp.models.coords import grid
+from streamcomp.models.siren import FunnelSiren
 from streamcomp.models.sr import SRNet, low_res_positions
 from streamcomp.scaled import parse_scale, read_scaled, scaled_shape, supersampling_offsets
 from streamcomp.values import normalize
@@ -184,3 +188,61 @@ def test_methods_without_a_continuous_representation_refuse_to_scale(save, tmp_p
     compress(save(ct), str(lossless), method="siren", lossless=True, progress=False)
     with pytest.raises(InputError, match="full resolution only"):
         read_scaled(str(lossless), 0.5)
+
+
+def test_a_cell_evaluation_averages_the_first_layer_exactly():
+    torch.manual_seed(0)
+    net = FunnelSiren(3, [12, 8])
+    x = torch.rand(5, 3) * 2 - 1
+    spread = torch.tensor([0.1, 0.0, 0.05])
+    corners = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=3))) * spread
+    mean_first = torch.stack([net.body[0](x + c) for c in corners]).mean(0)
+    first = net.body[0]
+    damped = first(x) * torch.cos(spread * first.w0 * first.linear.weight).prod(-1)
+    assert torch.allclose(mean_first, damped, atol=1e-5)
+    with torch.no_grad():  # no spread: the point value
+        assert torch.allclose(net.forward_cells(x, torch.zeros(3)), net(x), atol=1e-6)
+
+
+def test_half_scale_cells_are_the_pair_means_of_every_axis_subset(mri4d_crop):
+    block = normalize(mri4d_crop[:3, :4, :5, :6])[0]  # an odd axis drops its last voxel
+    cells = half_scale_cells(block)
+    assert len(cells.counts) == 2**4 - 1 and int(cells.counts.sum()) == len(cells.values)
+    every = cells.starts[-1], cells.counts[-1]  # the last group pairs every axis
+    assert int(every[1]) == 1 * 2 * 2 * 3
+    first = int(every[0])
+    assert torch.allclose(cells.values[first, 0], torch.tensor(float(block[:2, :2, :2, :2].mean())), atol=1e-5)
+    half_spacing = torch.tensor([1 / 2, 1 / 3, 1 / 4, 1 / 5])  # 1 / (n - 1): half of [-1, 1] / (n - 1)
+    assert torch.allclose(cells.centres[first], -1 + half_spacing)  # between the first two voxels
+    assert torch.allclose(cells.spread[first], half_spacing)
+    picks = cells.sample(4000, torch.Generator().manual_seed(0))
+    assert int(picks.max()) < len(cells.values)
+    groups = torch.bucketize(picks, cells.starts, right=True) - 1
+    assert len(torch.unique(groups)) == len(cells.counts)  # every group, however few its cells
+
+
+def test_a_siren_fitted_for_half_scale_reads_each_voxel_once(save, tmp_path, ct, monkeypatch):
+    dst = tmp_path / "half.zarr"
+    params = {"steps": 150, "batch": 4096, "half_scale_weight": 4.0}
+    compress(save(ct), str(dst), method="siren", ratio=8, chunks=(16, 32, 32), method_params=params, progress=False)
+    full = zarr.open_array(str(dst), mode="r")[...].astype(np.float64)
+    points = []
+    original_decode_at = SirenMethod.decode_at
+    monkeypatch.setattr(SirenMethod, "decode_at", lambda self, s, shape, c: points.append(len(c))
+                        or original_decode_at(self, s, shape, c))
+    half = read_scaled(str(dst), 0.5)
+    assert not points  # cells, not supersampled points
+    original = ct.astype(np.float64).reshape(8, 2, 32, 2, 32, 2).mean(axis=(1, 3, 5))
+    averaged = full.reshape(8, 2, 32, 2, 32, 2).mean(axis=(1, 3, 5))
+    assert psnr(original, half) > psnr(original, averaged) - 1.0
+    assert read_scaled(str(dst), "1,0.5,0.5").shape == (16, 32, 32) and not points
+    read_scaled(str(dst), 0.25)  # not a halving: points, two per output voxel
+    assert points == [2 * 4 * 8 * 8] * 4  # four chunks of 4x8x8 output voxels
+
+
+def test_half_scale_weight_is_validated_and_only_siren_has_it():
+    with pytest.raises(InputError, match="half_scale_weight"):
+        build_method("siren", {"half_scale_weight": -1.0})
+    with pytest.raises(InputError, match="no parameter"):
+        build_method("sci", {"half_scale_weight": 1.0})
+    assert build_method("siren", {}).params.stored()["half_scale_weight"] == 0.0

@@ -55,7 +55,7 @@ def block_mean(volume: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
 
 def run_one(
     volume: np.ndarray, chunks: tuple[int, ...], axes: tuple[int, ...], method: str, params: dict, ratio: float,
-    tmp: Path,
+    tmp: Path, scales: tuple[int, ...] = SCALES,
 ) -> dict:
     src, dst = tmp / "src.npy", tmp / f"{method}_{ratio}.zarr"
     np.save(src, volume)
@@ -78,7 +78,7 @@ def run_one(
            "encode_s": result.seconds, "fit_s": result.run.get("seconds", {}).get("fit", 0.0),
            "decode_s": full_s, "notes": [n for n in notes if "trade-off" in n or "trained" in n]}
     row["scaled"] = {}
-    for k in SCALES:
+    for k in scales:
         factors = tuple(k if a else 1 for a in axes)
         t0 = time.perf_counter()
         scaled = read_scaled(str(dst), [1 / f for f in factors])

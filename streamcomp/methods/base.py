@@ -176,3 +176,12 @@ class Method(ABC):
     def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
         """Values (normalized) at ``coords`` in the block's [-1, 1] cube, shape (n,)."""
         raise InputError(f"method {self.name!r} cannot evaluate a chunk at arbitrary coordinates")
+
+    def decode_cells(
+        self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor, spread: torch.Tensor
+    ) -> np.ndarray | None:
+        """Means (normalized) over the cells of two voxels centred at ``coords``, their voxels
+        ``spread`` (per axis, in [-1, 1] units; 0 where a cell is one voxel) off the centre, one
+        evaluation a cell, where the representation was trained for it; None where it was not
+        (a reader then averages points of :meth:`decode_at`)."""
+        return None

@@ -7,6 +7,7 @@ budget. Under a quality target the network grows until the chunk's MSE is met.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from abc import abstractmethod
@@ -20,7 +21,7 @@ from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.device import default_device, single_thread
 from streamcomp.errors import ChunkFormatError
 from streamcomp.methods.base import FitParams, Method, Target
-from streamcomp.models.coords import grid
+from streamcomp.models.coords import axis_coords, grid
 from streamcomp.models.siren import mlp_params
 from streamcomp.optim import Adam
 
@@ -58,16 +59,21 @@ def fit_model(
     seed: int,
     param_groups: list[dict] | None = None,
     final_lr_fraction: float = 0.05,
+    half_scale_weight: float = 0.0,
 ) -> nn.Module:
     """Fit ``model`` to ``block`` (normalized) by Adam on random coordinate batches, cosine LR.
 
     ``param_groups`` gives parts of the model their own learning rates (e.g. feature planes).
+    ``half_scale_weight`` > 0 adds that weight times the error of ``model.forward_cells`` on the
+    means of two-voxel cells (:func:`half_scale_cells`), a quarter batch of them a step, so that a
+    read at scale 1/2 evaluates once per output voxel.
     Runs on one CPU thread (see :func:`streamcomp.device.single_thread`).
     """
     device = default_device()
     model = model.to(device)
     coords = grid(block.shape, device)
     values = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).reshape(-1, 1).to(device)
+    cells = half_scale_cells(block, device) if half_scale_weight > 0 else None
     gen = torch.Generator(device=device).manual_seed(seed)
     groups = param_groups if param_groups is not None else model.parameters()
     opt = Adam(groups, lr, steps=max(steps, 1), eta_min=lr * final_lr_fraction)
@@ -80,17 +86,83 @@ def fit_model(
             else:
                 x, y = coords, values
             loss = torch.mean((model(x) - y) ** 2)
+            if cells is not None:
+                pick = cells.sample(max(batch // 4, 1), gen)
+                coarse = model.forward_cells(cells.centres[pick], cells.spread[pick])
+                loss = loss + half_scale_weight * torch.mean((coarse - cells.values[pick]) ** 2)
             opt.zero_grad()
             loss.backward()
             opt.step()
     return model.cpu()
 
 
+@dataclass(frozen=True)
+class Cells:
+    """Cells of two voxels along some axes of a block: their centres and half-spacings (the
+    [-1, 1] offsets of their voxels from the centre, 0 along axes a cell does not span), and the
+    means of their voxels; grouped by the axes they span (``starts``, ``counts``: each group's
+    first row and size)."""
+
+    centres: torch.Tensor
+    spread: torch.Tensor
+    values: torch.Tensor
+    starts: torch.Tensor
+    counts: torch.Tensor
+
+    def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """Rows of ``count`` random cells, each group equally likely: a cell spanning every axis
+        (the read at 1/2 along all) would otherwise be 1 in 19 of a volume's cells."""
+        device = self.starts.device
+        group = torch.randint(0, len(self.starts), (count,), device=device, generator=generator)
+        size = self.counts[group]
+        at = (torch.rand(count, device=device, generator=generator) * size).long()
+        return self.starts[group] + torch.minimum(at, size - 1)  # float rounding can reach the size
+
+
+def half_scale_cells(block: np.ndarray, device: torch.device | str = "cpu") -> Cells:
+    """Every cell a read at scale 1/2 along any subset of the axes (those of two or more voxels)
+    averages: voxel pairs (2i, 2i + 1) along the subset's axes, the odd last voxel left out."""
+    axes = [ax for ax, n in enumerate(block.shape) if n >= 2]
+    parts: list[tuple[torch.Tensor, torch.Tensor, np.ndarray]] = []
+    for mask in itertools.product((False, True), repeat=len(axes)):
+        if not any(mask):
+            continue
+        pairs = {ax for ax, paired in zip(axes, mask, strict=True) if paired}
+        means = np.asarray(block, np.float64)
+        centres, spread = [], []
+        for ax, n in enumerate(block.shape):
+            c = axis_coords(n).numpy().astype(np.float64)
+            if ax in pairs:
+                even = n - n % 2
+                means = np.take(means, range(even), axis=ax)
+                means = 0.5 * (np.take(means, range(0, even, 2), axis=ax) + np.take(means, range(1, even, 2), axis=ax))
+                c = 0.5 * (c[0:even:2] + c[1:even:2])
+            centres.append(torch.from_numpy(c).float())
+            spread.append(1.0 / (n - 1) if ax in pairs else 0.0)  # half the [-1, 1] voxel spacing
+        mesh = torch.meshgrid(*centres, indexing="ij")
+        at = torch.stack([m.reshape(-1) for m in mesh], dim=-1)
+        parts.append((at, torch.tensor(spread).expand(len(at), -1), means.reshape(-1)))
+    if not parts:
+        raise ValueError(f"a block of shape {block.shape} has no axis of two voxels to pair")
+    counts = torch.tensor([len(p[0]) for p in parts])
+    return Cells(
+        torch.cat([p[0] for p in parts]).to(device),
+        torch.cat([p[1] for p in parts]).to(device),
+        torch.from_numpy(np.concatenate([p[2] for p in parts]).astype(np.float32)).reshape(-1, 1).to(device),
+        (torch.cumsum(counts, 0) - counts).to(device),
+        counts.to(device),
+    )
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, coords: torch.Tensor, batch: int = 1 << 18) -> np.ndarray:
-    """Model output at ``coords`` in batches, as a flat float32 array."""
+def evaluate(
+    model: nn.Module, coords: torch.Tensor, batch: int = 1 << 18, spread: torch.Tensor | None = None
+) -> np.ndarray:
+    """Model output at ``coords`` in batches, as a flat float32 array; with ``spread``, its
+    ``forward_cells`` over the cells of that spread around them."""
     model.eval()
-    parts = [model(coords[i : i + batch]).reshape(-1) for i in range(0, coords.shape[0], batch)]
+    run = model if spread is None else (lambda x: model.forward_cells(x, spread))
+    parts = [run(coords[i : i + batch]).reshape(-1) for i in range(0, coords.shape[0], batch)]
     return torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
 
 
@@ -111,6 +183,9 @@ class PerChunkINR(Method):
     """Shared machinery of the per-chunk INR methods; subclasses define the network."""
 
     Params = INRParams
+    # Weight of the two-voxel cells' error in the fit (see fit_model); a network whose class has a
+    # forward_cells sets it from its parameters.
+    half_scale_weight: float = 0.0
 
     @abstractmethod
     def widths(self, hidden: int) -> list[int]:
@@ -143,7 +218,7 @@ class PerChunkINR(Method):
         p = self.params
         torch.manual_seed(p.seed)
         model = self.build(block.ndim, hidden)
-        return fit_model(model, block, p.steps, p.lr, p.batch, p.seed)
+        return fit_model(model, block, p.steps, p.lr, p.batch, p.seed, half_scale_weight=self.half_scale_weight)
 
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         ndim = block.ndim
@@ -185,3 +260,10 @@ class PerChunkINR(Method):
 
     def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
         return evaluate(self.load(sections, len(shape)), coords.float())
+
+    def decode_cells(
+        self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor, spread: torch.Tensor
+    ) -> np.ndarray | None:
+        if not self.half_scale_weight:
+            return None
+        return evaluate(self.load(sections, len(shape)), coords.float(), spread=spread.float())

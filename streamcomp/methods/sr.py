@@ -120,6 +120,7 @@ class SRMethod(SirenMethod):
     method_id = 7
     ndims = (3, 4)
     Params = SRParams
+    half_scale_weight = 0.0  # its SIRENs fit low-resolution blocks: reads at a scale go through its SR network
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
