@@ -245,4 +245,5 @@ def test_half_scale_weight_is_validated_and_only_siren_has_it():
         build_method("siren", {"half_scale_weight": -1.0})
     with pytest.raises(InputError, match="no parameter"):
         build_method("sci", {"half_scale_weight": 1.0})
-    assert build_method("siren", {}).params.stored()["half_scale_weight"] == 0.0
+    assert "half_scale_weight" not in build_method("siren", {}).params.stored()  # as before it existed
+    assert build_method("siren", {"half_scale_weight": 4}).params.stored()["half_scale_weight"] == 4.0

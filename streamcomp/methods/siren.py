@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -33,6 +34,14 @@ class SirenChunkParams(SirenParams):
     def __post_init__(self) -> None:
         if not (math.isfinite(self.half_scale_weight) and self.half_scale_weight >= 0):
             raise InputError(f"half_scale_weight must be a finite number >= 0, got {self.half_scale_weight!r}")
+
+    def stored(self) -> dict[str, Any]:
+        """Without ``half_scale_weight`` when it is 0 (what a missing one reads as): plain siren
+        arrays keep the configuration they had before it existed, so earlier releases read them."""
+        out = super().stored()
+        if not self.half_scale_weight:
+            del out["half_scale_weight"]
+        return out
 
 
 class SirenMethod(PerChunkINR):
