@@ -9,7 +9,7 @@ then encodes each chunk independently into byte sections under a byte budget or 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar, get_type_hints
 
 import numpy as np
@@ -50,6 +50,16 @@ def encode_only(default: Any) -> Any:
     return field(default=default, metadata=ENCODE_ONLY)
 
 
+STORED_IF_SET = {"stored_if_set": True}
+
+
+def stored_if_set(default: Any) -> Any:
+    """A parameter decoding reads, added after arrays were written without it: stored only when it
+    differs from its default (what its absence reads as), so arrays that leave it alone keep the
+    configuration they had and earlier releases still read them."""
+    return field(default=default, metadata=STORED_IF_SET)
+
+
 @dataclass(frozen=True)
 class Params:
     """A method's parameters, typed: subclasses declare each field once, with its default and
@@ -69,8 +79,9 @@ class Params:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def stored(self) -> dict[str, Any]:
-        """What an array's codec configuration keeps: every parameter decoding can depend on."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("encode_only")}
+        """What an array's codec configuration keeps: every parameter decoding can depend on (those
+        of :func:`stored_if_set` where they are set)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if _stored(f, getattr(self, f.name))}
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,12 @@ class FitParams(Params):
     lr: float = encode_only(1e-3)
     batch: int = encode_only(8192)
     seed: int = encode_only(0)
+
+
+def _stored(f: Field, value: Any) -> bool:
+    if f.metadata.get("encode_only"):
+        return False
+    return not (f.metadata.get("stored_if_set") and value == f.default)
 
 
 def _typed(method: str, name: str, value: Any, kind: type) -> Any:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
 from streamcomp.errors import InputError
+from streamcomp.methods.base import stored_if_set
 from streamcomp.methods.inr import INRParams, PerChunkINR
 from streamcomp.models.siren import FunnelSiren, funnel_widths
 
@@ -26,22 +26,14 @@ class SirenChunkParams(SirenParams):
     """The siren method's: its network, and whether its fit prepares reads at scale 1/2."""
 
     # > 0: the fit also weighs (by this much) the network's error on the means of two-voxel cells,
-    # so that a read at scale 1/2 evaluates it once per output voxel (streamcomp.scaled); stored,
-    # since a reader must know the network was trained for it. It costs full-resolution quality
-    # (README, "Decoding at another resolution").
-    half_scale_weight: float = 0.0
+    # so that a read at scale 1/2 evaluates it once per output voxel (streamcomp.scaled); stored
+    # where set, since a reader must know the network was trained for it. It costs
+    # full-resolution quality (README, "Decoding at another resolution").
+    half_scale_weight: float = stored_if_set(0.0)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.half_scale_weight) and self.half_scale_weight >= 0):
             raise InputError(f"half_scale_weight must be a finite number >= 0, got {self.half_scale_weight!r}")
-
-    def stored(self) -> dict[str, Any]:
-        """Without ``half_scale_weight`` when it is 0 (what a missing one reads as): plain siren
-        arrays keep the configuration they had before it existed, so earlier releases read them."""
-        out = super().stored()
-        if not self.half_scale_weight:
-            del out["half_scale_weight"]
-        return out
 
 
 class SirenMethod(PerChunkINR):
