@@ -113,6 +113,22 @@ def test_near_lossless_em_levels_code_shorter_under_a_fitted_context_model():
         decode_exact(learned[:-3], levels.shape, model)
 
 
+def test_a_plan_under_a_model_ranks_by_first_order_bits_and_codes_as_the_planned_one():
+    """Under the array's model a section is ranked by its first-order entropy, without planning
+    the hand-set classes; those are planned only when it is coded, which then gives the bytes a
+    hand-set plan coded under the model gives (the learned code, or the hand-set one where the
+    learned code is longer than the classes' estimate)."""
+    em = np.load(SAMPLE)
+    model, _ = fit_bounded_model([em[:, :128, :128], em[:, :128, 128:], em[:, 128:, :128]], 4, em.size)
+    assert model is not None
+    levels = np.floor(em[:, 128:, 128:] / 9 + 0.5).astype(np.int64)
+    ranked, planned = ExactPlan(levels, model), ExactPlan(levels)
+    assert ranked._planned is None  # not planned while only ranked
+    assert 0.9 * planned.bits < ranked.bits < 1.1 * planned.bits  # first-order bits: within 10 % of the classes'
+    assert ranked.code() == planned.code(model) and ranked._planned is not None
+    assert np.array_equal(decode_exact(ranked.code(), levels.shape, model), levels)
+
+
 def test_a_bounded_array_carries_the_model_its_levels_decode_with(tmp_path, save):
     em = np.load(SAMPLE)
     src = save(em)

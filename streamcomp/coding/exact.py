@@ -48,6 +48,7 @@ from streamcomp.coding.bands import (
     transform_axes,
 )
 from streamcomp.coding.context_model import ContextModel
+from streamcomp.coding.residual import first_order_bytes
 from streamcomp.errors import ChunkFormatError
 
 MAX_RANGE = 2**20  # widest value range (max - min + 1) coded here; coefficients stay below 2**30
@@ -216,13 +217,6 @@ def _chosen(x: np.ndarray) -> tuple[bool, str, list[np.ndarray], tuple[list, flo
     return planar, "9/7-M", bands[planar], plans
 
 
-def _chosen_plan(x: np.ndarray) -> tuple[bool, str, list[np.ndarray], list, float]:
-    """(planar, integer transform, bands, plans, estimated bits) of :func:`_chosen`'s transform."""
-    planar, integer, bands, planned = _chosen(x)
-    plans, bits = planned or _plan(x.shape, planar, bands)
-    return planar, integer, bands, plans, bits
-
-
 def _flags(shape: tuple[int, ...], planar: bool, integer: str) -> int:
     return levels_for(shape, planar) | (_PLANAR if planar else 0) | (_LONG if integer == "9/7-M" else 0)
 
@@ -241,33 +235,51 @@ def _learned_code(
 
 
 class ExactPlan:
-    """An integer array planned for exact coding: its transform chosen and its hand-set classes'
-    bits estimated (:attr:`bits`, without the band descriptors), so that a caller can compare
-    sections before coding any (:func:`streamcomp.format.bounded.encode_bounded` does)."""
+    """An integer array planned for exact coding: its transform chosen and its bytes estimated
+    (:attr:`bits`, without the band descriptors), so that a caller can compare sections before
+    coding any (:func:`streamcomp.format.bounded.encode_bounded` does).
 
-    def __init__(self, x: np.ndarray) -> None:
+    Without a model the estimate is the hand-set classes' bits. Under the array's context
+    ``model`` it is the coefficients' first-order entropy, a tenth of the cost, and the classes
+    are planned only for a section that is coded (where the learned code may lose to them)."""
+
+    def __init__(self, x: np.ndarray, model: ContextModel | None = None) -> None:
         x = _checked(x)
         self.shape = x.shape
-        self.planar, self.integer, self.bands, self.plans, self.bits = _chosen_plan(x)
+        self.model = model
+        self.planar, self.integer, self.bands, planned = _chosen(x)
+        self._planned = planned
+        if model is None:
+            self.bits = self._hand_set_plan()[1]
+        else:
+            self.bits = 8 * first_order_bytes([np.abs(b).reshape(-1) for b in self.bands if b.size], 0.0)
+
+    def _hand_set_plan(self) -> tuple[list, float]:
+        """The hand-set classes' plan and estimated bits (planned once)."""
+        if self._planned is None:
+            self._planned = _plan(self.shape, self.planar, self.bands)
+        return self._planned
 
     def code(self, model: ContextModel | None = None) -> bytes:
-        """The array's code; under the array's context ``model`` where that codes shorter. The
-        hand-set classes are then coded only when the learned code is longer than their estimate."""
+        """The array's code under the plan's model (else ``model``) where that codes shorter than
+        the hand-set classes, which are coded too only when the learned code is longer than their
+        estimate (a chunk unlike the model's sample)."""
+        model = self.model if self.model is not None else model
         if model is None:
             return self._hand_set()
         learned = _learned_code(self.shape, self.planar, self.integer, self.bands, model)
-        if 8 * len(learned) < self.bits:
+        if 8 * len(learned) < self._hand_set_plan()[1]:
             return learned
         return min(learned, self._hand_set(), key=len)
 
     def _hand_set(self) -> bytes:
-        return _hand_set_code(self.shape, self.planar, self.integer, self.bands, self.plans)
+        return _hand_set_code(self.shape, self.planar, self.integer, self.bands, self._hand_set_plan()[0])
 
 
 def encode_exact(x: np.ndarray, model: ContextModel | None = None) -> bytes:
     """Code an integer array (values within :data:`MAX_RANGE` of each other) exactly; under the
-    array's context ``model`` where that codes shorter (:meth:`ExactPlan.code`)."""
-    return ExactPlan(x).code(model)
+    array's context ``model`` where that codes shorter (:class:`ExactPlan`)."""
+    return ExactPlan(x, model).code()
 
 
 def _hand_set_code(shape: tuple[int, ...], planar: bool, integer: str, bands: list[np.ndarray], plans: list) -> bytes:

@@ -135,7 +135,7 @@ class _Section:
 
     @property
     def estimate(self) -> float:
-        """Estimated bytes (the hand-set classes' bits, without descriptors)."""
+        """Estimated bytes (the levels' :attr:`ExactPlan.bits`, without descriptors)."""
         return (_LOSSY.size + len(self.lossy) if self.kind == LAYERED else 0) + self.levels.bits / 8
 
     def code(self, step: float, model: ContextModel | None) -> bytes:
@@ -144,23 +144,25 @@ class _Section:
 
 
 def _sections(
-    block: np.ndarray, filled: np.ndarray, vmin: float, vmax: float, step: float, max_error: float
+    block: np.ndarray, filled: np.ndarray, vmin: float, vmax: float, step: float, max_error: float,
+    model: ContextModel | None = None,
 ) -> list[_Section]:
     """The section kinds worth coding for ``block`` (``filled``: its non-finite voxels set to
     ``vmin``): the values' levels, and from E = LAYERED_FROM on integers a lossy layer plus its
-    residual's levels; those whose estimate is within _CLEAR_SECTION of the least. Empty when the
-    range is too wide for the exact coder."""
+    residual's levels; those whose estimate is within _CLEAR_SECTION of the least (estimates
+    under the array's ``model`` where it has one: :class:`ExactPlan`). Empty when the range is
+    too wide for the exact coder."""
     sections: list[_Section] = []
     if (vmax - vmin) / step >= MAX_RANGE - 1:
         return sections
     levels = _levels(filled, vmin, step)
     if within(reconstruct(levels, vmin, vmax, step, block.dtype), block, max_error):
-        sections.append(_Section(LEVELS, ExactPlan(levels)))
+        sections.append(_Section(LEVELS, ExactPlan(levels, model)))
     if block.dtype.kind in "iu" and max_error >= LAYERED_FROM and vmax > vmin:
         least = min((s.estimate for s in sections), default=np.inf)
         layer = _layer(block, vmin, vmax, step, max_error, _CLEAR_SECTION * least)
         if layer is not None:
-            sections.append(_Section(LAYERED, ExactPlan(layer[1]), layer[0]))
+            sections.append(_Section(LAYERED, ExactPlan(layer[1], model), layer[0]))
     least = min((s.estimate for s in sections), default=np.inf)
     return [s for s in sections if s.estimate <= _CLEAR_SECTION * least]
 
@@ -173,7 +175,7 @@ def encode_bounded(
     ``model``: the array's context model for the levels (None: hand-set classes only)."""
     step = step_for(block.dtype, max_error)
     filled = block if block.dtype.kind != "f" else np.where(np.isfinite(block), block, vmin)
-    coded = [section.code(step, model) for section in _sections(block, filled, vmin, vmax, step, max_error)]
+    coded = [section.code(step, model) for section in _sections(block, filled, vmin, vmax, step, max_error, model)]
     if coded:
         return min(coded, key=len)
     return _HEAD.pack(BYTES, step) + _RAW.encode(np.ascontiguousarray(block))
