@@ -15,10 +15,11 @@ from streamcomp.coding.bands import MAX_LEVELS, buckets
 from streamcomp.coding.context_model import ContextModel, PairCoder, walk_bands
 from streamcomp.coding.residual import FILLED, ResidualCoder, decode_residual, encode_residual, step_of
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.methods import DEFAULT_METHOD, method_class
+from streamcomp.methods import DEFAULT_METHOD, method_class, wavelet
 from streamcomp.methods.base import FitTargets, Target
 from streamcomp.methods.wavelet import WaveletMethod
 from streamcomp.metrics import psnr
+from streamcomp.plan import SAMPLE_BLOCKS
 from streamcomp.values import normalize
 
 FAST = {"teacher_steps": 150, "student_steps": 300, "filter_channels": 0}  # the post-filter: test_postfilter.py
@@ -335,7 +336,28 @@ def test_a_model_that_does_not_pay_is_dropped(ct_blocks):
     assert np.isfinite(method.decode(data, small[0].shape)).all()
 
 
+def test_the_fit_sample_is_bounded_by_voxels_and_the_pipeline_reads_that_many(ct_large, save, tmp_path, monkeypatch):
+    """About fit_voxels of sample chunks, never fewer than MIN_FIT_CHUNKS nor more than the
+    pipeline's SAMPLE_BLOCKS; the pipeline hands the fit exactly that many of the array's chunks."""
+    method = method_class("wavelet")(fit_voxels=10 * 4096)
+    assert method.fit_sample_chunks(4096) == 10
+    assert method.fit_sample_chunks(1 << 20) == wavelet.MIN_FIT_CHUNKS
+    assert method_class("wavelet")(fit_voxels=1 << 40).fit_sample_chunks(4096) == SAMPLE_BLOCKS
+    seen, fit = [], WaveletMethod.fit_shared
+
+    def counted(self, samples, targets=None):
+        seen.append(len(samples))
+        return fit(self, samples, targets)
+
+    monkeypatch.setattr(WaveletMethod, "fit_shared", counted)
+    compress(save(ct_large, "ct.npy"), str(tmp_path / "a.zarr"), ratio=16, chunks="8,32,32",
+             method_params={**FAST, "fit_voxels": 10 * 8 * 32 * 32}, progress=False)
+    assert seen == [10]  # of the array's 64 chunks
+
+
 def test_parameters_are_checked():
+    with pytest.raises(InputError, match="fit_voxels"):
+        method_class("wavelet")(fit_voxels=0)
     with pytest.raises(InputError, match="entropy"):
         method_class("wavelet")(entropy="magic")
     with pytest.raises(InputError, match="distill"):

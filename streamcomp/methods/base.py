@@ -17,6 +17,7 @@ import torch
 
 from streamcomp.coding.context_model import ContextModel
 from streamcomp.errors import InputError
+from streamcomp.plan import SAMPLE_BLOCKS
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,11 @@ class Method(ABC):
         """One line on why this run fits nothing, logged when :meth:`needs_fit` is False (empty
         for methods that never fit shared state)."""
         return ""
+
+    def fit_sample_chunks(self, chunk_voxels: int) -> int:
+        """How many sample chunks of ``chunk_voxels`` voxels :meth:`fit_shared` is given (at most,
+        and fewer where the array has fewer data chunks)."""
+        return SAMPLE_BLOCKS
 
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
         """Fit array-level state on normalized sample blocks; returns what it decided, in words.
