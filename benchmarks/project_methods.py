@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.memory import PeakMemory
+
 
 @dataclass
 class MethodRun:
@@ -35,6 +37,8 @@ class MethodRun:
     api_ratio: float | None
     params_applied: dict[str, Any]
     phases: dict[str, float]  # the pipeline's seconds per phase (scan, fit, encode, total)
+    encode_peak_mib: float | None = None  # resident memory the call added at its peak (PeakMemory)
+    decode_peak_mib: float | None = None
 
 
 def method_names() -> tuple[list[str], str | None]:
@@ -152,18 +156,20 @@ def run_method(
         dst = os.path.join(tmp, "out.zarr")
         np.save(src, volume)
         t0 = time.perf_counter()
-        result = compress(
-            src,
-            dst,
-            method=name,
-            ratio=float(target_ratio),
-            chunks=chunks,
-            method_params=params or None,
-            overwrite=True,
-            progress=False,
-        )
+        with PeakMemory() as encode_memory:
+            result = compress(
+                src,
+                dst,
+                method=name,
+                ratio=float(target_ratio),
+                chunks=chunks,
+                method_params=params or None,
+                overwrite=True,
+                progress=False,
+            )
         t1 = time.perf_counter()
-        decoded = np.asarray(zarr.open_array(dst, mode="r")[...])
+        with PeakMemory() as decode_memory:
+            decoded = np.asarray(zarr.open_array(dst, mode="r")[...])
         t2 = time.perf_counter()
         array = zarr.open_array(dst, mode="r")  # random access: one chunk, codec already loaded
         t3 = time.perf_counter()
@@ -180,4 +186,6 @@ def run_method(
         api_ratio=getattr(result, "ratio", None),
         params_applied=params,
         phases=dict(getattr(result, "run", {}).get("seconds", {})),
+        encode_peak_mib=encode_memory.delta_mib if encode_memory.resettable else None,
+        decode_peak_mib=decode_memory.delta_mib if decode_memory.resettable else None,
     )

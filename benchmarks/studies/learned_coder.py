@@ -54,6 +54,7 @@ ABLATIONS = {"no starts": {"start": "none"}, "model from scratch": {"start": "no
              "student 32 hidden": {"hidden": 32, **NO_FILTER}, "signs at one bit": {"signs": False}}
 ABLATION_RATIO = {"em": 8, "ct_head": 64, "ct_thorax": 64}
 QUICK_TARGETS = {"em": (8,), "ct_head": (64,), "ct_thorax": (64,)}
+PLANAR_VOLUMES = {"em"}  # serial-section EM codes its chunks section by section (the CT chunks in 3D)
 _FIT = re.compile(
     r"context model \(.*?\) in ([\d.]+) s .*?: ([\d.]+) bits/coefficient \(.*?\), ([\d.]+) \(stored student"
 )
@@ -62,6 +63,7 @@ _HELD = re.compile(r"decodes (-?[\d.]+|inf) dB closer|did not pay")
 _FILTER = re.compile(
     r"post-filter \((\d+) channels.*?(?:in ([\d.]+) s .*?: ([-+][\d.]+) dB on .*?: (kept|dropped)|skipped)"
 )
+_KEPT = re.compile(r"(\d+) ch [-+][\d.]+ dB, kept")  # the kept filter in a row's "filter" cell
 
 
 class _Notes(logging.Handler):
@@ -111,6 +113,8 @@ def _method_row(volume: np.ndarray, ratio: float, params: dict[str, Any], peak: 
         "encode_mvox_s": mvox / run.encode_s,
         "decode_mvox_s": mvox / run.decode_s,
         "chunk_decode_ms": 1e3 * run.chunk_decode_s,
+        "encode_peak_mib": run.encode_peak_mib,
+        "decode_peak_mib": run.decode_peak_mib,
         **_fit_report(notes.lines),
         **({"fit_phase_s": run.phases["fit"]} if "fit" in run.phases else {}),
     }
@@ -227,6 +231,18 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def decoder_multiplications(planar: bool, filter_channels: int) -> float:
+    """Multiplications per voxel a chunk's decode runs: dequantization (one), the inverse CDF 9/7
+    lifting (a scaling and four half-steps of one multiplication, three per sample along each
+    transformed axis, over the levels: 8 planar, 72/7 volumetric) and, where one is kept, the
+    post-filter's three convolutions (1x3x3 kernels on planar EM, 3x3x3 on CT; an upper bound, a
+    chunk's flag may leave it out). The context model is a table lookup per coefficient (its
+    network runs once per distinct context)."""
+    lifting = 2 * 3 * 4 / 3 if planar else 3 * 3 * 8 / 7
+    c = filter_channels
+    return 1 + lifting + (c + c * c + c) * 9 * (1 if planar else 3)
+
+
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     out = [
@@ -264,19 +280,25 @@ def report(results: dict[str, Any]) -> str:
                     f"({start['steps']} steps, {start['seconds']} s), not on this volume.", ""]
         out += ["",
                 "| row | target | ratio | bits/voxel | PSNR | SSIM | encode Mvox/s | after the fit | decode Mvox/s | "
-                "chunk read ms | fit s | teacher / student bits/coef | model, held-out gain | post-filter (held-out) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "chunk read ms | peak MiB encode / decode | decoder mult/voxel | fit s | teacher / student bits/coef | "
+                "model, held-out gain | post-filter (held-out) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in vol["rows"]:
             bits = (f"{r['teacher_bits']:.4f} / {r['student_bits']:.4f}" if "teacher_bits" in r else "-")
             gain = r.get("held_out_gain_db")
             held = "-" if "kept" not in r else "dropped" if not r["kept"] else f"+{gain:.2f} dB" if gain else "kept"
             fit = r.get("fit_phase_s", r.get("fit_s"))
             after = mvox / (mvox / r["encode_mvox_s"] - fit) if fit is not None else None
+            memory = ("-" if r.get("encode_peak_mib") is None else
+                      f"{r['encode_peak_mib']:.0f} / {_fmt(r.get('decode_peak_mib'), '.0f')}")
+            kept = _KEPT.search(r.get("filter", ""))
+            mults = (decoder_multiplications(name in PLANAR_VOLUMES, int(kept[1]) if kept else 0)
+                     if "chunk_decode_ms" in r else None)  # streamcomp's rows, not the baselines'
             out.append(
                 f"| {r['row']} | {r['target']}x | {r['ratio']:.2f} | {r['bpv']:.4f} | {r['psnr']:.2f} | "
                 f"{r['ssim']:.4f} | {r['encode_mvox_s']:.2f} | {_fmt(after, '.2f')} | {r['decode_mvox_s']:.2f} | "
-                f"{_fmt(r.get('chunk_decode_ms'), '.0f')} | {_fmt(fit, '.1f')} | {bits} | {held} | "
-                f"{r.get('filter', '-')} |"
+                f"{_fmt(r.get('chunk_decode_ms'), '.0f')} | {memory} | {_fmt(mults, '.0f')} | {_fmt(fit, '.1f')} | "
+                f"{bits} | {held} | {r.get('filter', '-')} |"
             )
         out += ["", "| learned vs | BD-rate | BD-PSNR |", "|---|---|---|"]
         for k, v in vol["bd"].items():
