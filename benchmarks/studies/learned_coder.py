@@ -94,14 +94,16 @@ def _fit_report(lines: list[str]) -> dict[str, Any]:
     return out
 
 
-def _method_row(volume: np.ndarray, ratio: float, params: dict[str, Any], peak: float) -> dict[str, Any]:
+def _method_row(
+    volume: np.ndarray, ratio: float, params: dict[str, Any], peak: float, memory: bool = False
+) -> dict[str, Any]:
     notes = _Notes()
     logger = logging.getLogger("streamcomp")
     level = logger.level
     logger.addHandler(notes)
     logger.setLevel(logging.INFO)
     try:
-        run = run_method("wavelet", volume, ratio, method_params=params)
+        run = run_method("wavelet", volume, ratio, method_params=params, memory=memory)
     finally:
         logger.removeHandler(notes)
         logger.setLevel(level)
@@ -177,11 +179,11 @@ def run_study(
     earlier = _earlier_rows(baselines_from)
     taken = {new: old for old, new in reuse.items()}
 
-    def method_row(name, row, ratio, params, volume, peak):
+    def method_row(name, row, ratio, params, volume, peak, memory=False):
         if row in taken and (name, taken[row], float(ratio)) in earlier:
             return {**earlier[(name, taken[row], float(ratio))], "row": row}
         params = {"start": starts[name], **params}
-        return {"row": row, "target": ratio, **_method_row(volume, ratio, params, peak)}
+        return {"row": row, "target": ratio, **_method_row(volume, ratio, params, peak, memory)}
 
     starts = {}
     for name in volumes:
@@ -196,7 +198,9 @@ def run_study(
         rows: list[dict[str, Any]] = []
         for ratio in targets:
             for row, params in ROWS.items():
-                rows.append(method_row(name, row, ratio, params, volume, peak))
+                # The default's memory, at the volume's first rate: a second encode and decode.
+                memory = row == "learned" and ratio == targets[0]
+                rows.append(method_row(name, row, ratio, params, volume, peak, memory))
                 print(_line(name, rows[-1]), flush=True)
             for row, old in taken.items():  # earlier rows kept under a name of their own (code since changed)
                 if row not in ROWS and (name, old, float(ratio)) in earlier:
@@ -258,7 +262,12 @@ def report(results: dict[str, Any]) -> str:
         "the fit column times whole, sample coding and judgement included), "
         "decode is a whole plain-zarr read, chunk read the first chunk's, the codec loaded. Throughput is "
         "for the whole machine (streamcomp: these volumes are under 64 MiB, so `compress` runs in-process, "
-        "coding chunks on a thread per core; the baselines multi-threaded).",
+        "coding chunks on a thread per core; the baselines multi-threaded). Peak MiB: the resident memory "
+        "an encode (the fit included) and a whole decode add at their peak, over what the process held before "
+        "(`benchmarks.memory.PeakMemory`), measured on a second encode and decode of the default at each "
+        "volume's first rate (the timed ones run without it). Decoder mult/voxel: dequantization, the inverse "
+        "lifting and the kept post-filter's convolutions, counted from their shapes (the context model is a "
+        "table lookup per coefficient).",
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores, {m.get('ram_gib', '?')} GiB, "
         f"GPU: {m.get('gpu') or 'none'}; "
