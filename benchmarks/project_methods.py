@@ -157,6 +157,7 @@ def run_method(
         src = os.path.join(tmp, "volume.npy")
         dst = os.path.join(tmp, "out.zarr")
         np.save(src, volume)
+
         def encode() -> Any:
             return compress(src, dst, method=name, ratio=float(target_ratio), chunks=chunks,
                             method_params=params or None, overwrite=True, progress=False)  # fmt: skip
