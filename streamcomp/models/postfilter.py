@@ -79,17 +79,17 @@ class PostFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Activations are channels-last: oneDNN's convolutions with few channels run 2.5-4x faster
         # so than on channel planes (bfloat16 and float32 alike).
-        wide = self.channels >= CONV3D_CHANNELS or torch.is_autocast_enabled("cpu")
-        if self.depth == 3 and wide:
+        in_3d = self.channels >= CONV3D_CHANNELS or torch.is_autocast_enabled("cpu")
+        if self.depth == 3 and in_3d:
             x = x.contiguous(memory_format=torch.channels_last_3d)
             for conv in self.convs[:-1]:
                 x = nn.functional.leaky_relu(conv(replicate_pad(x, 3)), 0.1)
             return self.convs[-1](replicate_pad(x, 3))
         # Otherwise each layer runs as 2D convolutions over the sections, one per kernel section,
         # summed: the same arithmetic, faster on CPU (in-plane kernels about 2.5x; 3x3x3 kernels
-        # with few channels about 4x, where oneDNN's 3D convolution takes a slow path). A 3-deep
-        # kernel's outer sections convolve every section and are added shifted by one, the ends
-        # repeated: replicate padding along z.
+        # with few channels in float32 about 4x, where oneDNN's 3D convolution takes a slow path).
+        # A 3-deep kernel's outer sections convolve every section and are added shifted by one, the
+        # ends repeated: replicate padding along z.
         n, _, d, h, w = x.shape
         y = x.transpose(1, 2).reshape(n * d, 1, h, w).contiguous(memory_format=torch.channels_last)
         z = torch.arange(d)
