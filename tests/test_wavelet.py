@@ -2,6 +2,7 @@
 budgets, the fit's judgement, and less error than the hand-set models in their bytes on real CT."""
 
 import json
+import math
 import re
 
 import numpy as np
@@ -337,12 +338,15 @@ def test_a_model_that_does_not_pay_is_dropped(ct_blocks):
 
 
 def test_the_fit_sample_is_bounded_by_voxels_and_the_pipeline_reads_that_many(ct_large, save, tmp_path, monkeypatch):
-    """About fit_voxels of sample chunks, never fewer than MIN_FIT_CHUNKS nor more than the
-    pipeline's SAMPLE_BLOCKS; the pipeline hands the fit exactly that many of the array's chunks."""
+    """About fit_voxels of samples (chunks, or their FIT_CROP tiles where larger), never fewer than
+    MIN_FIT_CHUNKS nor more than the pipeline's SAMPLE_BLOCKS; the pipeline hands the fit exactly
+    that many of the array's chunks."""
     method = method_class("wavelet")(fit_voxels=10 * 4096)
-    assert method.fit_sample_chunks(4096) == 10
-    assert method.fit_sample_chunks(1 << 20) == wavelet.MIN_FIT_CHUNKS
-    assert method_class("wavelet")(fit_voxels=1 << 40).fit_sample_chunks(4096) == SAMPLE_BLOCKS
+    assert method.fit_sample_chunks((1, 64, 64)) == 10
+    assert method.fit_sample_chunks((64, 128, 128)) == wavelet.MIN_FIT_CHUNKS
+    assert method_class("wavelet")(fit_voxels=1 << 40).fit_sample_chunks((1, 64, 64)) == SAMPLE_BLOCKS
+    crop = math.prod(wavelet.FIT_CROP[3])
+    assert method_class("wavelet")(fit_voxels=10 * crop).fit_sample_chunks((64, 512, 512)) == 10
     seen, fit = [], WaveletMethod.fit_shared
 
     def counted(self, samples, targets=None):
@@ -353,6 +357,20 @@ def test_the_fit_sample_is_bounded_by_voxels_and_the_pipeline_reads_that_many(ct
     compress(save(ct_large, "ct.npy"), str(tmp_path / "a.zarr"), ratio=16, chunks="8,32,32",
              method_params={**FAST, "fit_voxels": 10 * 8 * 32 * 32}, progress=False)
     assert seen == [10]  # of the array's 64 chunks
+
+
+def test_the_fit_learns_from_tiles_of_large_chunks_at_their_chunks_bytes_per_voxel():
+    """Chunks larger than FIT_CROP are cut on its grid (edge tiles smaller); ``count`` tiles are
+    drawn, the same ones every time, each with its chunk's bytes per voxel; error targets stay."""
+    big, edge = np.zeros((64, 256, 256), np.float32), np.ones((20, 256, 100), np.float32)
+    targets = FitTargets((Target(budget_bytes=40000), Target(max_mse=1e-4)), 5)
+    tiles, scaled = wavelet.fit_crops([big, edge], targets, count=100)
+    assert [t.shape for t in tiles] == [(64, 128, 128)] * 4 + [(20, 128, 100)] * 2
+    assert [t.budget_bytes for t in scaled.targets[:4]] == [10000] * 4
+    assert scaled.targets[4:] == (Target(max_mse=1e-4),) * 2 and scaled.data_chunks == 5
+    drawn, again = (wavelet.fit_crops([big, edge], targets, count=3)[0] for _ in range(2))
+    assert len(drawn) == 3 and all(a.shape == b.shape and (a == b).all() for a, b in zip(drawn, again, strict=True))
+    assert wavelet.fit_crops([big], None, count=2)[1] is None
 
 
 def test_parameters_are_checked():

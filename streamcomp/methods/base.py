@@ -160,9 +160,9 @@ class Method(ABC):
         for methods that never fit shared state)."""
         return ""
 
-    def fit_sample_chunks(self, chunk_voxels: int) -> int:
-        """How many sample chunks of ``chunk_voxels`` voxels :meth:`fit_shared` is given (at most,
-        and fewer where the array has fewer data chunks)."""
+    def fit_sample_chunks(self, chunks: tuple[int, ...]) -> int:
+        """How many sample chunks of shape ``chunks`` :meth:`fit_shared` is given (at most, and
+        fewer where the array has fewer data chunks)."""
         return SAMPLE_BLOCKS
 
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:

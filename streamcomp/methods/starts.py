@@ -9,8 +9,9 @@ filter its decode runs.
 
     python -m streamcomp.methods.starts --out DIR VOLUME [VOLUME ...]
 
-samples each volume's chunks (the ``wavelet`` default chunk shape, non-constant ones), codes them
-at :data:`RATIOS` with the hand-set coder's steps, and trains on all of them: one post-filter per
+samples each volume's chunks (of the shape a ``wavelet`` fit learns from, its ``FIT_CROP``;
+non-constant ones), codes them at :data:`RATIOS` with the hand-set coder's steps, and trains on
+all of them: one post-filter per
 kernel depth (in-plane starts learn from CT as well as EM: every volume's sections are images)
 and the context model, a teacher of :data:`TEACHER_HIDDEN` units in two layers with the student
 distilled from it (its inputs are integer context buckets and band classes, the same for every
@@ -32,7 +33,7 @@ import numpy as np
 
 from streamcomp.coding import fit_context
 from streamcomp.format.chunk import method_target
-from streamcomp.methods.wavelet import WaveletMethod
+from streamcomp.methods.wavelet import FIT_CROP, WaveletMethod
 from streamcomp.models import postfilter
 from streamcomp.plan import block_stats, chunk_grid
 from streamcomp.source.readers import open_source
@@ -56,7 +57,7 @@ def volume_data(src: str, ratios: tuple[float, ...] = RATIOS, count: int = CHUNK
     (the filter's pairs), and their context statistics at every ratio."""
     source = open_source(src)
     method = WaveletMethod()
-    chunks = method.default_chunks.get(len(source.shape))
+    chunks = FIT_CROP.get(len(source.shape))
     if chunks is None:
         raise ValueError(f"{src}: a {len(source.shape)}-D volume; starts are trained on 3-D and 4-D volumes")
     items = list(chunk_grid(source.shape, chunks))

@@ -31,6 +31,7 @@ chunk against its original). Runs that target an error rather than a size skip i
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import struct
@@ -74,6 +75,10 @@ _STATE_MAGIC = b"SCWF"
 DB_PER_BIT = 20 * math.log10(2)  # what one more bit per voxel buys at high rate
 FILTER_VOXELS_PER_STEP = 4096  # the filter trains one step per this many voxels of the array, up to filter_steps
 MIN_FIT_CHUNKS = 8  # a head CT fit on 4 of its 8 chunks came out 0.39 dB lower at 64x
+# The fit learns from each sample chunk's centre crop of at most this shape: the shared state's few
+# thousand parameters learn as much from eight such crops as from eight whole larger chunks, in a
+# fraction of the time (the README's chunk-shape measurements).
+FIT_CROP = {3: (64, 128, 128), 4: (4, 16, 64, 64)}
 FILTER_MAX_GAIN_DB = 3.0  # more than the post-filter gained anywhere: a share of bytes costing more skips it
 
 
@@ -127,8 +132,9 @@ class WaveletMethod(Method):
     ndims = (3, 4)
     payload_sections = 1
     # Longer transforms and more coefficients per context at the same rate; one still decodes fast.
-    # 64 sections, not 32: half the faces across z and a deeper low-pass band (CT gains, EM is alike).
-    default_chunks = {3: (64, 128, 128), 4: (4, 16, 64, 64)}
+    # 64 sections, not 32: half the faces across z and a deeper low-pass band (CT gains, EM is alike);
+    # 256 in-plane, not 128: a quarter of the faces (the README's chunk-shape measurements).
+    default_chunks = {3: (64, 256, 256), 4: (4, 16, 64, 64)}
     Params = WaveletParams
     thread_safe = True  # a fitted model and filter, only read per chunk
 
@@ -152,13 +158,19 @@ class WaveletMethod(Method):
     def fit_note(self) -> str:
         return "chunks are coded under the hand-set per-chunk context models (entropy=context), without a post-filter"
 
-    def fit_sample_chunks(self, chunk_voxels: int) -> int:
-        """About ``fit_voxels`` voxels of sample chunks, at least MIN_FIT_CHUNKS, at most the
-        pipeline's SAMPLE_BLOCKS. The fit codes each sample several times, so its time follows the
-        sample, while the few thousand parameters it fits stop gaining from more well before (the
-        README's measurements, under the learned context model's parameters)."""
-        count = max(MIN_FIT_CHUNKS, math.ceil(self.params.fit_voxels / max(chunk_voxels, 1)))
-        return min(count, SAMPLE_BLOCKS)
+    def fit_sample_chunks(self, chunks: tuple[int, ...]) -> int:
+        """About ``fit_voxels`` voxels of samples (each chunk's :data:`FIT_CROP` crop), at least
+        MIN_FIT_CHUNKS, at most the pipeline's SAMPLE_BLOCKS. The fit codes each sample several
+        times, so its time follows the sample, while the few thousand parameters it fits stop
+        gaining from more well before (the README's measurements, under the learned context model's
+        parameters)."""
+        crop = math.prod(min(n, c) for n, c in zip(chunks, FIT_CROP[len(chunks)], strict=True))
+        return min(max(MIN_FIT_CHUNKS, math.ceil(self.params.fit_voxels / max(crop, 1))), SAMPLE_BLOCKS)
+
+    def _crop_count(self, ndim: int) -> int:
+        """How many :func:`fit_crops` tiles the fit learns from: as many as whole chunks of that
+        shape :meth:`fit_sample_chunks` would ask for."""
+        return self.fit_sample_chunks(FIT_CROP[ndim])
 
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
         """Fit the context model on ``samples`` quantized near the steps their targets need; keep it
@@ -169,6 +181,8 @@ class WaveletMethod(Method):
         if not samples:
             raise InputError("wavelet needs at least one non-constant chunk to learn its shared state from")
         p = self.params
+        data_voxels = (targets.data_chunks if targets is not None else len(samples)) * max(b.size for b in samples)
+        samples, targets = fit_crops(samples, targets, self._crop_count(samples[0].ndim), p.seed)
         steps = [self._sample_step(s, None if targets is None else targets.targets[i]) for i, s in enumerate(samples)]
         # Every fourth sample (up to held_out) is kept out of the fit to judge it: spread over the
         # sample rather than its tail, which is often the array's thin edge chunks.
@@ -178,7 +192,6 @@ class WaveletMethod(Method):
         # model, but on such small arrays its own bytes decide).
         judged = sorted(held) or fit
         what = "held-out" if held else "sample"
-        data_voxels = (targets.data_chunks if targets is not None else len(samples)) * max(b.size for b in samples)
         self.filter, self._filter_blob = None, b""
         self._use(None)
         notes = []
@@ -438,6 +451,31 @@ class WaveletMethod(Method):
         from streamcomp.models.postfilter import apply
 
         return apply(self.filter, decoded.astype(np.float32), 2.0 ** step_of(sections[0])[0])
+
+
+def fit_crops(
+    samples: list[np.ndarray], targets: FitTargets | None, count: int, seed: int = 0
+) -> tuple[list[np.ndarray], FitTargets | None]:
+    """``count`` of the samples' tiles of :data:`FIT_CROP` (each chunk cut on that grid; all of them
+    where there are fewer), drawn at random in the samples' order, each tile's byte budget its
+    chunk's bytes per voxel (an error target stays as it is): what an array of FIT_CROP chunks would
+    have given its fit."""
+    tiles = []
+    for i, block in enumerate(samples):
+        crop = FIT_CROP[block.ndim]
+        starts = itertools.product(*(range(0, n, c) for n, c in zip(block.shape, crop, strict=True)))
+        tiles += [(i, tuple(slice(a, a + c) for a, c in zip(start, crop, strict=True))) for start in starts]
+    if len(tiles) > count:
+        tiles = [tiles[j] for j in sorted(np.random.default_rng(seed).choice(len(tiles), count, replace=False))]
+    crops = [samples[i][where] for i, where in tiles]
+    if targets is None:
+        return crops, None
+    scaled = []
+    for (i, _), crop in zip(tiles, crops, strict=True):
+        t = targets.targets[i]
+        budget = None if t.budget_bytes is None else max(1, round(t.budget_bytes * crop.size / samples[i].size))
+        scaled.append(t if budget is None else Target(budget_bytes=budget))
+    return crops, FitTargets(tuple(scaled), targets.data_chunks)
 
 
 def _step_at(log_sizes: np.ndarray, log_bytes: float) -> float:

@@ -217,7 +217,7 @@ def fit(state: Run, pool: LocalPool | RayPool) -> None:
             log.info("%s: %s", cfg.method, method.fit_note())
         state.config = make_config(method, max_mse=state.max_mse)
         return
-    sample = sample_items(state.plan, method.fit_sample_chunks(math.prod(state.chunks)))
+    sample = sample_items(state.plan, method.fit_sample_chunks(state.chunks))
     data_chunks = state.plan.count("data")
     args = (cfg.method, method.params.as_dict(), [it.slices for it in sample], state.max_mse,
             [it.budget for it in sample], data_chunks)
