@@ -373,6 +373,26 @@ def test_the_fit_learns_from_tiles_of_large_chunks_at_their_chunks_bytes_per_vox
     assert wavelet.fit_crops([big], None, count=2)[1] is None
 
 
+def test_a_run_in_chunks_larger_than_the_fit_crop_fits_on_their_tiles(ct_large, save, tmp_path, monkeypatch):
+    """The pipeline hands the fit whole chunks; the fit learns from their tiles (here 8x16x16 of
+    8x32x32 chunks), and the array still lands on its ratio and reads back through zarr."""
+    monkeypatch.setattr(wavelet, "FIT_CROP", {3: (8, 16, 16), 4: wavelet.FIT_CROP[4]})
+    shapes, crops = [], wavelet.fit_crops
+
+    def spied(samples, targets, count, seed=0):
+        tiles, scaled = crops(samples, targets, count, seed)
+        shapes.append(({s.shape for s in samples}, {t.shape for t in tiles}, len(tiles)))
+        return tiles, scaled
+
+    monkeypatch.setattr(wavelet, "fit_crops", spied)
+    dst = str(tmp_path / "a.zarr")
+    result = compress(save(ct_large, "ct.npy"), dst, ratio=16, chunks="8,32,32",
+                      method_params={**FAST, "fit_voxels": 10 * 8 * 16 * 16}, progress=False)
+    assert shapes == [({(8, 32, 32)}, {(8, 16, 16)}, 10)]  # 10 of the 10 sample chunks' 40 tiles
+    assert abs(result.ratio / 16 - 1) < 0.05
+    assert psnr(ct_large, zarr.open_array(dst, mode="r")[...]) > 30
+
+
 def test_parameters_are_checked():
     with pytest.raises(InputError, match="fit_voxels"):
         method_class("wavelet")(fit_voxels=0)
