@@ -100,7 +100,7 @@ class WaveletParams(Params):
     filter_tune_steps: int = encode_only(750)
     filter_lr: float = encode_only(3e-3)
     signs: bool = encode_only(True)
-    fit_voxels: int = encode_only(1 << 23)
+    fit_voxels: int = encode_only(1 << 22)
 
     def __post_init__(self) -> None:
         if self.fit_voxels < 1:
@@ -167,11 +167,6 @@ class WaveletMethod(Method):
         crop = math.prod(min(n, c) for n, c in zip(chunks, FIT_CROP[len(chunks)], strict=True))
         return min(max(MIN_FIT_CHUNKS, math.ceil(self.params.fit_voxels / max(crop, 1))), SAMPLE_BLOCKS)
 
-    def _crop_count(self, ndim: int) -> int:
-        """How many :func:`fit_crops` tiles the fit learns from: as many as whole chunks of that
-        shape :meth:`fit_sample_chunks` would ask for."""
-        return self.fit_sample_chunks(FIT_CROP[ndim])
-
     def fit_shared(self, samples: list[np.ndarray], targets: FitTargets | None = None) -> list[str]:
         """Fit the context model on ``samples`` quantized near the steps their targets need; keep it
         only if the held-out samples decode closer in the same bytes, its own bytes counted. Then the
@@ -182,7 +177,8 @@ class WaveletMethod(Method):
             raise InputError("wavelet needs at least one non-constant chunk to learn its shared state from")
         p = self.params
         data_voxels = (targets.data_chunks if targets is not None else len(samples)) * max(b.size for b in samples)
-        samples, targets = fit_crops(samples, targets, self._crop_count(samples[0].ndim), p.seed)
+        # As many tiles as the pipeline was asked for chunks: the count its tile size gives.
+        samples, targets = fit_crops(samples, targets, self.fit_sample_chunks(max(samples, key=np.size).shape), p.seed)
         steps = [self._sample_step(s, None if targets is None else targets.targets[i]) for i, s in enumerate(samples)]
         # Every fourth sample (up to held_out) is kept out of the fit to judge it: spread over the
         # sample rather than its tail, which is often the array's thin edge chunks.
