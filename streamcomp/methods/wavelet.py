@@ -75,8 +75,8 @@ _STATE_MAGIC = b"SCWF"
 DB_PER_BIT = 20 * math.log10(2)  # what one more bit per voxel buys at high rate
 FILTER_VOXELS_PER_STEP = 4096  # the filter trains one step per this many voxels of the array, up to filter_steps
 MIN_FIT_CHUNKS = 8  # a head CT fit on 4 of its 8 chunks came out 0.39 dB lower at 64x
-# The fit learns from each sample chunk's centre crop of at most this shape: the shared state's few
-# thousand parameters learn as much from eight such crops as from eight whole larger chunks, in a
+# The fit learns from tiles of at most this shape cut from its sample chunks: the shared state's few
+# thousand parameters learn as much from eight such tiles as from eight whole larger chunks, in a
 # fraction of the time (the README's chunk-shape measurements).
 FIT_CROP = {3: (64, 128, 128), 4: (4, 16, 64, 64)}
 FILTER_MAX_GAIN_DB = 3.0  # more than the post-filter gained anywhere: a share of bytes costing more skips it
@@ -159,11 +159,11 @@ class WaveletMethod(Method):
         return "chunks are coded under the hand-set per-chunk context models (entropy=context), without a post-filter"
 
     def fit_sample_chunks(self, chunks: tuple[int, ...]) -> int:
-        """About ``fit_voxels`` voxels of samples (each chunk's :data:`FIT_CROP` crop), at least
-        MIN_FIT_CHUNKS, at most the pipeline's SAMPLE_BLOCKS. The fit codes each sample several
-        times, so its time follows the sample, while the few thousand parameters it fits stop
-        gaining from more well before (the README's measurements, under the learned context model's
-        parameters)."""
+        """About ``fit_voxels`` voxels of samples (tiles of at most :data:`FIT_CROP`: see
+        :func:`fit_crops`), at least MIN_FIT_CHUNKS, at most the pipeline's SAMPLE_BLOCKS. The fit
+        codes each sample several times, so its time follows the sample, while the few thousand
+        parameters it fits stop gaining from more well before (the README's measurements, under
+        the learned context model's parameters)."""
         crop = math.prod(min(n, c) for n, c in zip(chunks, FIT_CROP[len(chunks)], strict=True))
         return min(max(MIN_FIT_CHUNKS, math.ceil(self.params.fit_voxels / max(crop, 1))), SAMPLE_BLOCKS)
 
