@@ -23,7 +23,7 @@ from streamcomp.errors import InputError, StreamcompError
 from streamcomp.format.codec import codec_config_of
 from streamcomp.format.ome import PYRAMID_CODECS, group_levels, is_zstd_level, level_url
 from streamcomp.format.store import array_stored_bytes
-from streamcomp.methods import DEFAULT_METHOD, method_names
+from streamcomp.methods import DEFAULT_METHOD, method_class, method_names
 from streamcomp.pipeline.config import ENGINES
 from streamcomp.plan import chunk_grid
 from streamcomp.scaled import ScaledReader
@@ -53,7 +53,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     target.add_argument("--lossless", action="store_true", help="bit-exact: every voxel decodes to its source value")
     target.add_argument("--max-error", type=float, metavar="E",
                         help="no voxel off by more than E, in the data's units (0 = --lossless)")
-    p.add_argument("--chunks", help="chunk shape, e.g. 16,64,64 (default: the method's; unicompress 32,128,128)")
+    default_chunks = ",".join(map(str, method_class(DEFAULT_METHOD).default_chunks[3]))
+    p.add_argument("--chunks", help=f"chunk shape, e.g. 64,128,128 (default: the method's; {DEFAULT_METHOD} "
+                   f"{default_chunks}: larger chunks code better, smaller ones read faster one by one)")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
     p.add_argument("--shards", metavar="SHAPE|auto",
                    help="zarr v3 shards of many chunks, one object each, e.g. 64,1024,1024 or auto (~1 GiB raw)")
