@@ -52,6 +52,20 @@ def test_error_target_is_met_with_the_coarsest_step(block):
     assert len(loose) < len(tight)
 
 
+def test_the_error_search_takes_a_few_trials_and_lands_just_under_the_bound(block):
+    """A secant on log error, not a bisection of the whole step range: a handful of trials, the
+    error within ERROR_FILLED (or the bracket's 2**-7 in log2 step) under the bound, and the bytes
+    kept decode to the reconstruction returned."""
+    for max_mse in (1e-2, 1e-3, 1e-4):
+        coder, steps = ResidualCoder(block), []
+        choose = coder.choose
+        coder.choose = lambda x, choose=choose, steps=steps: steps.append(x) or choose(x)
+        data, decoded = coder.fit_error(block, max_mse)
+        assert 0.97 * max_mse <= mse(block, decoded) <= max_mse
+        assert len(steps) <= 8
+        assert np.array_equal(decode_residual(data, block.shape), decoded)
+
+
 def test_the_tightest_error_target_codes_sharp_ct_edges(ct_large):
     # Bone against air: coefficients near 2**6 in normalized units; the finest step 2**-18 gave
     # symbols past what the escape model can code (a panic, killing the worker).
