@@ -238,9 +238,9 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
 @pytest.mark.parametrize(("depth", "channels"), [(1, 4), (1, 8), (3, 4), (3, 8)])
 @pytest.mark.parametrize("grad", [False, True])
 def test_every_path_computes_replicate_padded_3d_convolutions(depth, channels, grad):
-    """In-plane kernels and, in float32, 3x3x3 ones narrower than CONV3D_CHANNELS run as summed 2D
-    convolutions; inference pads by copying faces, training through F.pad: all equal the plain
-    definition (in bfloat16 within its rounding)."""
+    """3x3x3 filters run as 3D convolutions (through oneDNN in float32, F.conv3d under autocast),
+    in-plane ones as 2D convolutions of each section; inference pads by copying faces, training
+    through F.pad: all equal the plain definition (in bfloat16 within its rounding)."""
     torch.manual_seed(0)
     net = _randomized(depth, channels, 0.3)
     x = torch.randn(2, 1, 5, 20, 24)
