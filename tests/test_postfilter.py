@@ -99,8 +99,11 @@ def test_a_version_1_filter_still_decodes():
 
 @pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("shape", [(40, 12, 16), (3, 37, 9, 11)])
-def test_slabs_give_what_one_pass_gives(depth, shape, monkeypatch):
-    monkeypatch.setattr(postfilter, "SLAB_VOXELS", 1000)  # slabs of 5 and 3 sections
+@pytest.mark.parametrize("slab_voxels", [1000, 1])  # slabs of 5 and 3 sections, or of one
+def test_slabs_give_what_one_pass_gives(depth, shape, slab_voxels, monkeypatch):
+    """Each slab reads its neighbours' sections beyond its inner faces (fewer near the chunk's
+    faces) and filters only its own."""
+    monkeypatch.setattr(postfilter, "SLAB_VOXELS", slab_voxels)
     monkeypatch.setattr(postfilter, "BFLOAT16", False)  # the same precision as the reference pass
     torch.manual_seed(0)
     net = _randomized(depth, 4, 0.3)

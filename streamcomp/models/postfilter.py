@@ -73,15 +73,16 @@ class PostFilter(nn.Module):
         nn.init.zeros_(self.convs[-1].weight)
         nn.init.zeros_(self.convs[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ends: tuple[bool, bool] = (True, True)) -> torch.Tensor:
+        """The correction for ``x``; ``ends``: see :meth:`correct`."""
         # Activations are channels-last: oneDNN's convolutions with few channels run 2.5-4x faster
         # so than on channel planes (bfloat16 and float32 alike).
         if self.depth == 3:
             x = x.contiguous(memory_format=torch.channels_last_3d)
             for conv in self.convs[:-1]:
-                x = _conv3d(conv, replicate_pad(x, 3))
+                x = _conv3d(conv, replicate_pad(x, 3, ends))
                 x = nn.functional.leaky_relu(x, 0.1) if x.requires_grad else nn.functional.leaky_relu_(x, 0.1)
-            return _conv3d(self.convs[-1], replicate_pad(x, 3))
+            return _conv3d(self.convs[-1], replicate_pad(x, 3, ends))
         # In-plane kernels convolve each section as an image: the same arithmetic, and training runs
         # 1.4x faster so than through 3D convolutions with one-deep kernels (decoding alike).
         n, _, d, h, w = x.shape
@@ -92,9 +93,15 @@ class PostFilter(nn.Module):
                 y = nn.functional.leaky_relu(y, 0.1)
         return y.reshape(n, d, 1, h, w).transpose(1, 2)
 
-    def correct(self, decoded: torch.Tensor, mean: Scalar, spread: Scalar, step: Scalar) -> torch.Tensor:
-        """``decoded`` (N, 1, D, H, W) plus the filter's correction (per volume: scalars, or (N, 1, 1, 1, 1))."""
-        return decoded + step * self((decoded - mean) / spread)
+    def correct(
+        self, decoded: torch.Tensor, mean: Scalar, spread: Scalar, step: Scalar, ends: tuple[bool, bool] = (True, True)
+    ) -> torch.Tensor:
+        """``decoded`` (N, 1, D, H, W) plus the filter's correction (per volume: scalars, or (N, 1, 1, 1, 1)).
+        ``ends`` say whether its first and last sections are the volume's faces; a 3x3x3 filter reads
+        the sections beyond an inner face (a slab's neighbours) and returns :data:`LAYERS` fewer there."""
+        trim = LAYERS if self.depth == 3 else 0
+        inner = decoded[:, :, (0 if ends[0] else trim) : decoded.shape[2] - (0 if ends[1] else trim)]
+        return inner + step * self((decoded - mean) / spread, ends)
 
     def to_bytes(self) -> bytes:
         """The filter as stored (version 2): per layer, float16 scales, int8 weights, float16 biases."""
@@ -152,24 +159,32 @@ def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     return y.contiguous(memory_format=torch.channels_last_3d)
 
 
-def replicate_pad(x: torch.Tensor, axes: int) -> torch.Tensor:
+def replicate_pad(x: torch.Tensor, axes: int, ends: tuple[bool, bool] = (True, True)) -> torch.Tensor:
     """``x`` (4D or 5D) padded by one voxel at both ends of its last ``axes`` (2 or 3) axes,
-    repeating the faces, in ``x``'s memory format. Inference copies the faces itself:
+    repeating the faces, in ``x``'s memory format; the first of those axes only at the ``ends``
+    that are true. Inference copies the faces itself:
     ``F.pad(mode="replicate")`` computes the same 3-4x slower on CPU in bfloat16, where it took a
     quarter of the filter's decode time; training keeps F.pad, whose backward is faster than
     autograd through the copies."""
+    pads = [(int(ends[0]), int(ends[1]))] + [(1, 1)] * (axes - 1)
     if x.requires_grad:
-        padded = nn.functional.pad(x.reshape(-1, *x.shape[-axes - 1 :]), (1, 1) * axes, mode="replicate")
+        flat = tuple(side for pair in reversed(pads) for side in pair)  # F.pad lists the last axis first
+        padded = nn.functional.pad(x.reshape(-1, *x.shape[-axes - 1 :]), flat, mode="replicate")
         return padded.reshape(*x.shape[:-axes], *padded.shape[-axes:])
     last = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
     layout = last if x.is_contiguous(memory_format=last) else torch.contiguous_format
-    shape = (*x.shape[:-axes], *(n + 2 for n in x.shape[-axes:]))
+    sizes = x.shape[-axes:]
+    shape = (*x.shape[:-axes], *(n + a + b for n, (a, b) in zip(sizes, pads, strict=True)))
     y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
-    y[(..., *[slice(1, -1)] * axes)] = x
-    for done in range(axes):  # the last axis first; each pass fills its two faces in full along the axes done
-        inner, whole = [slice(1, -1)] * (axes - 1 - done), [slice(None)] * done
-        y[(..., *inner, 0, *whole)] = y[(..., *inner, 1, *whole)]
-        y[(..., *inner, -1, *whole)] = y[(..., *inner, -2, *whole)]
+    core = [slice(a, a + n) for n, (a, _) in zip(sizes, pads, strict=True)]
+    y[(..., *core)] = x
+    for k in reversed(range(axes)):  # the last axis first; each pass fills its faces in full along the axes done
+        (a, b), n = pads[k], sizes[k]
+        head, whole = core[:k], [slice(None)] * (axes - 1 - k)
+        if a:
+            y[(..., *head, 0, *whole)] = y[(..., *head, a, *whole)]
+        if b:
+            y[(..., *head, a + n, *whole)] = y[(..., *head, a + n - 1, *whole)]
     return y
 
 
@@ -218,8 +233,10 @@ def apply(net: PostFilter, decoded: np.ndarray, step: float) -> np.ndarray:
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=BFLOAT16):
         for z in range(0, depth, slab):
             lo, hi = max(z - halo, 0), min(z + slab + halo, depth)
-            done = net.correct(volumes[:, :, lo:hi], mean, spread, step)
-            out[:, :, z : min(z + slab, depth)] = done[:, :, z - lo : z - lo + min(slab, depth - z)]
+            ends = (lo == 0, hi == depth)  # the neighbours beyond an inner face are read, not filtered
+            done = net.correct(volumes[:, :, lo:hi], mean, spread, step, ends)
+            first = lo if ends[0] else lo + halo
+            out[:, :, z : min(z + slab, depth)] = done[:, :, z - first : z - first + min(slab, depth - z)]
     return out.reshape(decoded.shape).numpy()
 
 
