@@ -148,6 +148,13 @@ def _bd(rows: list[dict], test: str, anchor: str) -> dict[str, float | None]:
         return {"bd_rate_pct": None, "bd_psnr_db": bd.bd_psnr(ra, pa, rt, pt) if len(ra) > 1 else None}
 
 
+def machine_line(m: dict[str, Any]) -> str:
+    """The machine of a run in one line, its vector units included (throughput follows them)."""
+    return (f"{m.get('cpu_model', '?')} ({m.get('vector_units', 'vector units not recorded')}), "
+            f"{m.get('usable_cores', '?')} usable cores, {m.get('ram_gib', '?')} GiB, GPU: {m.get('gpu') or 'none'}; "
+            f"load at start {m.get('load_average_at_start')}")
+
+
 def _earlier_rows(path: str | None) -> dict[tuple[str, str, float], dict[str, Any]]:
     """Baseline rows of an earlier run of this study, by (volume, codec, target)."""
     if not path:
@@ -177,6 +184,8 @@ def run_study(
         "machine": machine(), "volumes": {}, "baselines_from": baselines_from, "reused": reuse,
     }
     earlier = _earlier_rows(baselines_from)
+    if baselines_from:
+        results["baselines_machine"] = machine_line(json.loads(Path(baselines_from).read_text())["machine"])
     taken = {new: old for old, new in reuse.items()}
 
     def method_row(name, row, ratio, params, volume, peak, memory=False):
@@ -269,15 +278,15 @@ def report(results: dict[str, Any]) -> str:
         "lifting and the kept post-filter's convolutions, counted from their shapes (the context model is a "
         "table lookup per coefficient).",
         "",
-        f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores, {m.get('ram_gib', '?')} GiB, "
-        f"GPU: {m.get('gpu') or 'none'}; "
-        f"load at start {m.get('load_average_at_start')}; {m.get('note', '')}.",
+        f"Machine: {machine_line(m)}; {m.get('note', '')}.",
     ]
     if results.get("baselines_from"):
         reused = ", ".join(f"`{old}` as `{new}`" for old, new in (results.get("reused") or {}).items())
-        out += ["", "The baseline rows were taken from an earlier run of this study on the same machine and data "
-                "(`--baselines-from`)" + (f", and these streamcomp rows of that run: {reused} (the coder as it "
-                                          "was then: the README says what changed since)" if reused else "")
+        earlier = results.get("baselines_machine") or "the same machine"
+        out += ["", f"The baseline rows were taken from an earlier run of this study on the same data, on {earlier} "
+                "(`--baselines-from`; their times are that run's)"
+                + (f", and these streamcomp rows of that run: {reused} (the coder as it "
+                   "was then: the README says what changed since)" if reused else "")
                 + "; the other rows were measured again."]
     for name, vol in results["volumes"].items():
         mvox = float(np.prod(vol["shape"])) / 1e6
