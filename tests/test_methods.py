@@ -100,3 +100,22 @@ def test_a_target_is_a_budget_or_an_error_bound():
         Target()
     with pytest.raises(InputError, match="exactly one"):
         Target(budget_bytes=10, max_mse=0.1)
+
+
+@pytest.mark.parametrize("name", ["siren", "sci"])
+def test_sine_networks_are_sized_for_a_fine_quantizer(ct, name):
+    """At equal bytes, a width sized for 8 bits per weight (the default) decodes a real CT chunk
+    clearly better than one sized for 6, whose quantizer is too coarse for a sine network."""
+    from streamcomp.format.chunk import decode_chunk, encode_chunk
+    from streamcomp.metrics import psnr
+
+    budget = ct.nbytes // 16
+    quality = {}
+    for bits in (6.0, None):
+        params = {"steps": 150} | ({} if bits is None else {"bits_per_param": bits})
+        method = build_method(name, params, ct.ndim)
+        data = encode_chunk(method, ct, budget_bytes=budget)
+        assert len(data) <= budget
+        quality[bits] = psnr(ct, decode_chunk(method, data))
+    assert method.params.bits_per_param == 8.0
+    assert quality[None] > quality[6.0] + 1.0, quality

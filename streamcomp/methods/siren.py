@@ -19,6 +19,10 @@ class SirenParams(INRParams):
 
     fr: float = 2.2
     w0: float = 20.0
+    # The width is sized for this many bits per quantized weight: at 6, a sine network's quantizer
+    # was too coarse for its budget and narrower networks coded more finely decoded better at equal
+    # bytes (benchmarks/studies/inr_width.py); the ReLU nerf baseline keeps INRParams' 6.
+    bits_per_param: float = 8.0
 
 
 @dataclass(frozen=True)
