@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small crops, 60 steps (a smoke run)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if min(args.bits) <= 0 or min(args.ratios) <= 1 or args.steps < 1:
+        parser.error("--bits must be > 0, --ratios > 1 and --steps >= 1")
     steps = 60 if args.quick else args.steps
     out = args.out or (Path(tempfile.mkdtemp()) if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
