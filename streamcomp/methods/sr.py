@@ -11,17 +11,16 @@ Fit, once per array, on a sample of its chunks:
 
 1. every sample chunk's SIREN is fitted to its low-pass block and quantized to its budget, as an
    encode would;
-2. the SR network learns, with the L1 loss of the paper, to map those decoded low-resolution
-   blocks to the full-resolution chunks.
+2. the SR network learns to map those decoded low-resolution blocks to the full-resolution chunks.
 
 Then every chunk's SIREN is refined through the frozen network against its full-resolution block
-(``refine_steps``, the same L1), so each INR learns what the network makes of it, and one bit per
-chunk says whether the network lowers that chunk's error (else the SIREN alone decodes it).
+(``refine_steps``), so each INR learns what the network makes of it, and one bit per chunk says
+whether the network lowers that chunk's error (else the SIREN alone decodes it).
 
-Every chunk's SIREN has the same width (the paper's SN, from the sample's median budget; narrower
-only where a chunk's budget is smaller) and the same initialisation: SIRENs alike leave alike
-artefacts, which is what one shared network can learn to remove. The learned correction does not
-carry over to SIRENs of another width or quantization.
+Both steps minimise squared error, what PSNR scores; ``loss="l1"`` trains with the paper's L1
+(higher SSIM, lower PSNR). Each chunk's SIREN is the widest its budget buys, as ``siren``'s: the
+paper's one width for every chunk (the sample's median) lost more on the whole MRI than the shared
+network's correction recovers (README, ``sr``).
 
 The paper's trade-off point picks the downsampling factors (DS) and the network's channels (NC):
 with ``factors="auto"`` / ``channels=0`` every combination is tried on the sample, each network's
@@ -65,6 +64,7 @@ DECODE_BATCH = 1 << 16  # queries per network pass (memory grows with them)
 _HEAD = struct.Struct("<BBBH")  # ndim, channels, width, SIREN width; then one byte per axis: the factor
 _CHUNK = struct.Struct("<HB")  # a chunk's SIREN width, and whether the network decodes it
 DEFAULT_MSE = 1e-3  # a sample's error target when the fit is given none
+LOSSES = {"mse": lambda d: torch.mean(d * d), "l1": lambda d: torch.mean(torch.abs(d))}
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,11 @@ class SRParams(SirenParams):
     sr_lr: float = encode_only(3e-3)
     refine_steps: int = encode_only(100)
     refine_lr: float = encode_only(1e-4)
+    loss: str = encode_only("mse")
 
     def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError(f"sr loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         if self.factors != "auto":
             parse_factors(self.factors, None)
         if not 0 <= self.channels <= 64 or not 1 <= self.width <= 64:
@@ -194,7 +197,7 @@ class SRMethod(SirenMethod):
         self.load_shared_state(blob)
         notes = [
             f"SR network trained in {time.perf_counter() - start:.1f} s on {len(fit.blocks)} sample chunks: "
-            f"factors {text}, {channels} channels, SIRENs {self.hidden} wide, {len(blob)} bytes stored"
+            f"factors {text}, {channels} channels, median sample's SIREN {self.hidden} wide, {len(blob)} bytes stored"
         ]
         if searched:
             table = "; ".join(f"{t[1]}/{t[2]}ch {t[0]:.4f} ({t[4]})" for t in trials)
@@ -222,17 +225,15 @@ class SRMethod(SirenMethod):
                 idx, coords, values = _query_batch(chunk.block, p.batch, gen)
                 positions = low_res_positions(coords, chunk.block.shape, tuple(chunk.grid_values.shape))
                 out = net(chunk.grid_values, positions, chunk.base[idx])
-                loss = torch.mean(torch.abs(out - values))
+                loss = LOSSES[p.loss](out - values)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
         self._use(factors, self.hidden, net)
 
     def _array_hidden(self, sample: _Sample) -> int:
-        """The SIREN width every chunk shares (the paper's SN): what the median sample's budget buys,
-        or, under an error target, the median width the samples grow to. One width for all chunks,
-        all initialised alike, gives their SIRENs alike artefacts, which is what one network can learn
-        to remove."""
+        """The paper's SN, stored with the network: what the median sample's budget buys, or, under
+        an error target, the median width the samples grow to (where a chunk's SIREN starts)."""
         widths = []
         for block, target in zip(sample.blocks, sample.targets, strict=True):
             target = sample.less_shared(target, self._blob)
@@ -263,14 +264,14 @@ class SRMethod(SirenMethod):
         return self.factors, self.net
 
     def _encode_siren(self, block: np.ndarray, target: Target) -> list[bytes]:
-        """The chunk's SIREN on its low-pass block, refined through the network: the array's width
-        (narrower only when the budget is smaller), quantized to the budget; or, under an error
-        target, grown from the array's width until the chunk meets it."""
+        """The chunk's SIREN on its low-pass block, refined through the network: the widest the
+        budget buys, quantized to it; or, under an error target, grown from the array's width until
+        the chunk meets it."""
         factors, _ = self._ready()
         low = downsample(block, factors)
         if target.budget_bytes is not None:
             budget = max(target.budget_bytes - _CHUNK.size, 1)
-            hidden = min(self.hidden, self.hidden_for_budget(block.ndim, budget))
+            hidden = self.hidden_for_budget(block.ndim, budget)
             model = self._refine(self._fit(low, hidden), block)
             return self._sections(model, hidden, block, pack_to_budget(linear_tensors(model), budget))
         hidden = self.hidden
@@ -291,7 +292,7 @@ class SRMethod(SirenMethod):
 
     def _refine(self, model: torch.nn.Module, block: np.ndarray) -> torch.nn.Module:
         """End-to-end: the SIREN's output through the frozen network against the full-resolution
-        block (L1)."""
+        block."""
         p = self.params
         if p.refine_steps <= 0:
             return model
@@ -301,7 +302,7 @@ class SRMethod(SirenMethod):
         with single_thread():
             for _ in range(p.refine_steps):
                 _, coords, values = _query_batch(block, p.batch, gen)
-                loss = torch.mean(torch.abs(_predict(model, net, factors, block.shape, coords) - values))
+                loss = LOSSES[p.loss](_predict(model, net, factors, block.shape, coords) - values)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
