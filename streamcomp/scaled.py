@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.format.chunk import NONFINITE_VALUES, denormalize, nonfinite_classes
-from streamcomp.format.codec import codec_config_of, method_from_config
+from streamcomp.format.codec import codec_config_of, method_from_config, usable_cores
 from streamcomp.format.frame import Frame, unpack
 from streamcomp.format.shards import chunks_per_shard, unpack_shard
 from streamcomp.format.store import read_chunk
@@ -116,12 +118,25 @@ class ScaledReader:
 
     def pieces(self, region: Sequence[slice] | None = None) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
         """(output slices, values) per chunk the region touches, in C order of chunks, so a caller
-        can write a large output piece by piece."""
-        for combo in itertools.product(*self._groups(region)):
-            coords = tuple(chunk for chunk, _, _ in combo)
-            index = tuple(out_idx for _, out_idx, _ in combo)
-            local = [pos for _, _, pos in combo]
-            yield index, self._evaluate(coords, local)
+        can write a large output piece by piece.
+
+        Chunks are evaluated on a thread per usable core (torch releases the GIL), as zarr decodes a
+        full-resolution read; at most two per thread are in flight, so memory stays bounded."""
+        workers = usable_cores()
+        with ThreadPoolExecutor(workers) as pool:
+            pending: deque = deque()
+            for combo in itertools.product(*self._groups(region)):
+                coords = tuple(chunk for chunk, _, _ in combo)
+                index = tuple(out_idx for _, out_idx, _ in combo)
+                local = [pos for _, _, pos in combo]
+                # Bytes are read here, in order: the shard cache is this thread's alone.
+                pending.append((index, pool.submit(self._evaluate, coords, self._chunk_bytes(coords), local)))
+                if len(pending) > 2 * workers:
+                    index, future = pending.popleft()
+                    yield index, future.result()
+            while pending:
+                index, future = pending.popleft()
+                yield index, future.result()
 
     def piece_count(self, region: Sequence[slice] | None = None) -> int:
         """How many pieces :meth:`pieces` yields: the chunks the region's output grid falls in."""
@@ -134,9 +149,8 @@ class ScaledReader:
             for (lo, hi), s, c, n in zip(bounds, self.scale, self.chunks, self.shape, strict=True)
         ]
 
-    def _evaluate(self, coords: tuple[int, ...], local: list[np.ndarray]) -> np.ndarray:
+    def _evaluate(self, coords: tuple[int, ...], data: bytes | None, local: list[np.ndarray]) -> np.ndarray:
         shape = tuple(len(p) for p in local)
-        data = self._chunk_bytes(coords)
         if data is None:
             return np.full(shape, self.array.fill_value, dtype=self.dtype)
         frame = unpack(data)
