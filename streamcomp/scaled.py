@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,7 @@ class ScaledReader:
         self.scale = parse_scale(scale, len(self.shape))
         self.dtype = np.dtype(self.array.dtype)
         self._shard: tuple[tuple[int, ...], dict | None] | None = None
+        self._shard_lock = threading.Lock()
         self._offsets = supersampling_offsets(self.scale)
         # Halving some axes and keeping the others: a method trained for two-voxel cells
         # (``decode_cells``) evaluates each output voxel once instead of supersampling.
@@ -120,8 +122,9 @@ class ScaledReader:
         """(output slices, values) per chunk the region touches, in C order of chunks, so a caller
         can write a large output piece by piece.
 
-        Chunks are evaluated on a thread per usable core (torch releases the GIL), as zarr decodes a
-        full-resolution read; at most two per thread are in flight, so memory stays bounded."""
+        Chunks are read and evaluated on a thread per usable core (torch and the store release the
+        GIL), as zarr decodes a full-resolution read; at most two per thread are in flight, so memory
+        stays bounded."""
         workers = usable_cores()
         with ThreadPoolExecutor(workers) as pool:
             pending: deque = deque()
@@ -129,8 +132,7 @@ class ScaledReader:
                 coords = tuple(chunk for chunk, _, _ in combo)
                 index = tuple(out_idx for _, out_idx, _ in combo)
                 local = [pos for _, _, pos in combo]
-                # Bytes are read here, in order: the shard cache is this thread's alone.
-                pending.append((index, pool.submit(self._evaluate, coords, self._chunk_bytes(coords), local)))
+                pending.append((index, pool.submit(self._evaluate, coords, local)))
                 if len(pending) > 2 * workers:
                     index, future = pending.popleft()
                     yield index, future.result()
@@ -149,8 +151,9 @@ class ScaledReader:
             for (lo, hi), s, c, n in zip(bounds, self.scale, self.chunks, self.shape, strict=True)
         ]
 
-    def _evaluate(self, coords: tuple[int, ...], data: bytes | None, local: list[np.ndarray]) -> np.ndarray:
+    def _evaluate(self, coords: tuple[int, ...], local: list[np.ndarray]) -> np.ndarray:
         shape = tuple(len(p) for p in local)
+        data = self._chunk_bytes(coords)
         if data is None:
             return np.full(shape, self.array.fill_value, dtype=self.dtype)
         frame = unpack(data)
@@ -184,13 +187,14 @@ class ScaledReader:
             return read_chunk(self.array, coords)
         per_shard = chunks_per_shard(tuple(self.array.shards), self.chunks)
         shard = tuple(c // k for c, k in zip(coords, per_shard, strict=True))
-        if self._shard is None or self._shard[0] != shard:
-            data = read_chunk(self.array, shard)
-            parts = None if data is None else unpack_shard(data, per_shard)
-            if data is not None and parts is None:
-                raise ChunkFormatError(f"shard {shard} of {self.array.store_path} is damaged (index or checksum)")
-            self._shard = (shard, parts)
-        parts = self._shard[1]
+        with self._shard_lock:  # chunks are read on several threads; consecutive ones share a shard
+            if self._shard is None or self._shard[0] != shard:
+                data = read_chunk(self.array, shard)
+                parts = None if data is None else unpack_shard(data, per_shard)
+                if data is not None and parts is None:
+                    raise ChunkFormatError(f"shard {shard} of {self.array.store_path} is damaged (index or checksum)")
+                self._shard = (shard, parts)
+            parts = self._shard[1]
         return None if parts is None else parts.get(tuple(c % k for c, k in zip(coords, per_shard, strict=True)))
 
 
