@@ -85,6 +85,20 @@ def test_section_kinds_are_told_apart_on_estimates_as_coding_both_would(ct_large
     assert bounded._layer(block, vmin, vmax, step, E, shorter_than=16) is None
 
 
+def test_layered_shortcuts_pick_what_trying_every_transform_picks(ct_large, em):
+    """A layered section takes the orientation the values' levels chose and codes the residual's
+    levels by planar 5/3 without trying the others: on CT and EM crops both are what trying
+    every transform picks."""
+    for block, E in ((ct_large, 8), (ct_large, 16), (em, 8)):
+        vmin, vmax, step = float(block.min()), float(block.max()), step_for(block.dtype, E)
+        levels = ExactPlan(bounded._levels(block, vmin, step))
+        layer = bounded._layer(block, vmin, vmax, step, E, planar=levels.planar)
+        assert layer is not None
+        tried = bounded._layer(block, vmin, vmax, step, E)
+        assert tried[0] == layer[0] and np.array_equal(tried[1], layer[1])
+        assert exact._chosen(layer[1].astype(np.int32))[:2] == bounded.RESIDUAL_TRANSFORM
+
+
 def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
     with pytest.raises(ValueError, match="too wide"):
         encode_exact(np.array([0, MAX_RANGE]))
@@ -97,11 +111,14 @@ def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
 
 
 def test_near_lossless_em_levels_code_shorter_under_a_fitted_context_model():
-    """On real EM at E = 4 the model fitted on two crops of the sample and judged on a third pays;
-    a chunk coded under it decodes only with it, exactly."""
+    """On real EM at E = 4 the model fitted on two crops of the sample and judged on a third pays
+    (for an array as large as the whole EM volume: the sample alone is too small to pay for a
+    fit); a chunk coded under it decodes only with it, exactly."""
     em = np.load(SAMPLE)
     blocks = [em[:, y : y + 128, x : x + 128] for y in (0, 128) for x in (0, 128)]
     model, note = fit_bounded_model(blocks, 4, em.size)
+    assert model is None and "too few to pay for its fit" in note
+    model, note = fit_bounded_model(blocks, 4, 30 * 512 * 512)
     assert model is not None and note.endswith("kept"), note
     levels = np.floor(em[:, 64:192, 64:192] / 9 + 0.5).astype(np.int64)
     plain, learned = encode_exact(levels), encode_exact(levels, model)
@@ -115,23 +132,31 @@ def test_near_lossless_em_levels_code_shorter_under_a_fitted_context_model():
 
 def test_a_plan_under_a_model_ranks_by_first_order_bits_and_codes_as_the_planned_one():
     """Under the array's model a section is ranked by its first-order entropy, without planning
-    the hand-set classes; those are planned only when it is coded, which then gives the bytes a
-    hand-set plan coded under the model gives (the learned code, or the hand-set one where the
-    learned code is longer than the classes' estimate)."""
+    the hand-set classes; those are planned only when it is coded and its learned code is not
+    clearly the shorter, which then gives the bytes a hand-set plan coded under the model gives
+    (the learned code, or the hand-set one where the learned code is longer than the classes'
+    estimate)."""
     em = np.load(SAMPLE)
-    model, _ = fit_bounded_model([em[:, :128, :128], em[:, :128, 128:], em[:, 128:, :128]], 4, em.size)
+    model, _ = fit_bounded_model([em[:, :128, :128], em[:, :128, 128:], em[:, 128:, :128]], 4, 30 * 512 * 512)
     assert model is not None
     levels = np.floor(em[:, 128:, 128:] / 9 + 0.5).astype(np.int64)
     ranked, planned = ExactPlan(levels, model), ExactPlan(levels)
     assert ranked._planned is None  # not planned while only ranked
     assert 0.9 * planned.bits < ranked.bits < 1.1 * planned.bits  # first-order bits: within 10 % of the classes'
-    assert ranked.code() == planned.code(model) and ranked._planned is not None
+    assert ranked.code() == planned.code(model)
+    # The classes are planned for the coded section only where the learned code may lose to them.
+    assert (ranked._planned is None) == (8 * len(ranked.code()) <= exact.CLASSES_FLOOR * ranked.bits)
     assert np.array_equal(decode_exact(ranked.code(), levels.shape, model), levels)
 
 
-def test_a_bounded_array_carries_the_model_its_levels_decode_with(tmp_path, save):
+def test_a_bounded_array_carries_the_model_its_levels_decode_with(tmp_path, save, monkeypatch):
+    """The sample is too small to pay for a fit of its own; fitted as a larger array is, the
+    model travels in the array's configuration."""
     em = np.load(SAMPLE)
     src = save(em)
+    compress(src, str(tmp_path / "small.zarr"), max_error=4, chunks="16,128,128", executor="local", progress=False)
+    assert not codec_config_of(zarr.open_array(str(tmp_path / "small.zarr"), mode="r"))["shared"]
+    monkeypatch.setattr(bounded, "FIT_MIN_VOXELS", 1)
     for bound in (0, 4):
         dst = str(tmp_path / f"e{bound}.zarr")
         compress(src, dst, max_error=bound, chunks="16,128,128", executor="local", progress=False)

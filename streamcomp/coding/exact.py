@@ -60,6 +60,10 @@ _CLASSES = 24
 _UNIT = 64  # the magnitude estimate in 1/64ths: integer arithmetic, identical on every platform
 _HALF_OCTAVE = np.sqrt(0.5)
 _EDGE = 63  # largest |hi| coded through the table; beyond, an escape and a parametric Laplace
+# The hand-set classes' bits over the coefficients' first-order entropy: never below 0.91 on EM and
+# head CT levels at E = 1-16 (learned codes: 0.86-0.98, or above 1 on a chunk unlike the model's
+# sample). A learned code under this share of the first-order bits is kept without planning them.
+CLASSES_FLOOR = 0.9
 
 
 class _Band:
@@ -196,14 +200,20 @@ def _checked(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int32)
 
 
-def _chosen(x: np.ndarray) -> tuple[bool, str, list[np.ndarray], tuple[list, float] | None]:
+def _chosen(
+    x: np.ndarray, transform: tuple[bool, str] | None = None
+) -> tuple[bool, str, list[np.ndarray], tuple[list, float] | None]:
     """(planar, integer transform, bands, their plan and estimated bits where the choice needed
     them). Volumetric or planar 9/7-M, whichever codes shorter (planar wins on serial-section EM,
     whose sections barely correlate): by their summed log-magnitudes where those differ clearly,
     else by both plans' estimated bits; 5/3 over the same axes replaces it where
     its coefficients' summed log-magnitudes are smaller (piecewise-constant data such as labels:
     9/7-M's longer predict rings at edges). 9/7-M codes smooth data shorter: EM and head CT ~1.4 %
-    losslessly, thorax CT even."""
+    losslessly, thorax CT even. A caller that knows the answer names it (``transform``: planar,
+    integer transform) and the others are not tried."""
+    if transform is not None:
+        planar, integer = transform
+        return planar, integer, subbands(x, levels_for(x.shape, planar), planar, integer), None
     bands = {p: subbands(x, levels_for(x.shape, p), p, "9/7-M") for p in (False, True)}
     sizes = {p: log_magnitudes(b) for p, b in bands.items()}
     planar, plans = clear_winner(sizes), None
@@ -241,13 +251,18 @@ class ExactPlan:
 
     Without a model the estimate is the hand-set classes' bits. Under the array's context
     ``model`` it is the coefficients' first-order entropy, a tenth of the cost, and the classes
-    are planned only for a section that is coded (where the learned code may lose to them)."""
+    are planned only for a section that is coded, where the learned code may lose to them (not
+    when it is under CLASSES_FLOOR of the first-order bits)."""
 
-    def __init__(self, x: np.ndarray, model: ContextModel | None = None) -> None:
+    def __init__(
+        self, x: np.ndarray, model: ContextModel | None = None, transform: tuple[bool, str] | None = None
+    ) -> None:
+        """``transform``: (planar, integer transform) to use, where the caller knows which codes
+        ``x`` shortest; None: chosen by :func:`_chosen`."""
         x = _checked(x)
         self.shape = x.shape
         self.model = model
-        self.planar, self.integer, self.bands, planned = _chosen(x)
+        self.planar, self.integer, self.bands, planned = _chosen(x, transform)
         self._planned = planned
         if model is None:
             self.bits = self._hand_set_plan()[1]
@@ -268,6 +283,8 @@ class ExactPlan:
         if model is None:
             return self._hand_set()
         learned = _learned_code(self.shape, self.planar, self.integer, self.bands, model)
+        if self._planned is None and 8 * len(learned) <= CLASSES_FLOOR * self.bits:
+            return learned  # shorter than the classes can be: no need to plan them
         if 8 * len(learned) < self._hand_set_plan()[1]:
             return learned
         return min(learned, self._hand_set(), key=len)

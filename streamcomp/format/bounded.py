@@ -37,7 +37,7 @@ from streamcomp.coding.bands import clear_winner, lattices, levels_for, log_magn
 from streamcomp.coding.context_model import ContextModel
 from streamcomp.coding.exact import MAX_RANGE, ExactPlan, decode_exact
 from streamcomp.coding.fit_context import ContextStats, StatsCollector, fit_context_model
-from streamcomp.coding.residual import ResidualCoder, decode_residual
+from streamcomp.coding.residual import ResidualCoder, decode_residual, first_order_bytes
 from streamcomp.errors import ChunkFormatError
 from streamcomp.values import normalize
 
@@ -47,6 +47,15 @@ _HEAD = struct.Struct("<Bd")
 _LOSSY = struct.Struct("<I")  # length of the lossy layer's section
 LEVELS, BYTES, LAYERED = 0, 1, 2
 LAYERED_FROM = 8  # smallest bound (data units) at which a lossy layer is tried
+# The residual's levels after a lossy layer: few distinct values, no correlation left along z, so
+# planar 5/3, what the exact coder chose for them on every chunk of EM, both CTs and MRI at E = 8, 16.
+RESIDUAL_TRANSFORM = (True, "5/3")
+# What the residual's levels add to a layer, at least, as a share of the layer's first-order
+# estimate: a layer whose estimate with that share reaches the limit is not coded. Measured on every
+# chunk of EM, both CTs and MRI at E = 8, 16: the residual cost 0.17-0.53 of the coded layer, the
+# coded layer 0.86-1.16 of its estimate, and the rule kept the sections coding every layer keeps
+# (thorax CT and MRI skip their layers, encoding in 55-75 % of the time).
+RESIDUAL_SHARE = 0.2
 _RAW = Blosc(cname="zstd", clevel=9, shuffle=Blosc.SHUFFLE)
 
 
@@ -80,20 +89,28 @@ def _base(lossy: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 
 
 def _layer(
-    block: np.ndarray, vmin: float, vmax: float, step: float, max_error: float, shorter_than: float = np.inf
+    block: np.ndarray, vmin: float, vmax: float, step: float, max_error: float, shorter_than: float = np.inf,
+    planar: bool | None = None,
 ) -> tuple[bytes, np.ndarray] | None:
     """A lossy wavelet layer's section at the residual's quantizer step and the residual's levels
-    (None when the bound is missed); the layer by the volumetric or planar transform, whichever
-    codes it shorter (coding the residual's levels after both picked the same on every CT volume
-    measured), judged by their symbols' summed log-magnitudes where those differ clearly. None too
-    when the layer alone is ``shorter_than`` bytes or longer: a layered section cannot then be the
-    shorter (thorax CT and MRI at E = 8, where the layer costs what the levels do), so the residual
-    is not quantized."""
+    (None when the bound is missed); the layer by the ``planar`` or volumetric transform, or where
+    ``planar`` is None whichever codes it shorter, judged by their symbols' summed log-magnitudes
+    where those differ clearly (coding the residual's levels after both picked the same on every CT
+    volume measured). None too when the layer alone is ``shorter_than`` bytes or longer: a layered
+    section cannot then be the shorter (thorax CT and MRI at E = 8, where the layer costs what the
+    levels do), so the residual is not quantized."""
     norm = normalize(block)[0]
     log2_step = float(np.log2(2.0 * step / (vmax - vmin)))
-    coders = {planar: ResidualCoder(norm, planar) for planar in (False, True)}
-    planar = clear_winner({p: log_magnitudes(coder.quantize(log2_step)[1]) for p, coder in coders.items()})
-    layers = (coders[p].code(log2_step) for p in ((False, True) if planar is None else (planar,)))
+    if planar is None:
+        coders = {p: ResidualCoder(norm, p) for p in (False, True)}
+        planar = clear_winner({p: log_magnitudes(coder.quantize(log2_step)[1]) for p, coder in coders.items()})
+        layers = (coders[p].code(log2_step) for p in ((False, True) if planar is None else (planar,)))
+    else:
+        coder = ResidualCoder(norm, planar)
+        estimate = first_order_bytes([np.abs(b).reshape(-1) for b in coder.bands], log2_step)
+        if estimate * (1 + RESIDUAL_SHARE) >= shorter_than:
+            return None
+        layers = iter((coder.code(log2_step),))
     lossy, decoded = min(layers, key=lambda layer: len(layer[0]))
     if len(lossy) >= shorter_than:
         return None
@@ -160,9 +177,12 @@ def _sections(
         sections.append(_Section(LEVELS, ExactPlan(levels, model)))
     if block.dtype.kind in "iu" and max_error >= LAYERED_FROM and vmax > vmin:
         least = min((s.estimate for s in sections), default=np.inf)
-        layer = _layer(block, vmin, vmax, step, max_error, _CLEAR_SECTION * least)
+        # The values' levels are the block at the layer's step: the transform they chose is the
+        # layer's (the same on every chunk of EM, both CTs and MRI at E = 8 and 16).
+        planar = sections[0].levels.planar if sections else None
+        layer = _layer(block, vmin, vmax, step, max_error, _CLEAR_SECTION * least, planar)
         if layer is not None:
-            sections.append(_Section(LAYERED, ExactPlan(layer[1], model), layer[0]))
+            sections.append(_Section(LAYERED, ExactPlan(layer[1], model, RESIDUAL_TRANSFORM), layer[0]))
     least = min((s.estimate for s in sections), default=np.inf)
     return [s for s in sections if s.estimate <= _CLEAR_SECTION * least]
 
@@ -209,6 +229,11 @@ FIT_VOXELS = 1 << 19  # voxels of one crop the model is fitted or judged on
 FIT_CROPS, JUDGE_CROPS = 2, 1
 BOUNDED_SAMPLE = FIT_CROPS + JUDGE_CROPS  # sample chunks read for the fit, whose tiles the crops are drawn from
 FIT_STEPS = 100  # EM at E = 4: -2.9 % after 600 steps on 4 crops, -2.5 % after 100 on 2; at 60 head CT's did not pay
+# An array under four times the fit's crops is not worth the fit, whose cost (0.5-1 s here) does not
+# shrink with the array: the hand-set classes code it. Thorax CT (2.5 Mvoxels) at E = 8 saved 1.1 %
+# of its bytes for half its encode time; fewer steps saved less (0.45 % after 25; the 4D MRI's
+# model, 2.1 Mvoxels, did not pay at 33).
+FIT_MIN_VOXELS = 4 * BOUNDED_SAMPLE * FIT_VOXELS
 # Smallest share of the held-out crops' bytes the model must save: below it the hand-set classes,
 # whose decode is faster, code the array.
 MIN_GAIN = 0.01
@@ -265,7 +290,11 @@ def fit_bounded_model(
     A one-layer student and its sign model fitted from scratch on crops of the sample ``blocks``
     quantized as :func:`encode_bounded` quantizes them (a start trained on CT and MRI levels, used
     as it is, saved nothing on EM), judged on other crops: kept when it saves at least MIN_GAIN of
-    their bytes and, over the array's ``data_voxels``, more than its own."""
+    their bytes and, over the array's ``data_voxels``, more than its own. None, unfitted, for an
+    array too small to pay for the fit (FIT_MIN_VOXELS)."""
+    if data_voxels < FIT_MIN_VOXELS:
+        return None, (f"no context model: {data_voxels} voxels are too few to pay for its fit "
+                      f"(from {FIT_MIN_VOXELS})")
     picked = _level_crops(blocks, max_error, FIT_CROPS + JUDGE_CROPS, np.random.default_rng(seed))
     if len(picked) < 2:
         return None, "no context model: the sample holds too few coded voxels to fit and judge one"
