@@ -24,6 +24,17 @@ SAMPLE = ROOT / "examples" / "em_isbi2012_crop_30x256x256_u8.npy"  # the bundled
 FAST = {"steps": 30, "batch": 4096}
 
 
+def command_line(process) -> str:
+    """A ``psutil.Process``'s command line, or "" once it has exited (a zombie included) or is not
+    ours to read: children listed a moment earlier may be gone by the time they are asked."""
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
+        return ""
+
+
 def load_data(name: str) -> np.ndarray:
     """A shipped crop from ``tests/data`` (every one is in the repository: nothing is skipped)."""
     return np.load(DATA / name)

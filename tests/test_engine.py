@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import zarr
-from helpers import ROOT, SAMPLE, plan_in_process
+from helpers import ROOT, SAMPLE, command_line, plan_in_process
 
 from streamcomp.api import compress
 from streamcomp.errors import InputError
@@ -103,7 +103,7 @@ def test_data_engine_finishes_after_an_encoder_actor_is_killed(tmp_path, em_with
     while killed is None and time.monotonic() < deadline and driver.poll() is None:
         written = len(list((dst / "c").rglob("*"))) if (dst / "c").exists() else 0
         actors = [p for p in psutil.Process(driver.pid).children(recursive=True)
-                  if "MapWorker" in " ".join(p.cmdline())] if written >= 4 else []
+                  if "MapWorker" in command_line(p)] if written >= 4 else []
         if actors:
             actors[0].send_signal(signal.SIGKILL)
             killed = actors[0].pid

@@ -10,7 +10,7 @@ import subprocess
 
 import psutil
 import pytest
-from helpers import SAMPLE
+from helpers import SAMPLE, command_line
 from servers import BIN, ROOT, stop_tree, wait_for
 
 
@@ -26,14 +26,7 @@ def running(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 
 def encoder_workers(tree: list[psutil.Process]) -> list[psutil.Process]:
-    found = []
-    for p in tree:
-        try:
-            if "ChunkWorker" in " ".join(p.cmdline()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+    return [p for p in tree if "ChunkWorker" in command_line(p)]
 
 
 @pytest.mark.slow
@@ -55,7 +48,7 @@ def test_sigkilled_driver_leaves_no_embedded_ray_process(ray_head, tmp_path):
         wait_for(lambda: driver.poll() is not None or workers_up(), 180, "the embedded Ray's encoder actors")
         assert driver.poll() is None, "the driver ended before it could be killed"
         tree[:] = psutil.Process(driver.pid).children(recursive=True)  # the agents, raylet, workers, watchdog
-        names = " ".join(" ".join(p.cmdline()) for p in running(tree))
+        names = " ".join(command_line(p) for p in running(tree))
         assert "DashboardAgent" in names and "raylet" in names and "watchdog.py" in names
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(10)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 import zarr
-from helpers import FAST, SAMPLE
+from helpers import FAST, SAMPLE, command_line
 from servers import NODE_S3_ENV, wait_for
 
 from streamcomp.api import compress
@@ -117,7 +117,7 @@ def test_embedded_ray_workers_inherit_the_driver_environment(monkeypatch, tmp_pa
         assert not set(runtime_env["env_vars"]) & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
         pool.close()
         tree = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-        assert any("watchdog.py" in " ".join(p.cmdline()) for p in tree)
+        assert any("watchdog.py" in command_line(p) for p in tree)
     finally:
         ray.shutdown()
 
