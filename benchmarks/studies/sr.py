@@ -3,7 +3,8 @@
 Each run is ``streamcomp.api.compress`` (every stored byte counted, the SR network included) on
 real crops of the shared 4D MRI and head CT, then a plain zarr read. Scaled decoding is timed
 against a full decode followed by block averaging, and both are scored against the block-averaged
-original.
+original. Fit memory is measured apart, in this process (:func:`fit_memory`): sr's network is fitted
+once more for it, so each sr row takes its fit time twice.
 
     python -m benchmarks.studies.sr [--quick] [--ratios 16,32,64] [--whole] [--volumes mri4d,ct_head]
 
