@@ -16,11 +16,12 @@ from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import FitTargets, Target, build_method
 from streamcomp.methods.inr import half_scale_cells
 from streamcomp.methods.siren import SirenMethod
-from streamcomp.methods.sr import _CHUNK, downsample, parse_factors
+from streamcomp.methods.sr import _CHUNK, LOSSES, _backward_through_grid, downsample, parse_factors
 from streamcomp.metrics import psnr
+from streamcomp.models import sr as sr_network
 from streamcomp.models.coords import grid
 from streamcomp.models.siren import FunnelSiren
-from streamcomp.models.sr import SRNet, low_res_positions
+from streamcomp.models.sr import SRNet, low_res_coords, low_res_positions
 from streamcomp.scaled import ScaledReader, parse_scale, read_scaled, scaled_shape, supersampling_offsets
 from streamcomp.values import normalize
 
@@ -54,6 +55,47 @@ def test_factors_are_validated():
     with pytest.raises(InputError, match="loss must be one of"):
         build_method("sr", {"loss": "l2"})
     assert build_method("sr", {"loss": "l1"}).params.loss == "l1"
+
+
+def _trained_looking(net: SRNet) -> SRNet:
+    """Random weights everywhere, the head included, so every path carries gradient."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.normal_(0, 0.3)
+    return net.requires_grad_(False)
+
+
+@pytest.mark.parametrize(("shape", "factors"), [((6, 20, 20), (1, 2, 2)), ((3, 4, 10, 10), (1, 1, 2, 2))])
+def test_refine_gradient_through_the_grid_in_batches_is_exact(shape, factors, monkeypatch):
+    monkeypatch.setattr(sr_network, "SLAB_VOXELS", 64)  # the convolutions in several slabs too
+    net = _trained_looking(SRNet(len(shape), 3, 8))
+    siren = FunnelSiren(len(shape), [12, 8, 8])
+    coords = torch.rand(300, len(shape)) * 2 - 1
+    values = torch.randn(300)
+    low = tuple(-(-n // f) for n, f in zip(shape, factors, strict=True))
+    low_values = siren(grid(low)).reshape(low)
+    positions = low_res_positions(coords, shape, low)
+    base = siren(low_res_coords(positions, low)).reshape(-1)
+    torch.mean((net(low_values, positions, base) - values) ** 2).backward()
+    expected = [param.grad.clone() for param in siren.parameters()]
+    siren.zero_grad()
+    _backward_through_grid(siren, net, factors, shape, coords, values, LOSSES["mse"], batch=37)
+    for got, want in zip((param.grad for param in siren.parameters()), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_slabbed_convolution_equals_one_replicate_padded_convolution(monkeypatch):
+    net = _trained_looking(SRNet(3, 4))
+    low = torch.randn(2, 7, 9, 11)
+    whole = net.features(low)
+    monkeypatch.setattr(sr_network, "SLAB_VOXELS", 1)  # one section per call
+    torch.testing.assert_close(net.features(low), whole)
+    layer = net.extract[1]
+    x = torch.randn(2, 4, 7, 9, 11)
+    padded = torch.nn.functional.pad(x, (1,) * 6, mode="replicate")
+    reference = torch.nn.functional.conv3d(padded, layer.weight, layer.bias)
+    torch.testing.assert_close(sr_network._conv_in_slabs(layer, x), reference)
 
 
 def test_an_untrained_network_returns_its_base():

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,13 +55,13 @@ from streamcomp.methods.inr import (
 from streamcomp.methods.siren import SirenMethod, SirenParams
 from streamcomp.metrics import psnr, ssim
 from streamcomp.models.coords import grid
-from streamcomp.models.sr import SRNet, low_res_coords, low_res_positions
+from streamcomp.models.sr import GridState, SRNet, low_res_coords, low_res_positions
 from streamcomp.optim import Adam
 
 NET_REL_STEP = 2.0**-8  # the stored network's quantization step, relative to each tensor's std
 CANDIDATE_FACTORS = {3: ("1x1x1", "1x2x2", "2x2x2"), 4: ("1x1x1x1", "1x1x2x2", "1x2x2x2")}
 CANDIDATE_CHANNELS = (4, 8)
-DECODE_BATCH = 1 << 16  # queries per network pass (memory grows with them)
+DECODE_BATCH = 1 << 13  # points per SIREN or network pass outside training (memory grows with them)
 _HEAD = struct.Struct("<BBBH")  # ndim, channels, width, SIREN width; then one byte per axis: the factor
 _CHUNK = struct.Struct("<HB")  # a chunk's SIREN width, and whether the network decodes it
 DEFAULT_MSE = 1e-3  # a sample's error target when the fit is given none
@@ -302,9 +303,8 @@ class SRMethod(SirenMethod):
         with single_thread():
             for _ in range(p.refine_steps):
                 _, coords, values = _query_batch(block, p.batch, gen)
-                loss = LOSSES[p.loss](_predict(model, net, factors, block.shape, coords) - values)
                 opt.zero_grad()
-                loss.backward()
+                _backward_through_grid(model, net, factors, block.shape, coords, values, LOSSES[p.loss], p.batch)
                 opt.step()
         return model
 
@@ -321,11 +321,11 @@ class SRMethod(SirenMethod):
         siren = self.load(sections, len(shape)).eval()
         low = low_shape(shape, factors)
         if not _CHUNK.unpack(sections[0])[1]:
-            return evaluate(siren, low_res_coords(low_res_positions(coords, tuple(shape), low), low))
-        grid_values = torch.from_numpy(evaluate(siren, grid(low))).reshape(low)
+            return evaluate(siren, low_res_coords(low_res_positions(coords, tuple(shape), low), low), DECODE_BATCH)
         with torch.no_grad():
+            state = net.prepare(_on_grid(siren, low, DECODE_BATCH))
             parts = [
-                _predict(siren, net, factors, tuple(shape), coords[i : i + DECODE_BATCH], grid_values).numpy()
+                _predict(siren, net, state, tuple(shape), coords[i : i + DECODE_BATCH]).numpy()
                 for i in range(0, coords.shape[0], DECODE_BATCH)
             ]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -350,20 +350,17 @@ class _Sample:
 
 
 def _predict(
-    siren: torch.nn.Module,
-    net: SRNet,
-    factors: tuple[int, ...],
-    shape: tuple[int, ...],
-    coords: torch.Tensor,
-    grid_values: torch.Tensor | None = None,
+    siren: torch.nn.Module, net: SRNet, state: GridState, shape: tuple[int, ...], coords: torch.Tensor
 ) -> torch.Tensor:
-    """The chunk at ``coords``: the SIREN on its low-resolution grid (``grid_values`` when the caller
-    has it) feeds the network, the SIREN at the queries themselves is the base it corrects."""
-    low = low_shape(shape, factors)
-    positions = low_res_positions(coords, shape, low)
-    if grid_values is None:
-        grid_values = siren(grid(low)).reshape(low)
-    return net(grid_values, positions, siren(low_res_coords(positions, low)).reshape(-1))
+    """The chunk at ``coords``: the network reads ``state``, its :meth:`~SRNet.prepare` of the SIREN
+    on the low-resolution grid, and corrects the SIREN at the queries themselves."""
+    positions = low_res_positions(coords, shape, state.shape)
+    return net.query(state, positions, siren(low_res_coords(positions, state.shape)).reshape(-1))
+
+
+def _on_grid(siren: torch.nn.Module, low: tuple[int, ...], batch: int) -> torch.Tensor:
+    """The SIREN on every low-resolution voxel, ``batch`` points at a time, without gradients."""
+    return torch.from_numpy(evaluate(siren, grid(low), batch)).reshape(low)
 
 
 @dataclass
@@ -379,10 +376,35 @@ class _Decoded:
     def of(cls, siren: torch.nn.Module, factors: tuple[int, ...], block: np.ndarray) -> _Decoded:
         low = low_shape(block.shape, factors)
         positions = low_res_positions(grid(block.shape), block.shape, low)
-        with torch.no_grad():
-            grid_values = evaluate(siren, grid(low))
-            base = evaluate(siren, low_res_coords(positions, low))
-        return cls(torch.from_numpy(grid_values).reshape(low), torch.from_numpy(base), block)
+        base = evaluate(siren, low_res_coords(positions, low), DECODE_BATCH)
+        return cls(_on_grid(siren, low, DECODE_BATCH), torch.from_numpy(base), block)
+
+
+def _backward_through_grid(
+    siren: torch.nn.Module,
+    net: SRNet,
+    factors: tuple[int, ...],
+    shape: tuple[int, ...],
+    coords: torch.Tensor,
+    values: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    batch: int,
+) -> None:
+    """Accumulate into the SIREN's gradients the loss of :func:`_predict` at ``coords``.
+
+    The network reads the SIREN on the whole low-resolution grid, and at the queries, so the
+    gradient flows back in two stages: through the network to those values, then from them through
+    the SIREN ``batch`` points at a time. Exact, and the memory of a batch rather than of the grid
+    (the SIREN's activations on every grid point were most of a chunk's fit memory)."""
+    low = low_shape(shape, factors)
+    positions = low_res_positions(coords, shape, low)
+    points = torch.cat([grid(low), low_res_coords(positions, low)])
+    values_at = torch.from_numpy(evaluate(siren, points, batch)).requires_grad_()
+    grid_values, base = values_at[: math.prod(low)].reshape(low), values_at[math.prod(low) :]
+    loss(net.query(net.prepare(grid_values), positions, base) - values).backward()
+    upstream = values_at.grad.reshape(-1, 1)
+    for i in range(0, points.shape[0], batch):
+        siren(points[i : i + batch]).backward(upstream[i : i + batch])
 
 
 def _net_tensors(net: SRNet) -> list[np.ndarray]:

@@ -18,10 +18,14 @@ enough to be stored with every array and run by every decode.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+SLAB_VOXELS = 1 << 13  # voxels a convolution call reads at most (its memory grows 27x with them)
 
 
 def low_res_positions(coords: torch.Tensor, full: tuple[int, ...], low: tuple[int, ...]) -> torch.Tensor:
@@ -48,13 +52,13 @@ class SRNet(nn.Module):
     def __init__(self, ndim: int, channels: int, width: int = 16, depth: int = 2) -> None:
         super().__init__()
         self.ndim = ndim
-        conv = {"kernel_size": 3, "padding": 1, "padding_mode": "replicate"}
+        conv = {"kernel_size": 3}  # replicate-padded by _conv_in_slabs
         self.extract = nn.ModuleList(
             [nn.Conv3d(1, channels, **conv)] + [nn.Conv3d(channels, channels, **conv) for _ in range(depth)]
         )
         self.lift = nn.Linear(channels + ndim + 1, width)
         self.context = nn.Linear(channels, width)
-        self.query = nn.Linear(width, width)
+        self.query_proj = nn.Linear(width, width)
         self.key = nn.Linear(width, width)
         self.value = nn.Linear(width, width)
         self.mix = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
@@ -67,17 +71,33 @@ class SRNet(nn.Module):
     def features(self, low: torch.Tensor) -> torch.Tensor:
         """Per low-resolution voxel, C-order: (voxels, channels)."""
         x = low.reshape(-1, 1, *low.shape[-3:])
-        x = F.gelu(self.extract[0](x))
+        x = F.gelu(_conv_in_slabs(self.extract[0], x))
         for layer in self.extract[1:]:
-            x = x + F.gelu(layer(x))
+            x = x + F.gelu(_conv_in_slabs(layer, x))
         return x.movedim(1, -1).reshape(-1, x.shape[1])
 
-    def forward(self, low: torch.Tensor, positions: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    def prepare(self, low: torch.Tensor) -> GridState:
+        """What every query of one low-resolution block reads: computed once per block, then any
+        number of :meth:`query` batches."""
+        feats = self.features(low)
+        parts = [
+            checkpoint(self._kernel_part, feats[i : i + SLAB_VOXELS], use_reentrant=False)
+            for i in range(0, feats.shape[0], SLAB_VOXELS)
+        ]
+        return GridState(tuple(low.shape), low.reshape(-1), feats, torch.stack(parts).sum(0) / feats.shape[0])
+
+    def _kernel_part(self, feats: torch.Tensor) -> torch.Tensor:
+        """keys^T values over some voxels; recomputed for the backward pass rather than kept (the
+        keys and values are ``width`` numbers per voxel, the features only ``channels``)."""
+        context = self.context(feats)
+        width = self.lift.out_features
+        return F.layer_norm(self.key(context), (width,)).T @ F.layer_norm(self.value(context), (width,))
+
+    def query(self, state: GridState, positions: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """Values at ``positions`` (queries, ndim) in low-resolution voxel units, shape (queries,):
         ``base`` (queries,) plus the learned correction."""
-        shape = torch.tensor(low.shape)
+        shape = torch.tensor(state.shape)
         strides = torch.tensor([int(torch.prod(shape[i + 1 :])) for i in range(self.ndim)])
-        feats, values = self.features(low), low.reshape(-1)
         floor = torch.floor(positions).long()
         lifted = torch.zeros(positions.shape[0], self.lift.out_features)
         total = torch.zeros(positions.shape[0])
@@ -86,14 +106,36 @@ class SRNet(nn.Module):
             offset = positions - idx
             weight = torch.clamp(1 - offset.abs(), min=0).prod(dim=1)
             flat = (idx * strides).sum(dim=1)
-            v = values[flat]
-            lifted = lifted + weight[:, None] * self.lift(torch.cat([feats[flat], offset, v[:, None]], dim=1))
+            v = state.values[flat]
+            lifted = lifted + weight[:, None] * self.lift(torch.cat([state.feats[flat], offset, v[:, None]], dim=1))
             total = total + weight
-        total = total.clamp(min=1e-6)
-        h = lifted / total[:, None]
-        context = self.context(feats)
-        k = F.layer_norm(self.key(context), (h.shape[1],))
-        v = F.layer_norm(self.value(context), (h.shape[1],))
-        h = h + self.query(h) @ (k.T @ v / context.shape[0])
+        h = lifted / total.clamp(min=1e-6)[:, None]
+        h = h + self.query_proj(h) @ state.kernel
         h = h + self.mix(h)
         return base + self.head(h).reshape(-1)
+
+    def forward(self, low: torch.Tensor, positions: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """:meth:`query` on ``low``'s :meth:`prepare`."""
+        return self.query(self.prepare(low), positions, base)
+
+
+@dataclass
+class GridState:
+    """One low-resolution block as the queries read it: its values and features per voxel, and the
+    attention's kernel integral over the block (keys^T values / voxels)."""
+
+    shape: tuple[int, ...]
+    values: torch.Tensor
+    feats: torch.Tensor
+    kernel: torch.Tensor
+
+
+def _conv_in_slabs(layer: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``layer`` (3x3x3, replicate padding) on ``x`` a few sections at a time: CPU convolutions of
+    inputs this small unfold all 27 neighbours of every voxel at once, ~27x the input's memory (most
+    of a chunk's fit memory), so bounding what one call sees bounds it."""
+    padded = F.pad(x, (1,) * 6, mode="replicate")
+    per_section = x.shape[0] * x.shape[1] * x.shape[-1] * x.shape[-2]
+    sections = max(1, SLAB_VOXELS // per_section)
+    starts = range(0, x.shape[2], sections)
+    return torch.cat([F.conv3d(padded[:, :, z : z + sections + 2], layer.weight, layer.bias) for z in starts], dim=2)
