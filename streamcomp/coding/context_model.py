@@ -387,6 +387,11 @@ class SignSite:
         return sign_features(self.band, self.neighbours, selected)
 
 
+def flat_bands(bands: list[np.ndarray]) -> list[np.ndarray]:
+    """Each band flattened once (a copy where it is a strided view) for visits by flat index."""
+    return [band.reshape(-1) for band in bands]
+
+
 def walk_bands(lattices: list[Lattice], parents: list[int | None], levels: int, visit) -> list[np.ndarray]:
     """Visit every band phase in decode order with its positions and context keys.
 

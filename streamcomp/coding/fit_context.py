@@ -27,6 +27,7 @@ from streamcomp.coding.context_model import (
     KEYS,
     ContextModel,
     class_vector,
+    flat_bands,
     key_inputs,
     pair_params,
     walk_bands,
@@ -64,8 +65,10 @@ class StatsCollector:
         self._signs: list[SignStats] = []
 
     def add(self, lattices, parents, levels: int, symbols: list[np.ndarray]) -> None:
+        flat = flat_bands(symbols)
+
         def visit(band, base, phase, idx, keys, site):
-            values = symbols[band].reshape(-1)[idx]
+            values = flat[band][idx]
             nonzero = np.flatnonzero(values)
             if len(nonzero):
                 classes = np.full(len(nonzero), site.cls, np.int64)

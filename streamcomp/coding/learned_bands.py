@@ -18,7 +18,7 @@ import numpy as np
 
 from streamcomp.coding import sign_model
 from streamcomp.coding.bands import Lattice
-from streamcomp.coding.context_model import ContextModel, PairCoder, SignSite, runs, walk_bands
+from streamcomp.coding.context_model import ContextModel, PairCoder, SignSite, flat_bands, runs, walk_bands
 from streamcomp.errors import ChunkFormatError
 
 # Bits are worth this many squared steps of error. Without the post-filter the gain at equal bytes is
@@ -57,9 +57,10 @@ def encode(
         return b""
     pairs = _coder(model, bits)
     segments: list[tuple] = []
+    flat = flat_bands(symbols)
 
     def visit(band, base, phase, idx, keys, site):
-        values = symbols[band].reshape(-1)[idx]
+        values = flat[band][idx]
         coded = values if pairs.signed else np.abs(values)
         order, spans = runs(model.pairs(base, phase, keys))
         segments.extend((pairs.encode, coded[order[a:b]], pair) for pair, a, b in spans)
@@ -86,10 +87,11 @@ def size(
     if not bits:
         return 0
     coder, total = _coder(model, bits), 0.0
+    flat = flat_bands(symbols)
 
     def visit(band, base, phase, idx, keys, site):
         nonlocal total
-        values = symbols[band].reshape(-1)[idx]
+        values = flat[band][idx]
         total += _estimate_bits(model, coder, site, values, model.pairs(base, phase, keys))
         return values
 

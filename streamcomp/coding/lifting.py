@@ -202,27 +202,32 @@ def _predict_97m(s: np.ndarray, n: int) -> np.ndarray:
 INTEGER = {"5/3": _predict_53, "9/7-M": _predict_97m}
 
 
-def _forward_int(x: np.ndarray, integer: str) -> tuple[np.ndarray, np.ndarray]:
-    """One reversible level along axis 0, in ``x``'s integer dtype: floor-rounded lifting steps,
-    each a function of the other half only, so :func:`_inverse_int` undoes them exactly."""
-    s, d = x[0::2].copy(), x[1::2].copy()
+def _forward_int(x: np.ndarray, integer: str, out: np.ndarray) -> None:
+    """One reversible level along axis 0, in ``x``'s integer dtype, written to ``out`` (low rows,
+    then high): floor-rounded lifting steps, each a function of the other half only, so
+    :func:`_inverse_int` undoes them exactly."""
+    s, d = x[0::2], x[1::2]
+    m = len(s)
     if not len(d):
-        return s, d
-    n, m = len(d), len(s)
-    d -= INTEGER[integer](s, n)
-    s += (_pair(d, m) + 2) >> 2
-    return s, d
+        out[...] = x
+        return
+    high = np.subtract(d, INTEGER[integer](s, len(d)), out=out[m:])
+    update = _pair(high, m)
+    update += 2
+    update >>= 2
+    np.add(s, update, out=out[:m])
 
 
 def _inverse_int(low: np.ndarray, high: np.ndarray, integer: str) -> np.ndarray:
+    x = np.empty((len(low) + len(high), *low.shape[1:]), low.dtype)
     if not len(high):
-        return low.copy()
-    s, d = low.copy(), high.copy()
-    n, m = len(d), len(s)
-    s -= (_pair(d, m) + 2) >> 2
-    d += INTEGER[integer](s, n)
-    x = np.empty((n + m, *s.shape[1:]), s.dtype)
-    x[0::2], x[1::2] = s, d
+        x[...] = low
+        return x
+    update = _pair(high, len(low))
+    update += 2
+    update >>= 2
+    s = np.subtract(low, update, out=x[0::2])
+    np.add(high, INTEGER[integer](s, len(high)), out=x[1::2])
     return x
 
 
@@ -259,15 +264,17 @@ def wavedec(
     a = np.asarray(x) if integer else np.asarray(x, np.float32)
     if integer and a.dtype.kind not in "iu":
         raise TypeError(f"the integer transforms take integers, not {a.dtype}")
-    forward = functools.partial(_forward_int, integer=integer) if integer else _forward
     per_level = []
     for level in range(levels):
         half = _sizes(a.shape, 1, axes)[1]
         for ax in axes:
             v = np.moveaxis(a, ax, 0)
+            if integer:
+                a = np.empty(a.shape, a.dtype)
+                _forward_int(v, integer, np.moveaxis(a, ax, 0))
+                continue
             steer = None if steering is None else steering.forward(level, ax, v, _split(a.ndim, ax, axes, half))
-            low, high = forward(v) if steer is None else _forward(v, steer)
-            a = np.moveaxis(np.concatenate((low, high)), 0, ax)
+            a = np.moveaxis(np.concatenate(_forward(v, steer)), 0, ax)
         per_level.append([a[_region(a.shape, key, half, axes)] for key in detail_keys(len(axes))])
         a = a[_region(a.shape, "a" * len(axes), half, axes)]
     return [a] + [band for level in reversed(per_level) for band in level]

@@ -104,17 +104,16 @@ def _code_band(
     """
     if not q.any():
         return b"\0"
-    magnitudes = np.abs(q).reshape(-1)
+    flat = q.reshape(-1)  # a copy when the band is a strided view: once, not per group
+    magnitudes = np.abs(flat)
     code, plain_bits = group_codes(magnitudes, np.zeros(q.size, np.int64), 1)
     groups = _groups(lattice, lattice.parent(parent), q).reshape(-1)
     codes, context_bits = group_codes(magnitudes, groups, 2 * _CLASSES)
     if plain_bits / 8 + 1 <= context_bits / 8 + 1 + len(codes):
-        segments.append((q.reshape(-1), int(code[0])))
+        segments.append((flat, int(code[0])))
         return bytes([int(code[0])])
-    for half in (False, True):
-        in_half = lattice.second.reshape(-1) == half
-        for group in np.flatnonzero(codes[_CLASSES * half : _CLASSES * (half + 1)]) + _CLASSES * half:
-            segments.append((q.reshape(-1)[in_half & (groups == group)], int(codes[group])))
+    for group in np.flatnonzero(codes):  # a group's half is in its number: first half, then second
+        segments.append((flat[groups == group], int(codes[group])))
     return bytes([_CONTEXT, *codes.tolist()])
 
 
