@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,17 @@ def roundtrip(
     t2 = time.perf_counter()
     valid = tuple(slice(0, n) for n in block.shape)
     return ChunkRun(data, decoded[valid], t1 - t0, t2 - t1)
+
+
+def median_time(read: Callable[[], Any], repeats: int = 3) -> tuple[Any, float]:
+    """``read()``'s result and the median of ``repeats`` timed calls: one read of a whole array on a
+    shared host lands anywhere within tens of percent, and a speedup is a ratio of two of them."""
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = read()
+        times.append(time.perf_counter() - t0)
+    return result, float(np.median(times))
 
 
 def peak_of(volume: np.ndarray) -> float:

@@ -49,7 +49,7 @@ def render(report: dict) -> str:
         "`half_scale_weight` 0: the plain fit, read at 1/2 by averaging two points per output voxel; > 0: the fit",
         "also trains the network's closed-form cell evaluation on two-voxel means, and the read evaluates each",
         "output voxel once. Scaled and full-then-averaged reads are both scored against the block-averaged",
-        "original; speedup: a whole plain-zarr read's time over the scaled read's.", "",
+        "original; speedup: a whole plain-zarr read's time over the scaled read's, each the median of three.", "",
     ]
     for name, rows in report["volumes"].items():
         lines += [f"## {name} {rows[0]['shape']}, chunks {rows[0]['chunks']}", "",
