@@ -161,7 +161,8 @@ def render(report: dict) -> str:
         "Scale 1/k: `read_scaled` (each chunk evaluated on the coarse grid, two points per voxel) vs the full",
         "decode then block averaging, both scored against the block-averaged original; the 4D MRI is scaled in",
         "space only (its time points are different diffusion directions). Speedup: full decode time over",
-        "scaled read time, each the median of three reads. Driver peak: the calling process's peak resident",
+        f"scaled read time ({report['settings'].get('reads', 'one read each')}). Driver peak: the calling "
+        "process's peak resident",
         "memory during the encode above what it held before; the chunks and the fit run in Ray workers",
         "(workers=2), whose memory it does not count, so it is no measure of the fit's memory. Fit memory",
         "(shared / chunk): measured apart, in this process, as the peak resident memory above what it held",
@@ -211,7 +212,8 @@ def main() -> None:
         return
     start = time.perf_counter()
     report = {"machine": machine(), "volumes": {},
-              "settings": {"ratios": ratios, "quick": args.quick, "steps": STEPS, "whole": args.whole}}
+              "settings": {"ratios": ratios, "quick": args.quick, "steps": STEPS, "whole": args.whole,
+                           "reads": "each the median of three reads"}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             file, crop, chunks, axes = VOLUMES[name]
