@@ -226,7 +226,8 @@ def _inverse_int(low: np.ndarray, high: np.ndarray, integer: str) -> np.ndarray:
     update = _pair(high, len(low))
     update += 2
     update >>= 2
-    s = np.subtract(low, update, out=x[0::2])
+    s = low - update  # contiguous: the predict reads it four times
+    x[0::2] = s
     np.add(high, INTEGER[integer](s, len(high)), out=x[1::2])
     return x
 
