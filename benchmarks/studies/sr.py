@@ -127,6 +127,7 @@ def remeasure_fit_memory(name: str, names: list[str], ratios: list[float], quick
     if not path.exists():
         raise SystemExit(f"{path} does not exist: run the study first")
     report = json.loads(path.read_text())
+    measured = 0
     for volume_name in names:
         file, crop, chunks, _ = VOLUMES[volume_name]
         volume = np.ascontiguousarray(np.load(DATA / file, mmap_mode="r")[slice(None) if whole else crop])
@@ -134,9 +135,12 @@ def remeasure_fit_memory(name: str, names: list[str], ratios: list[float], quick
             if row["target"] in ratios:
                 method, params = methods(volume.ndim, quick)[row["method"]]
                 row["fit_memory"] = fit_memory(volume, tuple(chunks), method, params, row["target"])
+                measured += 1
                 memory = row["fit_memory"]
                 print(f"{volume_name} {row['method']} {row['target']:g}x: fit memory "
                       f"{memory['shared_mib']:.0f} / {memory['chunk_mib']:.0f} MiB", flush=True)
+    if not measured:
+        raise SystemExit(f"{path} has no rows for {', '.join(names)} at {ratios}: run the study for them first")
     report["settings"]["fit_memory"] = (f"re-measured on {machine()['cpu_model']} for {', '.join(names)} at "
                                         f"{'/'.join(f'{r:g}' for r in ratios)}x with --fit-memory-only")
     write_json(path, report)
