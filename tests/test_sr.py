@@ -14,13 +14,13 @@ from helpers import assert_fresh_read_matches, local_stored_bytes
 from streamcomp.api import compress
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import FitTargets, Target, build_method
-from streamcomp.methods.inr import half_scale_cells
+from streamcomp.methods.inr import half_scale_cells, linear_tensors
 from streamcomp.methods.siren import SirenMethod
 from streamcomp.methods.sr import _CHUNK, LOSSES, _backward_through_grid, downsample, parse_factors
 from streamcomp.metrics import psnr
 from streamcomp.models import sr as sr_network
 from streamcomp.models.coords import grid
-from streamcomp.models.siren import FunnelSiren
+from streamcomp.models.siren import FunnelSiren, SirenWeights, linear_shapes
 from streamcomp.models.sr import SRNet, low_res_coords, low_res_positions
 from streamcomp.scaled import ScaledReader, parse_scale, read_scaled, scaled_shape, supersampling_offsets
 from streamcomp.values import normalize
@@ -262,6 +262,20 @@ def test_a_cell_evaluation_averages_the_first_layer_exactly():
     assert torch.allclose(mean_first, damped, atol=1e-5)
     with torch.no_grad():  # no spread: the point value
         assert torch.allclose(net.forward_cells(x, torch.zeros(3)), net(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("ndim, widths", [(3, [12, 8]), (4, [22, 10, 10, 10])])
+def test_stored_weights_evaluate_as_the_network_does(ndim, widths):
+    torch.manual_seed(0)
+    net = FunnelSiren(ndim, widths)
+    tensors = linear_tensors(net)
+    assert [t.shape for t in tensors] == linear_shapes(ndim, widths)
+    stored = SirenWeights(tensors, net.body[0].w0)
+    x = torch.rand(300, ndim) * 2 - 1
+    spread = torch.linspace(0.0, 0.1, ndim)
+    with torch.no_grad():
+        assert torch.allclose(stored(x), net(x), atol=1e-5)
+        assert torch.allclose(stored.forward_cells(x, spread), net.forward_cells(x, spread), atol=1e-5)
 
 
 def test_half_scale_cells_are_the_pair_means_of_every_axis_subset(mri4d_crop):

@@ -11,6 +11,7 @@ import itertools
 import math
 import struct
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ from streamcomp.optim import Adam
 
 _ARCH = struct.Struct("<H")
 MAX_HIDDEN = 1024
+# What a decoder evaluates: coordinates (points, ndim) to values (points, 1).
+Network = Callable[[torch.Tensor], torch.Tensor]
 QUALITY_REL_STEP = 2.0**-7
 
 
@@ -156,11 +159,15 @@ def half_scale_cells(block: np.ndarray, device: torch.device | str = "cpu") -> C
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, coords: torch.Tensor, batch: int = 1 << 18, spread: torch.Tensor | None = None
+    model: Network,
+    coords: torch.Tensor,
+    batch: int = 1 << 18,
+    spread: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Model output at ``coords`` in batches, as a flat float32 array; with ``spread``, its
     ``forward_cells`` over the cells of that spread around them."""
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     run = model if spread is None else (lambda x: model.forward_cells(x, spread))
     parts = [run(coords[i : i + batch]).reshape(-1) for i in range(0, coords.shape[0], batch)]
     return torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
@@ -246,16 +253,20 @@ class PerChunkINR(Method):
     def decode(self, sections: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
         return decode_on_grid(self, sections, shape)
 
-    def load(self, sections: list[bytes], ndim: int) -> nn.Module:
+    def load(self, sections: list[bytes], ndim: int) -> Network:
         """The chunk's network, with its stored weights."""
         if len(sections) != 2 or len(sections[0]) != _ARCH.size:
             raise ChunkFormatError(f"{self.name} chunk must have an architecture and a weight section")
         (hidden,) = _ARCH.unpack(sections[0])
         if not 1 <= hidden <= MAX_HIDDEN:
             raise ChunkFormatError(f"{self.name} chunk names an impossible width {hidden}")
+        return self.network(ndim, hidden, sections[1])
+
+    def network(self, ndim: int, hidden: int, weights: bytes) -> Network:
+        """The network of base width ``hidden`` with its stored ``weights``, ready to evaluate."""
         model = self.build(ndim, hidden)
         shapes = [tuple(t.shape) for t in linear_tensors(model)]
-        load_linear_tensors(model, unpack_tensors(sections[1], shapes))
+        load_linear_tensors(model, unpack_tensors(weights, shapes))
         return model
 
     def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from streamcomp.coding.quant import unpack_tensors
 from streamcomp.errors import InputError
 from streamcomp.methods.base import stored_if_set
 from streamcomp.methods.inr import INRParams, PerChunkINR
-from streamcomp.models.siren import FunnelSiren, funnel_widths
+from streamcomp.models.siren import FunnelSiren, SirenWeights, funnel_widths, linear_shapes
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,7 @@ class SirenMethod(PerChunkINR):
 
     def build(self, ndim: int, hidden: int) -> nn.Module:
         return FunnelSiren(ndim, self.widths(hidden), w0=self.params.w0)
+
+    def network(self, ndim: int, hidden: int, weights: bytes) -> SirenWeights:
+        widths = self.widths(hidden)
+        return SirenWeights(unpack_tensors(weights, linear_shapes(ndim, widths)), self.params.w0)

@@ -49,6 +49,7 @@ from streamcomp.methods.inr import (
     _ARCH,
     MAX_HIDDEN,
     QUALITY_REL_STEP,
+    Network,
     evaluate,
     linear_tensors,
 )
@@ -311,14 +312,14 @@ class SRMethod(SirenMethod):
     def encode(self, block: np.ndarray, target: Target) -> list[bytes]:
         return self._encode_siren(block, target)
 
-    def load(self, sections: list[bytes], ndim: int) -> torch.nn.Module:
+    def load(self, sections: list[bytes], ndim: int) -> Network:
         if len(sections) != 2 or len(sections[0]) != _CHUNK.size:
             raise ChunkFormatError("sr chunk must have an architecture and a weight section")
         return super().load([sections[0][: _ARCH.size], sections[1]], ndim)
 
     def decode_at(self, sections: list[bytes], shape: tuple[int, ...], coords: torch.Tensor) -> np.ndarray:
         factors, net = self._ready()
-        siren = self.load(sections, len(shape)).eval()
+        siren = self.load(sections, len(shape))
         low = low_shape(shape, factors)
         if not _CHUNK.unpack(sections[0])[1]:
             return evaluate(siren, low_res_coords(low_res_positions(coords, tuple(shape), low), low), DECODE_BATCH)
@@ -350,7 +351,7 @@ class _Sample:
 
 
 def _predict(
-    siren: torch.nn.Module, net: SRNet, state: GridState, shape: tuple[int, ...], coords: torch.Tensor
+    siren: Network, net: SRNet, state: GridState, shape: tuple[int, ...], coords: torch.Tensor
 ) -> torch.Tensor:
     """The chunk at ``coords``: the network reads ``state``, its :meth:`~SRNet.prepare` of the SIREN
     on the low-resolution grid, and corrects the SIREN at the queries themselves."""
@@ -358,7 +359,7 @@ def _predict(
     return net.query(state, positions, siren(low_res_coords(positions, state.shape)).reshape(-1))
 
 
-def _on_grid(siren: torch.nn.Module, low: tuple[int, ...], batch: int) -> torch.Tensor:
+def _on_grid(siren: Network, low: tuple[int, ...], batch: int) -> torch.Tensor:
     """The SIREN on every low-resolution voxel, ``batch`` points at a time, without gradients."""
     return torch.from_numpy(evaluate(siren, grid(low), batch)).reshape(low)
 
@@ -373,7 +374,7 @@ class _Decoded:
     block: np.ndarray
 
     @classmethod
-    def of(cls, siren: torch.nn.Module, factors: tuple[int, ...], block: np.ndarray) -> _Decoded:
+    def of(cls, siren: Network, factors: tuple[int, ...], block: np.ndarray) -> _Decoded:
         low = low_shape(block.shape, factors)
         positions = low_res_positions(grid(block.shape), block.shape, low)
         base = evaluate(siren, low_res_coords(positions, low), DECODE_BATCH)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,8 +34,13 @@ def funnel_widths(hidden: int, layers: int, fr: float) -> list[int]:
 
 def mlp_params(in_dim: int, widths: list[int], out_dim: int = 1) -> int:
     """Number of weights and biases of a dense net with the given hidden widths."""
+    return sum(math.prod(shape) for shape in linear_shapes(in_dim, widths, out_dim))
+
+
+def linear_shapes(in_dim: int, widths: list[int], out_dim: int = 1) -> list[tuple[int, ...]]:
+    """Shapes of a dense net's weights and biases, in ``nn.Linear`` order (weight, bias per layer)."""
     dims = [in_dim, *widths, out_dim]
-    return sum((a + 1) * b for a, b in itertools.pairwise(dims))
+    return [shape for a, b in itertools.pairwise(dims) for shape in ((b, a), (b,))]
 
 
 class FunnelSiren(nn.Module):
@@ -69,6 +75,43 @@ class FunnelSiren(nn.Module):
         for axis in range(x.shape[-1]):
             h = h * torch.cos(spread[..., axis : axis + 1] * frequencies[:, axis])
         return self.head(self.body[1:](h))
+
+
+class SirenWeights:
+    """A funnel SIREN's stored weights, evaluated as they are, without gradients.
+
+    Decoding builds no :class:`FunnelSiren`: constructing and randomly initialising a module took
+    longer than evaluating a small chunk's network. Each sine layer's frequency is folded into its
+    weights once, so a layer is one fused multiply-add and an in-place sine.
+    """
+
+    def __init__(self, tensors: list[np.ndarray], w0: float) -> None:
+        pairs = list(zip(tensors[0::2], tensors[1::2], strict=True))
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for i, (weight, bias) in enumerate(pairs):
+            scale = 1.0 if i == len(pairs) - 1 else (w0 if i == 0 else 30.0)
+            w = torch.as_tensor(weight, dtype=torch.float32) * scale
+            self.layers.append((w.T.contiguous(), torch.as_tensor(bias, dtype=torch.float32) * scale))
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, self.layers)
+
+    @torch.no_grad()
+    def forward_cells(self, x: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        """:meth:`FunnelSiren.forward_cells` for one ``spread`` (per axis) shared by every cell: the
+        first layer's factor prod_j cos(w_j spread_j) is folded into the second layer's weights."""
+        first, second = self.layers[0][0], self.layers[1][0]  # (in, out) each
+        factor = torch.cos(spread.float()[:, None] * first).prod(dim=0)
+        return self._run(x, [self.layers[0], (second * factor[:, None], self.layers[1][1]), *self.layers[2:]])
+
+    @staticmethod
+    def _run(x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        h = x
+        for w, b in layers[:-1]:
+            h = torch.addmm(b, h, w).sin_()
+        w, b = layers[-1]
+        return torch.addmm(b, h, w)
 
 
 class BatchedFunnelSiren(nn.Module):

@@ -35,12 +35,12 @@ from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.device import default_device
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods.base import Method, Target, encode_only
-from streamcomp.methods.inr import MAX_HIDDEN, QUALITY_REL_STEP, evaluate, load_linear_tensors
+from streamcomp.methods.inr import MAX_HIDDEN, QUALITY_REL_STEP, evaluate
 from streamcomp.methods.sci import deblock as dbk
 from streamcomp.methods.sci import partition as part
 from streamcomp.methods.siren import SirenParams
 from streamcomp.models.coords import grid
-from streamcomp.models.siren import BatchedFunnelSiren, FunnelSiren, funnel_widths, mlp_params
+from streamcomp.models.siren import BatchedFunnelSiren, SirenWeights, funnel_widths, linear_shapes, mlp_params
 from streamcomp.optim import Adam
 from streamcomp.values import normalize
 
@@ -308,23 +308,25 @@ class SciMethod(Method):
         flats = np.frombuffer(layout[pos:], np.float16).astype(np.float32).tolist()
         return code, boxes, hiddens, flats, weights
 
-    def _leaf_models(self, boxes, hiddens, weights: bytes, ndim: int) -> list[FunnelSiren | None]:
-        nets = [FunnelSiren(ndim, self.widths(h), w0=float(self.params.w0)) if h else None for h in hiddens]
-        live = [m for m in nets if m is not None]
-        if not live:
-            return nets
-        per_net = [[tuple(t.shape) for t in _linear_params(m)] for m in live]
+    def _leaf_models(self, boxes, hiddens, weights: bytes, ndim: int) -> list[SirenWeights | None]:
+        """Each leaf's network (None for a flat leaf); the stored weights are grouped by role
+        (every network's first weight, then every first bias, ...)."""
+        per_net = [linear_shapes(ndim, self.widths(h)) for h in hiddens if h]
+        if not per_net:
+            return [None] * len(hiddens)
         sizes = [[math.prod(s) for s in shapes] for shapes in per_net]
         role_sizes = [sum(s[k] for s in sizes) for k in range(len(sizes[0]))]
         roles = unpack_tensors(weights, [(n,) for n in role_sizes])
         offsets = [0] * len(roles)
-        for m, shapes, sz in zip(live, per_net, sizes, strict=True):
+        live = []
+        for shapes, sz in zip(per_net, sizes, strict=True):
             tensors = []
             for k, (shape, n) in enumerate(zip(shapes, sz, strict=True)):
                 tensors.append(roles[k][offsets[k] : offsets[k] + n].reshape(shape))
                 offsets[k] += n
-            load_linear_tensors(m, tensors)
-        return nets
+            live.append(SirenWeights(tensors, float(self.params.w0)))
+        nets = iter(live)
+        return [next(nets) if h else None for h in hiddens]
 
     def _decode_raw(self, boxes, hiddens, flats, weights, shape) -> np.ndarray:
         out = np.zeros(shape, np.float32)
@@ -385,7 +387,3 @@ def start_at_leaf_means(model: BatchedFunnelSiren, means: list[float]) -> None:
 
 def _slices(box: part.Box) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in box)
-
-
-def _linear_params(model: torch.nn.Module) -> list[torch.Tensor]:
-    return [p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in (m.weight, m.bias)]
