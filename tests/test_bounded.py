@@ -13,7 +13,7 @@ from streamcomp.archive import archive
 from streamcomp.archive.discover import MANIFEST
 from streamcomp.cli import main, mode_of
 from streamcomp.coding import exact
-from streamcomp.coding.bands import clear_winner, levels_for, log_magnitudes, subbands
+from streamcomp.coding.bands import Lattice, clear_winner, levels_for, log_magnitudes, subbands
 from streamcomp.coding.exact import MAX_RANGE, ExactPlan, decode_exact, encode_exact
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.format import bounded
@@ -300,3 +300,18 @@ def test_compress_job_reports_the_bound(tmp_path, ct, save):
     assert out.returncode == 0, out.stderr
     assert "max |error| 1 (bound 1: met)" in out.stdout
     assert evaluate(src, dst).bound_met
+
+
+def test_the_class_table_is_the_exact_classification():
+    estimates = np.concatenate([np.arange(300_000), np.random.default_rng(0).integers(0, 1 << 40, 10_000)])
+    table = exact._CLASS_OF
+    assert np.array_equal(table[np.minimum(estimates, table.size - 1)], exact._classify(estimates))
+
+
+@pytest.mark.parametrize(("shape", "axes"), [((5, 6, 7), (0, 1, 2)), ((1, 4, 3), (0, 1, 2)), ((3, 1, 5), (1, 2))])
+def test_neighbour_sums_wrap_at_the_faces(shape, axes):
+    lattice = Lattice(shape, axes)
+    first = np.random.default_rng(1).integers(-50, 50, shape)
+    known = np.where(lattice.second, 0, np.abs(first))
+    expected = sum(np.roll(known, 1, ax) + np.roll(known, -1, ax) for ax in axes)
+    assert np.array_equal(lattice.neighbours(first), expected)

@@ -39,6 +39,33 @@ def test_integer_transforms_map_integers_back_exactly(integer, shape):
     assert np.array_equal(waverec(bands, shape, levels, axes, integer), x)
 
 
+@pytest.mark.parametrize(
+    ("integer", "expected"),
+    [
+        ("5/3", [[-10, 4, 4], [-4, -11, 0], [-1, -1, -1, 8, -1]]),
+        ("9/7-M", [[-9, 3, 4], [-3, -12, -1], [0, -2, -1, 8, -2]]),
+    ],
+)
+def test_integer_coefficients_are_pinned(integer, expected):
+    """Lossless arrays decode through these exact values: a faster transform must give the same."""
+    x = (np.arange(11) ** 2 % 17 - 8).astype(np.int32)
+    assert [b.tolist() for b in wavedec(x, 2, (0,), integer)] == expected
+    plane = ((np.arange(30).reshape(3, 10) ** 2) % 23 - 11).astype(np.int32)
+    for ax in (0, 1):  # a moved view along either axis transforms like a contiguous copy of it
+        moved = np.moveaxis(plane, ax, 0)
+        assert np.array_equal(
+            waverec(wavedec(moved, 1, (0, 1), integer), moved.shape, 1, (0, 1), integer), moved
+        )
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                wavedec(moved, 1, (0, 1), integer),
+                wavedec(np.ascontiguousarray(moved), 1, (0, 1), integer),
+                strict=True,
+            )
+        )
+
+
 def test_interior_coefficients_are_pywts_bior44():
     """Same filters and scale as pywt's bior4.4 (so one quantizer step suits every band); only the
     border differs, and the high band's sign."""

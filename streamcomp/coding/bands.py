@@ -194,10 +194,18 @@ class Lattice:
         transformed axes (wrapping at the band's faces, identically in encoder and decoder)."""
         total = np.zeros(self.shape, np.int64)
         if first is not None:
-            known = np.where(self.second, 0, np.abs(first).astype(np.int64))
-            for ax in self.axes:
-                total += np.roll(known, 1, ax) + np.roll(known, -1, ax)
+            known = np.where(self.second, 0, np.abs(first)).astype(np.int64, copy=False)
+            for ax in self.axes:  # np.roll by +1 and -1, added in place instead of as two new arrays
+                n = self.shape[ax]
+                total[_along(ax, 1, None)] += known[_along(ax, 0, n - 1)]
+                total[_along(ax, 0, 1)] += known[_along(ax, n - 1, n)]
+                total[_along(ax, 0, n - 1)] += known[_along(ax, 1, None)]
+                total[_along(ax, n - 1, n)] += known[_along(ax, 0, 1)]
         return total
+
+
+def _along(ax: int, start: int, stop: int | None) -> tuple[slice, ...]:
+    return (slice(None),) * ax + (slice(start, stop),)
 
 
 def lattices(shapes: list[tuple[int, ...]], axes: tuple[int, ...]) -> list[Lattice]:

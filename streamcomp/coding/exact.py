@@ -77,19 +77,18 @@ class _Band:
         for s in siblings:
             self.base += lattice.fit(np.abs(s))
 
-    def classes(self, first: np.ndarray | None) -> np.ndarray:
-        """Every position's class: from parent and siblings (first half, ``first`` None), plus the
-        decoded first-half neighbours (second half)."""
+    def classes(self, first: np.ndarray | None, index: np.ndarray) -> np.ndarray:
+        """The class of each flat position in ``index``: from parent and siblings (first half,
+        ``first`` None), plus the decoded first-half neighbours (second half)."""
         if first is None:
             if not self.sources:
-                return np.zeros(self.lattice.shape, np.uint8)
-            estimate = (_UNIT * self.base) // self.sources
+                return np.zeros(index.size, np.uint8)
+            estimate = (_UNIT * self.base.reshape(-1)[index]) // self.sources
         else:
             count = 2 * len(self.lattice.axes)
-            estimate = (_UNIT * (count * self.base + 2 * self.lattice.neighbours(first))) // (
-                count * (self.sources + 2)
-            )
-        return _classify(estimate)
+            near = self.lattice.neighbours(first).reshape(-1)[index]
+            estimate = (_UNIT * (count * self.base.reshape(-1)[index] + 2 * near)) // (count * (self.sources + 2))
+        return _CLASS_OF[np.minimum(estimate, _CLASS_OF.size - 1)]
 
 
 def _classify(estimate: np.ndarray) -> np.ndarray:
@@ -98,6 +97,11 @@ def _classify(estimate: np.ndarray) -> np.ndarray:
     mantissa, exponent = np.frexp((estimate + _UNIT).astype(np.float64))
     classes = 2 * (exponent.astype(np.int16) - 7) + (mantissa >= _HALF_OCTAVE)
     return np.clip(classes, 0, _CLASSES - 1).astype(np.uint8)
+
+
+# _classify of every estimate up to the first in the top class (all larger ones are in it too):
+# a table lookup instead of frexp over every position.
+_CLASS_OF = _classify(np.arange(int(np.ceil(_UNIT * 2 ** ((_CLASSES - 1) / 2))) - _UNIT + 1))
 
 
 def _contexts(shapes: list[tuple[int, ...]], shape: tuple[int, ...], levels: int, planar: bool):
@@ -162,7 +166,7 @@ def _runs(band: _Band, q: np.ndarray, half: bool) -> tuple[np.ndarray, np.ndarra
     """The half's positions sorted by class (stable), and how many fall in each class: each class
     is then one contiguous run of symbols, coded or decoded in one call."""
     index = band.lattice.half_index(half)
-    classes = band.classes(q if half else None).reshape(-1)[index]
+    classes = band.classes(q if half else None, index)
     order = np.argsort(classes, kind="stable")
     return index[order], np.bincount(classes, minlength=_CLASSES)
 

@@ -119,9 +119,20 @@ def _steered_sum(before: np.ndarray, after: np.ndarray, shifts: Shifts | int, sp
     return out
 
 
+def _rows_like(a: np.ndarray, rows: int) -> np.ndarray:
+    """An empty array of ``rows`` rows shaped and laid out in memory like ``a`` (a view moved from
+    another axis keeps its layout: a transposing copy along the fastest axis costs three times
+    the lifting step itself)."""
+    return np.empty_like(a, shape=(rows, *a.shape[1:]))
+
+
 def _next(s: np.ndarray, n: int) -> np.ndarray:
     """``s[i + 1]`` for ``i < n``, mirrored past the end."""
-    return s[1 : n + 1] if len(s) > n else np.concatenate((s[1:], s[-1:]))
+    if len(s) > n:
+        return s[1 : n + 1]
+    out = _rows_like(s, n)
+    out[:-1], out[-1] = s[1:], s[-1]
+    return out
 
 
 def _neighbours(s: np.ndarray, n: int, steer: Steer | None) -> np.ndarray:
@@ -133,10 +144,15 @@ def _neighbours(s: np.ndarray, n: int, steer: Steer | None) -> np.ndarray:
 
 def _pair(d: np.ndarray, m: int, steer: Steer | None = None) -> np.ndarray:
     """``d[i - 1] + d[i]`` for ``i < m`` (the samples around low row i), mirrored at both ends, steered."""
-    left = np.concatenate((d[:1], d[: m - 1]))
-    right = d if len(d) == m else np.concatenate((d, d[-1:]))
+    left = _rows_like(d, m)
+    left[0], left[1:] = d[0], d[: m - 1]
+    right = d
+    if len(d) != m:
+        right = _rows_like(d, m)
+        right[:-1], right[-1] = d, d[-1]
     if steer is None:
-        return left + right
+        left += right
+        return left
     return _steered_sum(left, right, steer[1], steer[2])
 
 
@@ -181,7 +197,12 @@ def _mirrored_evens(s: np.ndarray, n: int) -> np.ndarray:
     size = len(s) + n
     period = max(2 * (size - 1), 1)
     at = np.abs(2 * np.arange(-1, n + 2)) % period
-    return s[np.where(at > size - 1, period - at, at) // 2]
+    rows = np.where(at > size - 1, period - at, at) // 2
+    out = _rows_like(s, n + 3)
+    runs = [0, *(np.flatnonzero(np.diff(rows) != 1) + 1), len(rows)]  # copied as slices, not gathered
+    for a, b in itertools.pairwise(runs):
+        out[a:b] = s[rows[a] : rows[a] + b - a]
+    return out
 
 
 def _predict_97m(s: np.ndarray, n: int) -> np.ndarray:
@@ -219,7 +240,7 @@ def _forward_int(x: np.ndarray, integer: str, out: np.ndarray) -> None:
 
 
 def _inverse_int(low: np.ndarray, high: np.ndarray, integer: str) -> np.ndarray:
-    x = np.empty((len(low) + len(high), *low.shape[1:]), low.dtype)
+    x = _rows_like(low, len(low) + len(high))
     if not len(high):
         x[...] = low
         return x

@@ -79,6 +79,9 @@ def _levels(finite: np.ndarray, vmin: float, step: float) -> np.ndarray:
 def reconstruct(levels: np.ndarray, vmin: float, vmax: float, step: float, dtype: np.dtype) -> np.ndarray:
     """Values of ``levels`` in the data's units and dtype, clipped to the chunk's range (which only
     moves a reconstruction towards the true value, since that lies in the range)."""
+    if np.dtype(dtype).kind in "iu" and float(step).is_integer() and float(vmin).is_integer():
+        # the same values in integer arithmetic (exact either way), without a float64 pass
+        return np.clip(int(vmin) + levels.astype(np.int64) * int(step), vmin, vmax).astype(dtype)
     values = np.clip(vmin + levels.astype(np.float64) * step, vmin, vmax)
     return (np.rint(values) if np.dtype(dtype).kind in "iu" else values).astype(dtype)
 

@@ -139,7 +139,9 @@ def restore(frame: Frame, values: np.ndarray | None) -> np.ndarray:
     if frame.has_nonfinite:
         classes = nonfinite_classes(frame)
         values = np.where(classes > 0, NONFINITE_VALUES[classes], values)
-    if frame.dtype.kind in "iu":
+    if values.dtype == frame.dtype and tuple(valid) == tuple(frame.shape):
+        return values  # a bounded chunk's decode: already in the dtype, nothing to pad
+    if frame.dtype.kind in "iu" and values.dtype.kind == "f":
         values = np.rint(values)
     out = np.zeros(frame.shape, dtype=frame.dtype)
     out[tuple(slice(0, n) for n in valid)] = values.astype(frame.dtype)
