@@ -159,14 +159,17 @@ class Lattice:
 
     def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
         self.shape, self.axes = shape, axes
-        index = np.indices(shape, sparse=True)
-        self.second = np.broadcast_to((sum(index[ax] for ax in axes) % 2).astype(bool), shape)
+        parity = np.zeros((1,) * len(shape), bool)
+        for ax in axes:  # the sum of the coordinates along the axes, odd: built as bools, by axis
+            parity = parity ^ (np.arange(shape[ax]) % 2 == 1).reshape([-1 if i == ax else 1 for i in range(len(shape))])
+        self.second = np.ascontiguousarray(np.broadcast_to(parity, shape))
         self._index: dict[bool, np.ndarray] = {}
 
     def half_index(self, second: bool) -> np.ndarray:
         """Flat positions of the first (``second`` False) or the second half."""
         if second not in self._index:
-            self._index[second] = np.flatnonzero(self.second.reshape(-1) == second)
+            flat = self.second.reshape(-1)
+            self._index[second] = np.flatnonzero(flat if second else ~flat)
         return self._index[second]
 
     def fit(self, other: np.ndarray) -> np.ndarray:

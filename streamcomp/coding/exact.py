@@ -153,13 +153,15 @@ def _encode_run(coder, values: np.ndarray, bits: int, code: int) -> None:
 
 def _decode_run(coder, count: int, bits: int, code: int) -> np.ndarray:
     k, table, tail, low = _model(bits, code)
-    hi = coder.decode(table, count) - _EDGE
-    escaped = hi == _EDGE + 1
-    if escaped.any():
-        hi[escaped] = coder.decode(tail, int(escaped.sum()))
-    if not k:
-        return hi
-    return (hi << k) + coder.decode(low, count)
+    hi = coder.decode(table, count)
+    if hi.max() == 2 * _EDGE + 1:  # the escape symbol, the table's last
+        escaped = hi == 2 * _EDGE + 1
+        hi[escaped] = coder.decode(tail, int(escaped.sum())) + _EDGE
+    hi -= _EDGE
+    if k:
+        hi <<= k
+        hi += coder.decode(low, count)
+    return hi
 
 
 def _runs(band: _Band, q: np.ndarray, half: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -378,7 +380,7 @@ def decode_exact(data: bytes, shape: tuple[int, ...], model: ContextModel | None
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
     bands: list[np.ndarray] = []
     for context, band_shape, desc in zip(_contexts(shapes, shape, levels, planar), shapes, descriptors, strict=True):
-        q = np.zeros(band_shape, np.int64)
+        q = np.zeros(band_shape, np.int32)
         if desc is not None:
             band = context(bands)
             flat = q.reshape(-1)
@@ -390,5 +392,5 @@ def decode_exact(data: bytes, shape: tuple[int, ...], model: ContextModel | None
                 ]
                 if runs:
                     flat[positions] = np.concatenate(runs)
-        bands.append(q.astype(np.int32))
+        bands.append(q)
     return reconstruct(bands, shape, levels, planar, integer)
