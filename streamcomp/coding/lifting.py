@@ -158,7 +158,8 @@ def _pair(d: np.ndarray, m: int, steer: Steer | None = None) -> np.ndarray:
 
 def _forward(x: np.ndarray, steer: Steer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One level along axis 0: (low, high). A single sample is its own low band."""
-    s, d = x[0::2].copy(), x[1::2].copy()
+    order = "K" if steer is None else "C"  # steered steps address samples by their flat C-order positions
+    s, d = x[0::2].copy(order=order), x[1::2].copy(order=order)
     if not len(d):
         return s, d
     n, m = len(d), len(s)
@@ -181,7 +182,7 @@ def _inverse(low: np.ndarray, high: np.ndarray, steer: Steer | None = None) -> n
     d -= np.float32(_GAMMA) * _neighbours(s, n, steer)
     s -= np.float32(_BETA) * _pair(d, m, steer)
     d -= np.float32(_ALPHA) * _neighbours(s, n, steer)
-    x = np.empty((n + m, *s.shape[1:]), np.float32)
+    x = _rows_like(low, n + m)
     x[0::2], x[1::2] = s, d
     return x
 
@@ -296,7 +297,10 @@ def wavedec(
                 _forward_int(v, integer, np.moveaxis(a, ax, 0))
                 continue
             steer = None if steering is None else steering.forward(level, ax, v, _split(a.ndim, ax, axes, half))
-            a = np.moveaxis(np.concatenate(_forward(v, steer)), 0, ax)
+            low, high = _forward(v, steer)
+            a = np.empty(a.shape, np.float32)
+            out = np.moveaxis(a, ax, 0)
+            out[: len(low)], out[len(low) :] = low, high
         per_level.append([a[_region(a.shape, key, half, axes)] for key in detail_keys(len(axes))])
         a = a[_region(a.shape, "a" * len(axes), half, axes)]
     return [a] + [band for level in reversed(per_level) for band in level]
