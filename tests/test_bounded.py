@@ -315,3 +315,11 @@ def test_neighbour_sums_wrap_at_the_faces(shape, axes):
     known = np.where(lattice.second, 0, np.abs(first))
     expected = sum(np.roll(known, 1, ax) + np.roll(known, -1, ax) for ax in axes)
     assert np.array_equal(lattice.neighbours(first), expected)
+
+
+def test_an_incompressible_chunk_is_stored_raw_and_decodes_to_a_writable_array():
+    noise = np.random.default_rng(2).integers(0, 256, (8, 16, 16), dtype=np.uint8)
+    data = encode_chunk(METHOD, noise, max_error=0)
+    assert len(data) < noise.nbytes + 100  # raw bytes and their headers, not a 20 % longer code
+    decoded = decode_chunk(METHOD, data)
+    assert np.array_equal(decoded, noise) and decoded.flags.writeable

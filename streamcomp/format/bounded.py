@@ -199,9 +199,10 @@ def encode_bounded(
     step = step_for(block.dtype, max_error)
     filled = block if block.dtype.kind != "f" else np.where(np.isfinite(block), block, vmin)
     coded = [section.code(step, model) for section in _sections(block, filled, vmin, vmax, step, max_error, model)]
-    if coded:
+    if coded and len(min(coded, key=len)) <= block.nbytes:
         return min(coded, key=len)
-    return _HEAD.pack(BYTES, step) + _RAW.encode(np.ascontiguousarray(block))
+    # Too wide a range for the exact coder, or data it expands (noise): the block itself, exact.
+    return min([*coded, _HEAD.pack(BYTES, step) + _RAW.encode(np.ascontiguousarray(block))], key=len)
 
 
 def decode_bounded(

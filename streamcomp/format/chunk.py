@@ -139,8 +139,8 @@ def restore(frame: Frame, values: np.ndarray | None) -> np.ndarray:
     if frame.has_nonfinite:
         classes = nonfinite_classes(frame)
         values = np.where(classes > 0, NONFINITE_VALUES[classes], values)
-    if values.dtype == frame.dtype and tuple(valid) == tuple(frame.shape):
-        return values  # a bounded chunk's decode: already in the dtype, nothing to pad
+    if values.dtype == frame.dtype and tuple(valid) == tuple(frame.shape) and values.flags.writeable:
+        return values  # a bounded chunk's decode: already a fresh array in the dtype, nothing to pad
     if frame.dtype.kind in "iu" and values.dtype.kind == "f":
         values = np.rint(values)
     out = np.zeros(frame.shape, dtype=frame.dtype)
