@@ -52,9 +52,19 @@ def sign_features(decoded: np.ndarray, neighbours: np.ndarray, selected: np.ndar
     out = np.zeros((len(selected), SIGN_FEATURES), np.int64)
     flat = decoded.reshape(-1)
     for f, (one, other) in enumerate(neighbours[:, :, selected]):
-        total = flat[one].astype(np.int64) + flat[other]
-        out[:, f] = np.sign(total) * buckets(np.abs(total))
+        total = flat[one].astype(np.int64)
+        total += flat[other]
+        total += _SIGNED_OFFSET
+        out[:, f] = np.take(_SIGNED_BUCKET, total, mode="clip")
     return out
+
+
+# sign(t) * buckets(|t|) for t in -255..255, indexed by t + 255 (beyond, the end buckets):
+# one table lookup instead of sign, magnitude, bucket and product.
+_SIGNED_OFFSET = 255
+_SIGNED_BUCKET = np.sign(np.arange(-_SIGNED_OFFSET, _SIGNED_OFFSET + 1)) * buckets(
+    np.abs(np.arange(-_SIGNED_OFFSET, _SIGNED_OFFSET + 1))
+)
 
 
 class SignModel:
