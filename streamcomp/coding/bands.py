@@ -50,9 +50,14 @@ def neighbour_index(shape: tuple[int, ...], axes: tuple[int, ...], phase: int, p
     key = (shape, axes, phase)
     if key not in _NEIGHBOURS:
         coords = np.unravel_index(positions, shape)
+        strides = [math.prod(shape[ax + 1 :]) for ax in range(len(shape))]
 
         def at(offsets: dict[int, int]) -> np.ndarray:
-            return np.ravel_multi_index([(c + offsets.get(ax, 0)) % shape[ax] for ax, c in enumerate(coords)], shape)
+            flat = positions.astype(np.int64)
+            for ax, step in offsets.items():  # a step of one voxel, wrapped at the faces
+                moved = coords[ax] + step
+                flat += strides[ax] * (step - shape[ax] * (moved >= shape[ax]) + shape[ax] * (moved < 0))
+            return flat
 
         if phase == 0 or (phase == 1 and len(axes) < 2):
             pairs = []

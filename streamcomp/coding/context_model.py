@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import constriction
 import numpy as np
@@ -90,13 +90,15 @@ def class_id(base: np.ndarray, phase: int) -> bytes:
 
 
 def _box(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Sum over the 3x3(x3) neighbourhood along ``axes`` (zero outside)."""
+    """Sum over the 3x3(x3) neighbourhood along ``axes`` (zero outside), by shifted slices."""
     out = x
     for ax in axes:
-        pad = [(1, 1) if a == ax else (0, 0) for a in range(x.ndim)]
-        p = np.pad(out, pad)
-        n = out.shape[ax]
-        out = sum(np.take(p, range(k, k + n), axis=ax) for k in range(3))
+        summed = out.copy()
+        later = tuple(slice(1, None) if a == ax else slice(None) for a in range(x.ndim))
+        earlier = tuple(slice(None, -1) if a == ax else slice(None) for a in range(x.ndim))
+        summed[later] += out[earlier]
+        summed[earlier] += out[later]
+        out = summed
     return out
 
 
@@ -126,14 +128,13 @@ class BandContexts:
     def positions(self, phase: int) -> np.ndarray:
         return phase_index(self.lattice, phase)
 
-    def keys(self, phase: int, decoded: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-        """Keys (16-bit) of ``phase``'s positions; ``decoded``: the band as decoded so far (zeros
-        elsewhere); ``neighbours``: the positions' :func:`neighbour_index`."""
+    def keys(self, phase: int, around: np.ndarray) -> np.ndarray:
+        """Keys (16-bit) of ``phase``'s positions; ``around``: the decoded values at their
+        :func:`neighbour_index`."""
         fixed = self._fixed.reshape(-1)[phase_index(self.lattice, phase)]
-        if not len(neighbours):
+        if not len(around):
             return fixed
-        near = np.abs(decoded.reshape(-1)[neighbours]).sum(axis=(0, 1), dtype=np.int64)
-        return fixed | buckets(near) << 8
+        return fixed | buckets(np.abs(around).sum(axis=(0, 1), dtype=np.int64)) << 8
 
 
 _PHASES: dict[tuple, list[np.ndarray]] = {}
@@ -214,7 +215,9 @@ class ContextModel:
         pairs = table[keys]
         missing = pairs < 0
         if missing.any():
-            new = np.unique(keys[missing])
+            seen = np.zeros(KEYS, bool)  # the distinct keys by a mask: sorting millions cost more
+            seen[keys[missing]] = True
+            new = np.flatnonzero(seen)
             inputs = np.concatenate(
                 (key_inputs(new), np.broadcast_to(class_vector(base, phase), (len(new), CLASS_FEATURES))), axis=1
             )
@@ -375,16 +378,21 @@ def runs(pairs: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
 
 @dataclass(frozen=True)
 class SignSite:
-    """Where a band phase's signs are coded from: its sign class, the band decoded so far and the
-    positions' neighbours."""
+    """Where a band phase's signs are coded from: its sign class and the decoded values at the
+    positions' neighbours (read once, for the magnitudes' keys and the signs)."""
 
     cls: int
-    band: np.ndarray
-    neighbours: np.ndarray
+    around: np.ndarray
+
+    @cached_property
+    def sums(self) -> np.ndarray:
+        """(pairs, positions) each neighbour pair's signed sum: every position's at once, then
+        picked, costs less than picking the neighbours of the nonzeros."""
+        return self.around[:, 0] + self.around[:, 1]
 
     def features(self, selected: np.ndarray) -> np.ndarray:
         """Sign features of the phase's positions ``selected`` (indices into them)."""
-        return sign_features(self.band, self.neighbours, selected)
+        return sign_features(self.sums, selected)
 
 
 def flat_bands(bands: list[np.ndarray]) -> list[np.ndarray]:
@@ -412,8 +420,8 @@ def walk_bands(lattices: list[Lattice], parents: list[int | None], levels: int, 
         for phase in range(PHASES):
             idx = ctx.positions(phase)
             if len(idx):
-                near = neighbour_index(lattice.shape, axes, phase, idx)
-                site = SignSite(sign_class(len(axes), level, orientation, phase), q, near)
-                q.reshape(-1)[idx] = visit(i, classes[i], phase, idx, ctx.keys(phase, q, near), site)
+                around = q.reshape(-1)[neighbour_index(lattice.shape, axes, phase, idx)]
+                site = SignSite(sign_class(len(axes), level, orientation, phase), around)
+                q.reshape(-1)[idx] = visit(i, classes[i], phase, idx, ctx.keys(phase, around), site)
         bands.append(q)
     return bands

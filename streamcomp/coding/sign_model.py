@@ -16,6 +16,7 @@ logit is rounded to codes, each code one two-symbol table, so encoder and decode
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import constriction
@@ -43,19 +44,17 @@ def sign_class(axes: int, level: int, orientation: int, phase: int) -> int:
     return ((((axes - 1) * LEVELS) + level) * ORIENTATIONS + orientation) * 3 + phase
 
 
-def sign_features(decoded: np.ndarray, neighbours: np.ndarray, selected: np.ndarray) -> np.ndarray:
+def sign_features(sums: np.ndarray, selected: np.ndarray) -> np.ndarray:
     """(len(selected), SIGN_FEATURES) signed buckets of the neighbour sums a decoder has at the
-    ``selected`` positions of a band phase once the earlier phases are decoded: per transformed
-    axis the two face neighbours (the checkerboard's second half), or the two in-plane diagonals
-    (the first half's second phase), wrapping at the faces as
-    :meth:`~streamcomp.coding.bands.Lattice.neighbours` does. Phase 0 has none: zeros."""
+    ``selected`` positions of a band phase once the earlier phases are decoded; ``sums``: (pairs,
+    positions) the signed sum of each of the phase's :func:`~streamcomp.coding.bands.neighbour_index`
+    pairs: per transformed axis the two face neighbours (the checkerboard's second half), or the two
+    in-plane diagonals (the first half's second phase). Phase 0 has none: zeros."""
     out = np.zeros((len(selected), SIGN_FEATURES), np.int64)
-    flat = decoded.reshape(-1)
-    for f, (one, other) in enumerate(neighbours[:, :, selected]):
-        total = flat[one].astype(np.int64)
-        total += flat[other]
+    if len(sums):
+        total = np.take(sums, selected, axis=1).astype(np.int64)
         total += _SIGNED_OFFSET
-        out[:, f] = np.take(_SIGNED_BUCKET, total, mode="clip")
+        out[:, : len(sums)] = np.take(_SIGNED_BUCKET, total, mode="clip").T
     return out
 
 
@@ -147,9 +146,7 @@ def fit(stats: SignStats, l2: float = 1.0, iters: int = 12) -> SignModel:
     """Per class, the logistic regression of the sign on its features (Newton steps on the
     counts), rounded to integers and kept where its bits saved on the sample exceed its bytes."""
     weights = {}
-    classes = stats.classes
-    for cls in np.unique(classes):
-        rows = stats.select(classes == cls)
+    for cls, rows in stats.by_class():
         x = np.concatenate((rows.features, np.ones((len(rows.keys), 1))), axis=1).astype(np.float64)
         n = rows.positive + rows.negative
         w = np.zeros(x.shape[1])
@@ -158,7 +155,7 @@ def fit(stats: SignStats, l2: float = 1.0, iters: int = 12) -> SignModel:
             grad = x.T @ (n * p - rows.positive) + l2 * w
             hess = (x * (n * p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
             w -= np.linalg.solve(hess, grad)
-        candidate = SignModel({int(cls): np.clip(np.round(w * WEIGHT_UNIT), -127, 127)})
+        candidate = SignModel({cls: np.clip(np.round(w * WEIGHT_UNIT), -127, 127)})
         if n.sum() - coded_bits(candidate, rows) > 8 * _ENTRY.size:
             weights.update(candidate.weights)
     return SignModel(weights)
@@ -167,10 +164,8 @@ def fit(stats: SignStats, l2: float = 1.0, iters: int = 12) -> SignModel:
 def coded_bits(model: SignModel, stats: SignStats) -> float:
     """Bits of the statistics' signs under ``model`` (rare codes not merged: an estimate)."""
     total = 0.0
-    classes = stats.classes
-    for cls in np.unique(classes):
-        rows = stats.select(classes == cls)
-        w = model.weights.get(int(cls))
+    for cls, rows in stats.by_class():
+        w = model.weights.get(cls)
         if w is None:
             total += float((rows.positive + rows.negative).sum())
             continue
@@ -184,7 +179,7 @@ _BASE = 2 * 15 + 1  # signed buckets -15..15
 
 class SignStats:
     """Distinct (class, features) rows of a sample's nonzero coefficients and their sign counts,
-    the rows packed into one integer key each."""
+    the rows packed into one integer key each, in increasing order (class first)."""
 
     def __init__(self, keys: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> None:
         self.keys, self.positive, self.negative = keys, positive, negative
@@ -201,8 +196,14 @@ class SignStats:
     def signs(self) -> float:
         return float((self.positive + self.negative).sum())
 
-    def select(self, rows: np.ndarray) -> SignStats:
+    def select(self, rows: np.ndarray | slice) -> SignStats:
         return SignStats(self.keys[rows], self.positive[rows], self.negative[rows])
+
+    def by_class(self) -> list[tuple[int, SignStats]]:
+        """Each class and its rows (contiguous, the keys being sorted)."""
+        classes = self.classes
+        cuts = [0, *(np.flatnonzero(np.diff(classes)) + 1).tolist(), len(classes)]
+        return [(int(classes[a]), self.select(slice(a, b))) for a, b in itertools.pairwise(cuts) if b > a]
 
     @classmethod
     def count(cls, classes: np.ndarray, features: np.ndarray, negative: np.ndarray) -> SignStats:
