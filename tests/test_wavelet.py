@@ -1,6 +1,7 @@
 """The `wavelet` method and its learned context model: integer determinism, exact round trips,
 budgets, the fit's judgement, and less error than the hand-set models in their bytes on real CT."""
 
+import itertools
 import json
 import math
 import re
@@ -11,9 +12,9 @@ import zarr
 from helpers import assert_fresh_read_matches
 
 from streamcomp.api import compress
-from streamcomp.coding import fit_context, learned_bands, sign_model
-from streamcomp.coding.bands import MAX_LEVELS, buckets
-from streamcomp.coding.context_model import ContextModel, PairCoder, walk_bands
+from streamcomp.coding import context_model, fit_context, learned_bands, sign_model
+from streamcomp.coding.bands import MAX_LEVELS, buckets, lattices, neighbour_index
+from streamcomp.coding.context_model import ContextModel, PairCoder, phase_index, walk_bands
 from streamcomp.coding.residual import FILLED, ResidualCoder, decode_residual, encode_residual, step_of
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.methods import DEFAULT_METHOD, method_class, wavelet
@@ -56,6 +57,46 @@ def test_default_method_is_the_learned_wavelet_coder():
 def test_buckets_are_half_octaves():
     x = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 16, 191, 192, 10**9])
     assert buckets(x).tolist() == [0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 7, 8, 14, 15, 15]
+
+
+@pytest.mark.parametrize("shape, axes", [((5, 7, 9), (0, 1, 2)), ((4, 6, 10), (1, 2)), ((3, 4, 5, 6), (0, 1, 2, 3))])
+def test_context_neighbours_wrap_at_the_faces_and_boxes_stop_there(shape, axes):
+    """The decoded neighbours a phase's contexts read (odd shapes: every face wraps), and the
+    parents' 3x3(x3) sums (zero outside), against np.roll and explicit padding."""
+    lattice = lattices([shape], axes)[0]
+    grid = np.arange(math.prod(shape)).reshape(shape)
+
+    def rolled(offsets):
+        return np.roll(grid, [-o for o in offsets.values()], axis=list(offsets)).reshape(-1)
+
+    for phase in range(3):
+        positions = phase_index(lattice, phase)
+        if phase == 0:
+            offsets = []
+        elif phase == 1:
+            a, b = axes[-2:]
+            offsets = [({a: 1, b: 1}, {a: -1, b: -1}), ({a: 1, b: -1}, {a: -1, b: 1})]
+        else:
+            offsets = [({ax: 1}, {ax: -1}) for ax in axes]
+        expected = np.array([[rolled(o)[positions] for o in pair] for pair in offsets], np.int64)
+        assert np.array_equal(neighbour_index(shape, axes, phase, positions), expected.reshape(-1, 2, len(positions)))
+    values = np.random.default_rng(0).integers(0, 50, shape)
+    padded = np.pad(values, [(1, 1) if a in axes else (0, 0) for a in range(len(shape))])
+    windows = itertools.product(*[range(3) if a in axes else [0] for a in range(len(shape))])
+    expected = sum(padded[tuple(slice(o, o + n) for o, n in zip(at, shape, strict=True))] for at in windows)
+    assert np.array_equal(context_model._box(values, axes), expected)
+
+
+def test_sign_statistics_split_by_class_as_masks_would():
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 40, 5000)
+    stats = sign_model.SignStats.count(classes, rng.integers(-15, 16, (5000, sign_model.SIGN_FEATURES)),
+                                       rng.random(5000) < 0.4)
+    groups = stats.by_class()
+    assert [c for c, _ in groups] == sorted(set(classes.tolist()))
+    for cls, rows in groups:
+        mask = stats.classes == cls
+        assert np.array_equal(rows.keys, stats.keys[mask]) and np.array_equal(rows.positive, stats.positive[mask])
 
 
 def test_model_survives_its_bytes_and_refuses_damaged_ones(fitted):
@@ -204,24 +245,22 @@ def test_the_fits_sample_steps_are_the_hand_set_rate_controls(ct_large, ratio):
         assert abs(read - log2_step) < 0.1 and read_planar == planar
 
 
-def test_a_fit_on_rows_drawn_by_their_symbols_codes_as_well_as_the_full_batch(ct_blocks, monkeypatch):
-    """Past SAMPLED_ROWS context rows each step trains on rows drawn in proportion to their symbols:
-    the unseen chunks' bits stay within 1 % of the full-batch fit's (thresholds lowered so that a
-    few real CT chunks take that path)."""
+def test_a_fit_on_rows_drawn_by_their_symbols_codes_as_well_as_the_full_batch(ct_blocks):
+    """Past four times ``batch_rows`` context rows each step trains on rows drawn in proportion to
+    their symbols: the unseen chunks' bits stay within 1 % of the full-batch fit's (batches small
+    enough that a few real CT chunks take that path)."""
 
     steps = [(-4.0, False)] * len(ct_blocks)
     train = WaveletMethod._sample_stats(ct_blocks, steps, range(6))
     unseen = WaveletMethod._sample_stats(ct_blocks, steps, range(8, len(ct_blocks)))
     assert len(train.inputs) > 2000
 
-    def unseen_bits(**thresholds) -> float:
-        for name, value in thresholds.items():
-            monkeypatch.setattr(fit_context, name, value)
-        fitted = fit_context.fit_context_model(train, teacher_steps=150, student_steps=300)
+    def unseen_bits(batch_rows: int) -> float:
+        fitted = fit_context.fit_context_model(train, teacher_steps=150, student_steps=300, batch_rows=batch_rows)
         return fit_context.integer_bits(fitted.student, unseen) / unseen.symbols
 
-    full = unseen_bits()
-    sampled = unseen_bits(SAMPLED_ROWS=2000, BATCH_ROWS=500)
+    full = unseen_bits(len(train.inputs))
+    sampled = unseen_bits(500)
     assert sampled < 1.01 * full
 
 

@@ -38,8 +38,8 @@ from streamcomp.optim import Adam
 
 logger = logging.getLogger(__name__)
 LN2 = math.log(2.0)
-BATCH_ROWS = 16384  # context rows per training step when sampled
-SAMPLED_ROWS = 4 * BATCH_ROWS  # below this many rows a full-batch step costs about as little
+BATCH_ROWS = 16384  # context rows per training step when sampled (from four times as many rows:
+# below that a full-batch step costs about as little)
 
 
 @dataclass
@@ -133,13 +133,15 @@ def _init_output(net: nn.Sequential, counts: np.ndarray) -> None:
         last.bias.copy_(torch.tensor([math.log(n0 / nnz), math.log2(max(summ / nnz, 0.05))]))
 
 
-def _train(net: nn.Sequential, x: torch.Tensor, counts: torch.Tensor, steps: int, lr: float) -> None:
-    """Adam on the code length per symbol. Past SAMPLED_ROWS rows, each step takes BATCH_ROWS rows
-    drawn in proportion to their symbols, each scaled to one symbol (an unbiased estimate of the
-    full loss), for twice the steps: on head CT's 166k rows the same held-out bits in half the
-    time, and a fit's time no longer grows with its rows."""
+def _train(
+    net: nn.Sequential, x: torch.Tensor, counts: torch.Tensor, steps: int, lr: float, batch_rows: int = BATCH_ROWS
+) -> None:
+    """Adam on the code length per symbol. Past four times ``batch_rows`` rows, each step takes
+    ``batch_rows`` rows drawn in proportion to their symbols, each scaled to one symbol (an unbiased
+    estimate of the full loss), for twice the steps: on head CT's 166k rows the same held-out bits
+    in half the time, and a fit's time no longer grows with its rows."""
     symbols = counts[:, :2].sum(dim=1)
-    sampled = len(x) > SAMPLED_ROWS
+    sampled = len(x) > 4 * batch_rows
     steps = 2 * steps if sampled else steps
     opt = Adam(net.parameters(), lr, steps=steps)
     per_symbol = counts / symbols.clamp_min(1.0)[:, None]
@@ -150,9 +152,9 @@ def _train(net: nn.Sequential, x: torch.Tensor, counts: torch.Tensor, steps: int
     cdf /= cdf[-1]
     for _ in range(steps):
         if sampled:
-            draws = np.sort(torch.rand(BATCH_ROWS, dtype=torch.float64).numpy())
+            draws = np.sort(torch.rand(batch_rows, dtype=torch.float64).numpy())
             rows = torch.from_numpy(np.searchsorted(cdf, draws).clip(max=len(x) - 1))
-            loss = nll_bits(net(x[rows]), per_symbol[rows]) / BATCH_ROWS
+            loss = nll_bits(net(x[rows]), per_symbol[rows]) / batch_rows
         else:
             loss = nll_bits(net(x), counts) / symbols.sum()
         opt.zero_grad()
@@ -248,10 +250,12 @@ def _tensors(stats: ContextStats) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(stats.counts.astype(np.float32)))
 
 
-def _fit_new(hidden: int, layers: int, stats: ContextStats, x, counts, steps: int, lr: float) -> nn.Sequential:
+def _fit_new(
+    hidden: int, layers: int, stats: ContextStats, x, counts, steps: int, lr: float, batch_rows: int = BATCH_ROWS
+) -> nn.Sequential:
     net = _mlp(hidden, layers)
     _init_output(net, stats.counts)
-    _train(net, x, counts, steps, lr)
+    _train(net, x, counts, steps, lr, batch_rows)
     return net
 
 
@@ -266,6 +270,7 @@ def fit_context_model(
     lr: float = 0.04,
     start: ContextStart | None = None,
     signs: bool = True,
+    batch_rows: int = BATCH_ROWS,
 ) -> FittedModels:
     """The stored student, rounded to integers. From scratch: a teacher (two hidden layers of
     ``teacher_hidden``) fitted to ``stats``, then the one-layer student of ``hidden`` units
@@ -273,7 +278,7 @@ def fit_context_model(
     ``distill`` the teacher's share). From a ``start``: its student tuned on ``stats`` for
     ``student_steps``, which gets as close in under half the time (a teacher tuned alongside
     gained nothing there: the start's own teacher is already in the student). ``signs``: fit the
-    sign model (else every sign costs a bit)."""
+    sign model (else every sign costs a bit). ``batch_rows``: rows a sampled step takes."""
     if not len(stats.inputs):
         raise ValueError("no coefficients to fit a context model on")
     torch.manual_seed(seed)
@@ -283,16 +288,16 @@ def fit_context_model(
         if start.hidden != hidden:
             raise ValueError(f"a {start.hidden}-unit start cannot seed a {hidden}-unit student")
         student = copy.deepcopy(start.student)
-        _train(student, x, counts, student_steps, lr)
+        _train(student, x, counts, student_steps, lr, batch_rows)
         with torch.no_grad():
             teacher_bits = float(nll_bits(start.teacher(x), counts)) / symbols
     else:
-        teacher = _fit_new(teacher_hidden, 2, stats, x, counts, teacher_steps, lr)
+        teacher = _fit_new(teacher_hidden, 2, stats, x, counts, teacher_steps, lr, batch_rows)
         with torch.no_grad():
             target = teacher(x)
             teacher_bits = float(nll_bits(target, counts)) / symbols
             soft = (1 - distill) * counts + distill * expected_counts(target, counts)
-        student = _fit_new(hidden, 1, stats, x, soft, student_steps, lr)
+        student = _fit_new(hidden, 1, stats, x, soft, student_steps, lr, batch_rows)
     model = to_integer(student)
     model.signs = fit_signs(stats.signs) if signs else SignModel()
     student_bits = integer_bits(model, stats) / symbols
