@@ -70,6 +70,22 @@ def test_planar_choice_without_plans_matches_the_planned_estimates(ct_large, em)
     assert clear_winner({False: 100.0, True: 103.0}) is None  # close: both get planned
 
 
+def test_under_a_learned_model_a_close_planar_choice_goes_by_first_order_estimates(ct_large):
+    """Where the log-magnitudes are close and the array's model will code the levels, both
+    orientations' first-order estimates decide, without planning the hand-set classes: on these
+    real head CT crops (close on every one, volumetric and planar winning) they pick what the plans
+    pick."""
+    crops = ((ct_large[8:24, 32:96, 32:96], 9), (ct_large[8:24, 32:96, 32:96], 17), (ct_large[:16], 33))
+    for crop, step in crops:
+        x = (crop.astype(np.int32) - int(ct_large.min())) // step
+        bands = {p: subbands(x, levels_for(x.shape, p), p, "9/7-M") for p in (False, True)}
+        assert clear_winner({p: log_magnitudes(b) for p, b in bands.items()}) is None
+        estimates = {p: exact._plan(x.shape, p, b)[1] for p, b in bands.items()}
+        planar, _, _, plans = exact._chosen(x, learned=True)
+        assert planar is min(estimates, key=estimates.__getitem__) and plans is None
+        assert exact._chosen(x)[0] is planar
+
+
 def test_section_kinds_are_told_apart_on_estimates_as_coding_both_would(ct_large):
     """Head CT at E = 16: the layered section's estimate is clearly the shorter, so only it is coded
     (and the section is what coding both and keeping the shorter gives); a lossy layer alone

@@ -207,12 +207,14 @@ def _checked(x: np.ndarray) -> np.ndarray:
 
 
 def _chosen(
-    x: np.ndarray, transform: tuple[bool, str] | None = None
+    x: np.ndarray, transform: tuple[bool, str] | None = None, learned: bool = False
 ) -> tuple[bool, str, list[np.ndarray], tuple[list, float] | None]:
     """(planar, integer transform, bands, their plan and estimated bits where the choice needed
     them). Volumetric or planar 9/7-M, whichever codes shorter (planar wins on serial-section EM,
     whose sections barely correlate): by their summed log-magnitudes where those differ clearly,
-    else by both plans' estimated bits; 5/3 over the same axes replaces it where
+    else by both plans' estimated bits, or where the array's ``learned`` model will code them
+    (whose estimate is their first-order entropy, not the hand-set classes') by both first-order
+    estimates, a tenth of the plans' cost; 5/3 over the same axes replaces it where
     its coefficients' summed log-magnitudes are smaller (piecewise-constant data such as labels:
     9/7-M's longer predict rings at edges). 9/7-M codes smooth data shorter: EM and head CT ~1.4 %
     losslessly, thorax CT even. A caller that knows the answer names it (``transform``: planar,
@@ -223,6 +225,8 @@ def _chosen(
     bands = {p: subbands(x, levels_for(x.shape, p), p, "9/7-M") for p in (False, True)}
     sizes = {p: log_magnitudes(b) for p, b in bands.items()}
     planar, plans = clear_winner(sizes), None
+    if planar is None and learned:
+        planar = bool(_first_order_bits(bands[True]) < _first_order_bits(bands[False]))
     if planar is None:
         planned = {p: _plan(x.shape, p, b) for p, b in bands.items()}
         planar = planned[True][1] < planned[False][1]
@@ -231,6 +235,10 @@ def _chosen(
     if log_magnitudes(short) < sizes[planar]:
         return planar, "5/3", short, None
     return planar, "9/7-M", bands[planar], plans
+
+
+def _first_order_bits(bands: list[np.ndarray]) -> float:
+    return 8 * first_order_bytes([np.abs(b).reshape(-1) for b in bands if b.size], 0.0)
 
 
 def _flags(shape: tuple[int, ...], planar: bool, integer: str) -> int:
@@ -268,12 +276,9 @@ class ExactPlan:
         x = _checked(x)
         self.shape = x.shape
         self.model = model
-        self.planar, self.integer, self.bands, planned = _chosen(x, transform)
+        self.planar, self.integer, self.bands, planned = _chosen(x, transform, model is not None)
         self._planned = planned
-        if model is None:
-            self.bits = self._hand_set_plan()[1]
-        else:
-            self.bits = 8 * first_order_bytes([np.abs(b).reshape(-1) for b in self.bands if b.size], 0.0)
+        self.bits = self._hand_set_plan()[1] if model is None else _first_order_bits(self.bands)
 
     def _hand_set_plan(self) -> tuple[list, float]:
         """The hand-set classes' plan and estimated bits (planned once)."""
