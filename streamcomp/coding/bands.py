@@ -150,12 +150,17 @@ def _best_codes(zeros: np.ndarray, nonzeros: np.ndarray, magnitude: np.ndarray) 
     return codes, float(bits[np.arange(len(best)), best][coded].sum())
 
 
-def group_codes(magnitudes: np.ndarray, groups: np.ndarray, count: int) -> tuple[np.ndarray, float]:
-    """The best scale code of each of ``count`` groups of symbol magnitudes, and the bits they cost."""
-    nonzero = magnitudes > 0
+def group_codes(magnitudes: np.ndarray, groups: np.ndarray | None, count: int = 1) -> tuple[np.ndarray, float]:
+    """The best scale code of each of ``count`` groups of symbol magnitudes, and the bits they cost;
+    ``groups`` None: all in one group (counted by sums, not by a histogram over a zero index)."""
+    if groups is None:
+        nonzeros = np.count_nonzero(magnitudes)
+        counts = [[magnitudes.size - nonzeros], [nonzeros], [magnitudes.sum(dtype=np.int64)]]
+        return _best_codes(*np.array(counts, np.float64))
+    nonzeros = np.bincount(groups, weights=magnitudes > 0, minlength=count)
     return _best_codes(
-        np.bincount(groups, weights=~nonzero, minlength=count),
-        np.bincount(groups, weights=nonzero, minlength=count),
+        np.bincount(groups, minlength=count) - nonzeros,
+        nonzeros,
         np.bincount(groups, weights=magnitudes, minlength=count),
     )
 

@@ -106,7 +106,7 @@ def _code_band(
         return b"\0"
     flat = q.reshape(-1)  # a copy when the band is a strided view: once, not per group
     magnitudes = np.abs(flat)
-    code, plain_bits = group_codes(magnitudes, np.zeros(q.size, np.int64), 1)
+    code, plain_bits = group_codes(magnitudes, None)
     groups = _groups(lattice, lattice.parent(parent), q).reshape(-1)
     codes, context_bits = group_codes(magnitudes, groups, 2 * _CLASSES)
     if plain_bits / 8 + 1 <= context_bits / 8 + 1 + len(codes):
