@@ -13,7 +13,7 @@ from streamcomp.archive import archive
 from streamcomp.archive.discover import MANIFEST
 from streamcomp.cli import main, mode_of
 from streamcomp.coding import exact
-from streamcomp.coding.bands import Lattice, clear_winner, levels_for, log_magnitudes, subbands
+from streamcomp.coding.bands import NEIGHBOUR_CAP, Lattice, clear_winner, levels_for, log_magnitudes, subbands
 from streamcomp.coding.exact import MAX_RANGE, ExactPlan, decode_exact, encode_exact
 from streamcomp.errors import ChunkFormatError, InputError
 from streamcomp.format import bounded
@@ -331,6 +331,27 @@ def test_neighbour_sums_wrap_at_the_faces(shape, axes):
     known = np.where(lattice.second, 0, np.abs(first))
     expected = sum(np.roll(known, 1, ax) + np.roll(known, -1, ax) for ax in axes)
     assert np.array_equal(lattice.neighbours(first), expected)
+
+
+def test_capped_neighbour_sums_classify_as_the_full_sums_do():
+    """Magnitudes up to the exact coder's widest (2**29) in a 4D band with all 14 siblings: the
+    int32 sums of capped neighbours put every position in its exact class."""
+    rng = np.random.default_rng(3)
+    shape, axes = (4, 6, 6, 6), (0, 1, 2, 3)
+
+    def wide(size):  # mostly small, one in twenty up to 2**29
+        return np.where(rng.random(size) < 0.05, rng.integers(-(1 << 29), 1 << 29, size), rng.integers(-50, 50, size))
+
+    lattice = Lattice(shape, axes)
+    first = wide(shape)
+    band = exact._Band(lattice, wide((2, 3, 3, 3)), [wide(shape) for _ in range(14)])
+    index = lattice.half_index(True)
+    known = np.where(lattice.second, 0, np.abs(first))
+    near = sum(np.roll(known, 1, ax) + np.roll(known, -1, ax) for ax in axes).reshape(-1)[index]
+    count = 2 * len(axes)
+    estimate = (64 * (count * band.base.reshape(-1)[index] + 2 * near)) // (count * (band.sources + 2))
+    assert (near > NEIGHBOUR_CAP).any() and (estimate < 185_000).any()
+    assert np.array_equal(band.classes(first, index), exact._classify(estimate))
 
 
 def test_an_incompressible_chunk_is_stored_raw_and_decodes_to_a_writable_array():

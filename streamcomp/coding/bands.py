@@ -10,6 +10,7 @@ scale per context group, stored as a one-byte code (log2 scale in 1/8 steps).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -20,6 +21,10 @@ SCALE_STEPS = 8  # scale codes are log2(scale) in 1/8 steps, offset so that code
 SCALE_OFFSET = 10.0
 NO_SCALE = 255  # never a scale code: the coders use it as a marker
 BUCKETS = 16  # half-octave buckets of a learned context feature (4 bits)
+# Largest neighbour magnitude summed by Lattice.neighbours: 8 of them (4D) stay below 2**31, and a
+# neighbour this large puts the exact coder's estimate above its top class threshold (~185k in
+# 1/64ths) even over 8 neighbours and 17 sources, and the lossy coder's far above its top edge.
+NEIGHBOUR_CAP = 1 << 24
 
 
 def _bucket_table() -> np.ndarray:
@@ -199,16 +204,21 @@ class Lattice:
         if parent is None:
             return np.zeros(self.shape, np.int64)
         up = np.abs(parent).astype(np.int64)
-        for ax in self.axes:
-            up = np.repeat(up, 2, axis=ax)
-        return self.fit(up)
+        view, wide = [], []  # one broadcast copy instead of a np.repeat per transformed axis
+        for ax, n in enumerate(up.shape):
+            view += [n, 1] if ax in self.axes else [n]
+            wide += [n, 2] if ax in self.axes else [n]
+        doubled = [n * (2 if ax in self.axes else 1) for ax, n in enumerate(up.shape)]
+        return self.fit(np.broadcast_to(up.reshape(view), wide).reshape(doubled))
 
     def neighbours(self, first: np.ndarray | None) -> np.ndarray:
         """Per position, the sum of the first half's decoded magnitudes around it along the
-        transformed axes (wrapping at the band's faces, identically in encoder and decoder)."""
-        total = np.zeros(self.shape, np.int64)
+        transformed axes (wrapping at the band's faces, identically in encoder and decoder), each
+        capped at NEIGHBOUR_CAP so the sums stay in int32 (half the memory traffic of int64): a
+        position beside a capped magnitude falls in either coder's top context class either way."""
+        total = np.zeros(self.shape, np.int32)
         if first is not None:
-            known = np.where(self.second, 0, np.abs(first)).astype(np.int64, copy=False)
+            known = np.where(self.second, 0, np.minimum(np.abs(first), NEIGHBOUR_CAP)).astype(np.int32, copy=False)
             for ax in self.axes:  # np.roll by +1 and -1, added in place instead of as two new arrays
                 n = self.shape[ax]
                 total[_along(ax, 1, None)] += known[_along(ax, 0, n - 1)]
@@ -223,5 +233,11 @@ def _along(ax: int, start: int, stop: int | None) -> tuple[slice, ...]:
 
 
 def lattices(shapes: list[tuple[int, ...]], axes: tuple[int, ...]) -> list[Lattice]:
-    cache: dict[tuple[int, ...], Lattice] = {}
-    return [cache.setdefault(tuple(s), Lattice(tuple(s), axes)) for s in shapes]
+    """The bands' lattices, shared by every chunk of the same band shapes (a lattice holds only its
+    parity mask and the halves' indices, never modified once built)."""
+    return [_lattice(tuple(s), tuple(axes)) for s in shapes]
+
+
+@lru_cache(maxsize=512)
+def _lattice(shape: tuple[int, ...], axes: tuple[int, ...]) -> Lattice:
+    return Lattice(shape, axes)
