@@ -16,9 +16,10 @@ from streamcomp.coding import exact
 from streamcomp.coding.bands import NEIGHBOUR_CAP, Lattice, clear_winner, levels_for, log_magnitudes, subbands
 from streamcomp.coding.exact import MAX_RANGE, ExactPlan, decode_exact, encode_exact
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.format import bounded
+from streamcomp.format import bounded, bounded_fit
 from streamcomp.format import chunk as chunk_module
-from streamcomp.format.bounded import BoundViolation, fit_bounded_model, step_for
+from streamcomp.format.bounded import BoundViolation, step_for
+from streamcomp.format.bounded_fit import fit_bounded_model
 from streamcomp.format.chunk import decode_chunk, encode_chunk
 from streamcomp.format.codec import codec_config_of
 from streamcomp.format.frame import FORMAT_VERSION, SUPPORTED_DTYPES
@@ -92,7 +93,7 @@ def test_section_kinds_are_told_apart_on_estimates_as_coding_both_would(ct_large
     longer than a limit is dropped before its residual is quantized."""
     block, E = ct_large, 16
     vmin, vmax, step = float(block.min()), float(block.max()), step_for(block.dtype, E)
-    sections = bounded._sections(block, block, vmin, vmax, step, E)
+    sections = bounded.planned_sections(block, block, vmin, vmax, step, E)
     assert [s.kind for s in sections] == [bounded.LAYERED]
     both = [bounded._Section(bounded.LEVELS, ExactPlan(bounded._levels(block, vmin, step))), sections[0]]
     assert bounded.encode_bounded(block, vmin, vmax, E) == min((s.code(step, None) for s in both), key=len)
@@ -172,7 +173,7 @@ def test_a_bounded_array_carries_the_model_its_levels_decode_with(tmp_path, save
     src = save(em)
     compress(src, str(tmp_path / "small.zarr"), max_error=4, chunks="16,128,128", executor="local", progress=False)
     assert not codec_config_of(zarr.open_array(str(tmp_path / "small.zarr"), mode="r"))["shared"]
-    monkeypatch.setattr(bounded, "FIT_MIN_VOXELS", 1)
+    monkeypatch.setattr(bounded_fit, "FIT_MIN_VOXELS", 1)
     for bound in (0, 4):
         dst = str(tmp_path / f"e{bound}.zarr")
         compress(src, dst, max_error=bound, chunks="16,128,128", executor="local", progress=False)
@@ -257,15 +258,17 @@ def test_cli_lossless_and_bound_through_plain_zarr_in_a_fresh_process(tmp_path, 
         info = json.loads(capsys.readouterr().out)
         assert info["mode"].startswith("lossless" if name == "lossless.zarr" else "max error 3")
     code = (
-        "import numpy as np, zarr; "
+        "import sys, numpy as np, zarr; "
         f"a = zarr.open_array({str(tmp_path / 'lossless.zarr')!r}, mode='r')[...]; "
         f"b = zarr.open_array({str(tmp_path / 'bound.zarr')!r}, mode='r')[...]; "
         f"o = np.load({src!r}); "
-        "print(np.array_equal(a, o), a.dtype, int(np.abs(b.astype(int) - o).max()))"
+        "print(np.array_equal(a, o), a.dtype, int(np.abs(b.astype(int) - o).max()), "
+        "any(m in sys.modules for m in ('torch', 'scipy.ndimage')))"
     )
     out = run_fresh_python(code)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "int16", "3"]
+    # Decoding never imports torch or scipy.ndimage (over a second of a fresh reader's first read).
+    assert out.stdout.split() == ["True", "int16", "3", "False"]
 
 
 def test_conflicting_or_invalid_targets_fail_before_anything_is_written(tmp_path, ct, save):

@@ -19,7 +19,7 @@ Layout: u8 levels | planar flag | 9/7-M flag, u8 symbol bits; per band u8 0 (all
 half, u8 first class, u8 class count and that many scale codes; then one ANS stream.
 
 Under an array's learned context model (:mod:`streamcomp.coding.context_model`, fitted on a sample
-by :func:`streamcomp.format.bounded.fit_bounded_model`) a chunk may instead be coded as the lossy
+by :func:`streamcomp.format.bounded_fit.fit_bounded_model`) a chunk may instead be coded as the lossy
 coder codes its quantized bands (:mod:`streamcomp.coding.learned_bands`): its header carries the
 learned flag and the stream follows it, no band descriptors. The encoder keeps the shorter.
 """

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import Field, dataclass, field, fields
-from typing import Any, ClassVar, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 import numpy as np
-import torch
 
 from streamcomp.coding.context_model import ContextModel
 from streamcomp.errors import InputError
 from streamcomp.plan import SAMPLE_BLOCKS
+
+if TYPE_CHECKING:  # only the coordinate-based methods, which import it themselves, pass tensors
+    import torch
 
 
 @dataclass(frozen=True)

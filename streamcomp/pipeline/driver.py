@@ -33,7 +33,8 @@ from typing import Any
 from tqdm import tqdm
 
 from streamcomp.errors import InputError
-from streamcomp.format.bounded import BOUNDED_CHUNKS, BOUNDED_SAMPLE
+from streamcomp.format.bounded import BOUNDED_CHUNKS
+from streamcomp.format.bounded_fit import BOUNDED_SAMPLE
 from streamcomp.format.codec import make_config, method_from_config
 from streamcomp.format.ome import axis_names
 from streamcomp.format.shards import chunks_per_shard, index_size, parse_shards

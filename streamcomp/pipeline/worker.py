@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from streamcomp.format.bounded import fit_bounded_model
+from streamcomp.format.bounded_fit import fit_bounded_model
 from streamcomp.format.chunk import chunk_is_valid, constant_chunk, encode_chunk, method_target
 from streamcomp.format.codec import codec_config_of, make_config, method_from_config
 from streamcomp.format.shards import chunks_per_shard, pack_shard, unpack_shard
