@@ -347,7 +347,8 @@ def test_capped_neighbour_sums_classify_as_the_full_sums_do():
 
     lattice = Lattice(shape, axes)
     first = wide(shape)
-    band = exact._Band(lattice, wide((2, 3, 3, 3)), [wide(shape) for _ in range(14)])
+    siblings = [np.abs(wide(shape)) for _ in range(14)]
+    band = exact._Band(lattice, wide((2, 3, 3, 3)), sum(siblings), len(siblings))
     index = lattice.half_index(True)
     known = np.where(lattice.second, 0, np.abs(first))
     near = sum(np.roll(known, 1, ax) + np.roll(known, -1, ax) for ax in axes).reshape(-1)[index]

@@ -27,7 +27,7 @@ learned flag and the stream follows it, no band descriptors. The encoder keeps t
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import constriction
 import numpy as np
@@ -60,6 +60,8 @@ _CLASSES = 24
 _UNIT = 64  # the magnitude estimate in 1/64ths: integer arithmetic, identical on every platform
 _HALF_OCTAVE = np.sqrt(0.5)
 _EDGE = 63  # largest |hi| coded through the table; beyond, an escape and a parametric Laplace
+_ESCAPE = 2 * _EDGE + 1
+_MAX = np.maximum.reduce  # ndarray.max without its Python wrapper: a run is often a few symbols
 # The hand-set classes' bits over the coefficients' first-order entropy: never below 0.91 on EM and
 # head CT levels at E = 1-16 (learned codes: 0.86-0.98, or above 1 on a chunk unlike the model's
 # sample). A learned code under this share of the first-order bits is kept without planning them.
@@ -67,15 +69,18 @@ CLASSES_FLOOR = 0.9
 
 
 class _Band:
-    """One band's context sources: its lattice, parent magnitudes and siblings' magnitude sum."""
+    """One band's context sources: its lattice, parent magnitudes and siblings' magnitude sum
+    (``siblings``: the sum of ``count`` of them, of this band's shape or larger along any axis)."""
 
-    def __init__(self, lattice: Lattice, parent: np.ndarray | None, siblings: list[np.ndarray]) -> None:
+    def __init__(
+        self, lattice: Lattice, parent: np.ndarray | None, siblings: np.ndarray | None = None, count: int = 0
+    ) -> None:
         self.lattice = lattice
         self.known = parent is not None
-        self.sources = int(self.known) + len(siblings)
-        self.base = lattice.parent(parent)  # a new int64 array: the siblings add into it in place
-        for s in siblings:
-            self.base += lattice.fit(np.abs(s))
+        self.sources = int(self.known) + count
+        self.base = lattice.parent(parent)  # a new int64 array: the siblings add into it
+        if count:
+            self.base += lattice.fit(siblings)
 
     def classes(self, first: np.ndarray | None, index: np.ndarray) -> np.ndarray:
         """The class of each flat position in ``index``: from parent and siblings (first half,
@@ -89,6 +94,27 @@ class _Band:
             near = self.lattice.neighbours(first).reshape(-1)[index]
             estimate = (_UNIT * (count * self.base.reshape(-1)[index] + 2 * near)) // (count * (self.sources + 2))
         return _CLASS_OF[np.minimum(estimate, _CLASS_OF.size - 1)]
+
+
+class _LevelSums:
+    """The magnitudes of a level's bands decoded so far, summed on the level's widest shape, each
+    edge-padded to it: cropped to any band of the level, the sum of what :meth:`Lattice.fit` gives
+    for each (padding and cropping are linear), in one addition per band instead of one per sibling
+    (a 4D level has 15 bands)."""
+
+    def __init__(self, shapes: list[tuple[int, ...]]) -> None:
+        self.total = np.zeros(tuple(max(n) for n in zip(*shapes, strict=True)), np.int64)
+        self.count = 0
+
+    def add(self, band: np.ndarray) -> None:
+        self.count += 1
+        if not band.size:  # an empty band adds nothing (Lattice.fit gives it zeros)
+            return
+        magnitudes = np.abs(band)
+        if magnitudes.shape != self.total.shape:
+            short = [(0, n - m) for n, m in zip(self.total.shape, magnitudes.shape, strict=True)]
+            magnitudes = np.pad(magnitudes, short, mode="edge")
+        self.total += magnitudes
 
 
 def _classify(estimate: np.ndarray) -> np.ndarray:
@@ -108,11 +134,20 @@ def _contexts(shapes: list[tuple[int, ...]], shape: tuple[int, ...], levels: int
     """For each band in decode order, a function of the bands decoded so far giving its _Band."""
     band_lattices = lattices(shapes, transform_axes(shape, planar))
     per_level = (len(shapes) - 1) // levels
+    sums = _LevelSums([shapes[0]])
     for i, (lattice, parent) in enumerate(zip(band_lattices, parents(len(shapes), levels), strict=True)):
-        first_of_level = 1 + ((i - 1) // per_level) * per_level if i else 0
-        yield lambda done, lattice=lattice, parent=parent, first=first_of_level, i=i: _Band(
-            lattice, None if parent is None else done[parent], done[first:i]
-        )
+        first = 1 + ((i - 1) // per_level) * per_level if i else 0
+        if i == first and i:
+            sums = _LevelSums(shapes[first : first + per_level])
+        yield partial(_context, lattice=lattice, parent=parent, sums=sums, first=first, i=i)
+
+
+def _context(
+    done: list[np.ndarray], lattice: Lattice, parent: int | None, sums: _LevelSums, first: int, i: int
+) -> _Band:
+    while sums.count < i - first:  # the level's bands decoded since the last call
+        sums.add(done[first + sums.count])
+    return _Band(lattice, None if parent is None else done[parent], sums.total, sums.count)
 
 
 @lru_cache(maxsize=4096)
@@ -148,14 +183,14 @@ def _encode_run(coder, values: np.ndarray, bits: int, code: int) -> None:
     escaped = np.abs(hi) > _EDGE
     if escaped.any():
         coder.encode_reverse(hi[escaped].astype(np.int32), tail)
-    coder.encode_reverse(np.where(escaped, 2 * _EDGE + 1, hi + _EDGE).astype(np.int32), table)
+    coder.encode_reverse(np.where(escaped, _ESCAPE, hi + _EDGE).astype(np.int32), table)
 
 
 def _decode_run(coder, count: int, bits: int, code: int) -> np.ndarray:
     k, table, tail, low = _model(bits, code)
     hi = coder.decode(table, count)
-    if hi.max() == 2 * _EDGE + 1:  # the escape symbol, the table's last
-        escaped = hi == 2 * _EDGE + 1
+    if _MAX(hi) == _ESCAPE:  # the table's last symbol
+        escaped = hi == _ESCAPE
         hi[escaped] = coder.decode(tail, int(escaped.sum())) + _EDGE
     hi -= _EDGE
     if k:
@@ -391,9 +426,10 @@ def decode_exact(data: bytes, shape: tuple[int, ...], model: ContextModel | None
             flat = q.reshape(-1)
             for half, codes in zip((False, True), desc, strict=True):
                 positions, counts = _runs(band, q, half)
+                present = counts > 0
                 runs = [
-                    _decode_run(coder, int(n), bits, int(code)) if code else np.zeros(n, np.int32)
-                    for n, code in zip(counts[counts > 0], codes[counts > 0], strict=True)
+                    _decode_run(coder, n, bits, code) if code else np.zeros(n, np.int32)
+                    for n, code in zip(counts[present].tolist(), codes[present].tolist(), strict=True)
                 ]
                 if runs:
                     flat[positions] = np.concatenate(runs)
