@@ -79,18 +79,28 @@ _CLASSES = len(_EDGES) + 1  # context classes per sublattice
 _DIRECT = 63  # largest magnitude coded through a lookup table (see _Models)
 
 
-def _groups(lattice: Lattice, parent: np.ndarray, first: np.ndarray | None) -> np.ndarray:
-    """Context group of every position: first-half groups 0..3, second-half groups 4..7.
+def _half_runs(
+    lattice: Lattice, parent: np.ndarray, first: np.ndarray | None, second: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A half's flat positions sorted by context group (stable), and how many fall in each of its
+    groups: first-half groups 0..3, second-half groups 4..7, each group one contiguous run.
 
     A context c (parent |q| in the first half; half the parent's plus the neighbours' mean |q| in
-    the second) falls in classes split at 0.5, 1.5 and 3.5; integers keep it exact everywhere.
-    """
-    second = lattice.second
-    count = 2 * len(lattice.axes)
-    scaled = np.where(second, count * parent + 2 * lattice.neighbours(first), 2 * parent)
-    unit = np.where(second, count, 1)
-    classes = sum((scaled > edge * unit).astype(np.int64) for edge in _EDGES)
-    return classes + _CLASSES * second
+    the second, from ``first``: the band with its first half decoded) falls in classes split at
+    0.5, 1.5 and 3.5; integers keep it exact everywhere. Only the half's own positions are
+    classified (the decoder classifies each half once)."""
+    index = lattice.half_index(second)
+    parent = parent.reshape(-1)[index]
+    if second:
+        unit = 2 * len(lattice.axes)
+        scaled = unit * parent + 2 * lattice.neighbours(first).reshape(-1)[index]
+    else:
+        unit, scaled = 1, 2 * parent
+    classes = np.zeros(index.size, np.uint8)
+    for edge in _EDGES:
+        classes += scaled > edge * unit
+    order = np.argsort(classes, kind="stable")
+    return index[order], np.bincount(classes, minlength=_CLASSES)
 
 
 def _code_band(
@@ -105,15 +115,18 @@ def _code_band(
     if not q.any():
         return b"\0"
     flat = q.reshape(-1)  # a copy when the band is a strided view: once, not per group
-    magnitudes = np.abs(flat)
-    code, plain_bits = group_codes(magnitudes, None)
-    groups = _groups(lattice, lattice.parent(parent), q).reshape(-1)
-    codes, context_bits = group_codes(magnitudes, groups, 2 * _CLASSES)
+    code, plain_bits = group_codes(np.abs(flat), None)
+    upper = lattice.parent(parent)
+    runs = [_half_runs(lattice, upper, q, second) for second in (False, True)]
+    values = flat[np.concatenate([positions for positions, _ in runs])]  # by group: first half, then second
+    counts = np.concatenate([counts for _, counts in runs])
+    codes, context_bits = group_codes(np.abs(values), np.repeat(np.arange(2 * _CLASSES), counts), 2 * _CLASSES)
     if plain_bits / 8 + 1 <= context_bits / 8 + 1 + len(codes):
         segments.append((flat, int(code[0])))
         return bytes([int(code[0])])
-    for group in np.flatnonzero(codes):  # a group's half is in its number: first half, then second
-        segments.append((flat[groups == group], int(codes[group])))
+    ends = np.cumsum(counts)
+    for group in np.flatnonzero(codes):
+        segments.append((values[ends[group] - counts[group] : ends[group]], int(codes[group])))
     return bytes([_CONTEXT, *codes.tolist()])
 
 
@@ -562,15 +575,18 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
         if len(desc) == 1 and desc[0]:
             q[...] = models.decode(coder, q.size, desc[0]).reshape(q.shape)
         elif len(desc) > 1:
-            codes = np.frombuffer(desc[1:], np.uint8).astype(np.int64)
+            codes = list(desc[1:])
             upper = lattice.parent(None if parent is None else symbols[parent])
             flat = q.reshape(-1)
             for half in (False, True):
-                groups = _groups(lattice, upper, q if half else None).reshape(-1)
-                in_half = lattice.second.reshape(-1) == half
-                for group in np.flatnonzero(codes[_CLASSES * half : _CLASSES * (half + 1)]) + _CLASSES * half:
-                    run = in_half & (groups == group)
-                    flat[run] = models.decode(coder, int(run.sum()), int(codes[group]))
+                positions, counts = _half_runs(lattice, upper, q if half else None, half)
+                runs = [
+                    models.decode(coder, n, code) if code else np.zeros(n, np.int32)
+                    for n, code in zip(counts.tolist(), codes[_CLASSES * half : _CLASSES * (half + 1)], strict=True)
+                    if n
+                ]
+                if runs:
+                    flat[positions] = np.concatenate(runs)
         symbols.append(q)
     return reconstruct(_dequantize(symbols, step), shape, levels, planar, steering=directions)
 
