@@ -30,7 +30,7 @@ from functools import cached_property, lru_cache
 import constriction
 import numpy as np
 
-from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, buckets, neighbour_index
+from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, LevelSums, buckets, neighbour_index
 from streamcomp.coding.lifting import detail_keys
 from streamcomp.coding.sign_model import SignModel, sign_class, sign_features
 from streamcomp.errors import ChunkFormatError
@@ -112,7 +112,8 @@ class BandContexts:
     So a quarter of the coefficients, not half, are coded without neighbours.
     """
 
-    def __init__(self, lattice: Lattice, parent: np.ndarray | None, siblings: list[np.ndarray]) -> None:
+    def __init__(self, lattice: Lattice, parent: np.ndarray | None, siblings: LevelSums) -> None:
+        """``siblings``: the magnitudes of the level's bands decoded before this one."""
         self.lattice = lattice
         if parent is None:
             up = hood = np.zeros(lattice.shape, np.int64)
@@ -120,9 +121,7 @@ class BandContexts:
             mag = np.abs(parent).astype(np.int64)
             up = lattice.parent(mag)
             hood = lattice.parent(_box(mag, lattice.axes))
-        sib = np.zeros(lattice.shape, np.int64)
-        for s in siblings:
-            sib += lattice.fit(np.abs(s).astype(np.int64))
+        sib = lattice.fit(siblings.total) if siblings.count else np.zeros(lattice.shape, np.int64)
         self._fixed = buckets(up) | buckets(hood) << 4 | buckets(sib) << 12
 
     def positions(self, phase: int) -> np.ndarray:
@@ -411,9 +410,14 @@ def walk_bands(lattices: list[Lattice], parents: list[int | None], levels: int, 
     axes = lattices[0].axes
     classes = band_classes(len(lattices), levels, len(axes))
     bands: list[np.ndarray] = []
+    siblings = LevelSums([lattices[0].shape])
     for i, (lattice, parent) in enumerate(zip(lattices, parents, strict=True)):
         first_sibling = i if i == 0 else 1 + (i - 1) // per_level * per_level
-        ctx = BandContexts(lattice, None if parent is None else bands[parent], bands[first_sibling:i])
+        if i == first_sibling and i:
+            siblings = LevelSums([band.shape for band in lattices[i : i + per_level]])
+        elif i:
+            siblings.add(bands[i - 1])
+        ctx = BandContexts(lattice, None if parent is None else bands[parent], siblings)
         level = levels - 1 - max(i - 1, 0) // per_level  # 0 = finest; the approximation: coarsest
         orientation = 0 if i == 0 else 1 + (i - 1) % per_level
         q = np.zeros(lattice.shape, np.int32)

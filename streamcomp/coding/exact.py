@@ -35,6 +35,7 @@ import numpy as np
 from streamcomp.coding import learned_bands
 from streamcomp.coding.bands import (
     Lattice,
+    LevelSums,
     clear_winner,
     group_codes,
     lattices,
@@ -96,27 +97,6 @@ class _Band:
         return _CLASS_OF[np.minimum(estimate, _CLASS_OF.size - 1)]
 
 
-class _LevelSums:
-    """The magnitudes of a level's bands decoded so far, summed on the level's widest shape, each
-    edge-padded to it: cropped to any band of the level, the sum of what :meth:`Lattice.fit` gives
-    for each (padding and cropping are linear), in one addition per band instead of one per sibling
-    (a 4D level has 15 bands)."""
-
-    def __init__(self, shapes: list[tuple[int, ...]]) -> None:
-        self.total = np.zeros(tuple(max(n) for n in zip(*shapes, strict=True)), np.int64)
-        self.count = 0
-
-    def add(self, band: np.ndarray) -> None:
-        self.count += 1
-        if not band.size:  # an empty band adds nothing (Lattice.fit gives it zeros)
-            return
-        magnitudes = np.abs(band)
-        if magnitudes.shape != self.total.shape:
-            short = [(0, n - m) for n, m in zip(self.total.shape, magnitudes.shape, strict=True)]
-            magnitudes = np.pad(magnitudes, short, mode="edge")
-        self.total += magnitudes
-
-
 def _classify(estimate: np.ndarray) -> np.ndarray:
     """Half-octave class of ``1 + estimate / _UNIT``: exact (frexp and one comparison), so encoder
     and decoder agree on every platform; uint8, so the stable sort by class is a radix sort."""
@@ -134,16 +114,16 @@ def _contexts(shapes: list[tuple[int, ...]], shape: tuple[int, ...], levels: int
     """For each band in decode order, a function of the bands decoded so far giving its _Band."""
     band_lattices = lattices(shapes, transform_axes(shape, planar))
     per_level = (len(shapes) - 1) // levels
-    sums = _LevelSums([shapes[0]])
+    sums = LevelSums([shapes[0]])
     for i, (lattice, parent) in enumerate(zip(band_lattices, parents(len(shapes), levels), strict=True)):
         first = 1 + ((i - 1) // per_level) * per_level if i else 0
         if i == first and i:
-            sums = _LevelSums(shapes[first : first + per_level])
+            sums = LevelSums(shapes[first : first + per_level])
         yield partial(_context, lattice=lattice, parent=parent, sums=sums, first=first, i=i)
 
 
 def _context(
-    done: list[np.ndarray], lattice: Lattice, parent: int | None, sums: _LevelSums, first: int, i: int
+    done: list[np.ndarray], lattice: Lattice, parent: int | None, sums: LevelSums, first: int, i: int
 ) -> _Band:
     while sums.count < i - first:  # the level's bands decoded since the last call
         sums.add(done[first + sums.count])
