@@ -95,7 +95,7 @@ def test_section_kinds_are_told_apart_on_estimates_as_coding_both_would(ct_large
     vmin, vmax, step = float(block.min()), float(block.max()), step_for(block.dtype, E)
     sections = bounded.planned_sections(block, block, vmin, vmax, step, E)
     assert [s.kind for s in sections] == [bounded.LAYERED]
-    both = [bounded._Section(bounded.LEVELS, ExactPlan(bounded._levels(block, vmin, step))), sections[0]]
+    both = [bounded.Section(bounded.LEVELS, ExactPlan(bounded._levels(block, vmin, step))), sections[0]]
     assert bounded.encode_bounded(block, vmin, vmax, E) == min((s.code(step, None) for s in both), key=len)
     for section in both:  # the estimates (hand-set bits, no descriptors) are within 3 % of the code
         assert abs(len(section.code(step, None)) - 9 - section.estimate) < 0.03 * section.estimate

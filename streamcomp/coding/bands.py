@@ -23,7 +23,7 @@ NO_SCALE = 255  # never a scale code: the coders use it as a marker
 BUCKETS = 16  # half-octave buckets of a learned context feature (4 bits)
 # Largest neighbour magnitude summed by Lattice.neighbours: 8 of them (4D) stay below 2**31, and a
 # neighbour this large puts the exact coder's estimate above its top class threshold (~185k in
-# 1/64ths) even over 8 neighbours and 17 sources, and the lossy coder's far above its top edge.
+# 1/64ths) even over 8 neighbours and 17 sources (the lossy coder's symbols stay under 2**20).
 NEIGHBOUR_CAP = 1 << 24
 
 
@@ -209,7 +209,8 @@ class Lattice:
             view += [n, 1] if ax in self.axes else [n]
             wide += [n, 2] if ax in self.axes else [n]
         doubled = [n * (2 if ax in self.axes else 1) for ax, n in enumerate(up.shape)]
-        return self.fit(np.broadcast_to(up.reshape(view), wide).reshape(doubled))
+        # a copy (callers add into it) unless the reshape made one: it stays a view along length-1 axes
+        return self.fit(np.ascontiguousarray(np.broadcast_to(up.reshape(view), wide).reshape(doubled)))
 
     def neighbours(self, first: np.ndarray | None) -> np.ndarray:
         """Per position, the sum of the first half's decoded magnitudes around it along the
@@ -235,10 +236,13 @@ class LevelSums:
     (a 4D level has 15 bands)."""
 
     def __init__(self, shapes: list[tuple[int, ...]]) -> None:
+        """An empty sum for a level of bands of ``shapes``: ``total`` (int64, the widest shape) of
+        ``count`` bands."""
         self.total = np.zeros(tuple(max(n) for n in zip(*shapes, strict=True)), np.int64)
         self.count = 0
 
     def add(self, band: np.ndarray) -> None:
+        """Add the next band of the level (in decode order)."""
         self.count += 1
         if not band.size:  # an empty band adds nothing (Lattice.fit gives it zeros)
             return
@@ -253,12 +257,20 @@ def _along(ax: int, start: int, stop: int | None) -> tuple[slice, ...]:
     return (slice(None),) * ax + (slice(start, stop),)
 
 
+def level_start(i: int, per_level: int) -> int:
+    """Index of the first band of band ``i``'s level (bands coarsest first: the approximation, 0,
+    then ``per_level`` detail bands a level)."""
+    return 1 + (i - 1) // per_level * per_level if i else 0
+
+
 def lattices(shapes: list[tuple[int, ...]], axes: tuple[int, ...]) -> list[Lattice]:
     """The bands' lattices, shared by every chunk of the same band shapes (a lattice holds only its
     parity mask and the halves' indices, never modified once built)."""
     return [_lattice(tuple(s), tuple(axes)) for s in shapes]
 
 
-@lru_cache(maxsize=512)
+# A lattice keeps ~9 bytes per band voxel (its mask and the halves' int64 indices, once used): 64
+# cover an array's band shapes (interior and edge chunks, both orientations) in tens of MiB.
+@lru_cache(maxsize=64)
 def _lattice(shape: tuple[int, ...], axes: tuple[int, ...]) -> Lattice:
     return Lattice(shape, axes)

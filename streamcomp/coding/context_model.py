@@ -30,7 +30,7 @@ from functools import cached_property, lru_cache
 import constriction
 import numpy as np
 
-from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, LevelSums, buckets, neighbour_index
+from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, LevelSums, buckets, level_start, neighbour_index
 from streamcomp.coding.lifting import detail_keys
 from streamcomp.coding.sign_model import SignModel, sign_class, sign_features
 from streamcomp.errors import ChunkFormatError
@@ -412,9 +412,8 @@ def walk_bands(lattices: list[Lattice], parents: list[int | None], levels: int, 
     bands: list[np.ndarray] = []
     siblings = LevelSums([lattices[0].shape])
     for i, (lattice, parent) in enumerate(zip(lattices, parents, strict=True)):
-        first_sibling = i if i == 0 else 1 + (i - 1) // per_level * per_level
-        if i == first_sibling and i:
-            siblings = LevelSums([band.shape for band in lattices[i : i + per_level]])
+        if i == level_start(i, per_level) and i:
+            siblings = LevelSums([same_level.shape for same_level in lattices[i : i + per_level]])
         elif i:
             siblings.add(bands[i - 1])
         ctx = BandContexts(lattice, None if parent is None else bands[parent], siblings)

@@ -27,6 +27,7 @@ learned flag and the stream follows it, no band descriptors. The encoder keeps t
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
 from functools import lru_cache, partial
 
 import constriction
@@ -39,6 +40,7 @@ from streamcomp.coding.bands import (
     clear_winner,
     group_codes,
     lattices,
+    level_start,
     levels_for,
     log_magnitudes,
     parents,
@@ -62,7 +64,7 @@ _UNIT = 64  # the magnitude estimate in 1/64ths: integer arithmetic, identical o
 _HALF_OCTAVE = np.sqrt(0.5)
 _EDGE = 63  # largest |hi| coded through the table; beyond, an escape and a parametric Laplace
 _ESCAPE = 2 * _EDGE + 1
-_MAX = np.maximum.reduce  # ndarray.max without its Python wrapper: a run is often a few symbols
+_max_of = np.maximum.reduce  # ndarray.max without its Python wrapper: a run is often a few symbols
 # The hand-set classes' bits over the coefficients' first-order entropy: never below 0.91 on EM and
 # head CT levels at E = 1-16 (learned codes: 0.86-0.98, or above 1 on a chunk unlike the model's
 # sample). A learned code under this share of the first-order bits is kept without planning them.
@@ -73,9 +75,7 @@ class _Band:
     """One band's context sources: its lattice, parent magnitudes and siblings' magnitude sum
     (``siblings``: the sum of ``count`` of them, of this band's shape or larger along any axis)."""
 
-    def __init__(
-        self, lattice: Lattice, parent: np.ndarray | None, siblings: np.ndarray | None = None, count: int = 0
-    ) -> None:
+    def __init__(self, lattice: Lattice, parent: np.ndarray | None, siblings: np.ndarray, count: int) -> None:
         self.lattice = lattice
         self.known = parent is not None
         self.sources = int(self.known) + count
@@ -110,13 +110,16 @@ def _classify(estimate: np.ndarray) -> np.ndarray:
 _CLASS_OF = _classify(np.arange(int(np.ceil(_UNIT * 2 ** ((_CLASSES - 1) / 2))) - _UNIT + 1))
 
 
-def _contexts(shapes: list[tuple[int, ...]], shape: tuple[int, ...], levels: int, planar: bool):
-    """For each band in decode order, a function of the bands decoded so far giving its _Band."""
+def _contexts(
+    shapes: list[tuple[int, ...]], shape: tuple[int, ...], levels: int, planar: bool
+) -> Iterator[Callable[[list[np.ndarray]], _Band]]:
+    """For each band in decode order, a function of the bands decoded so far giving its _Band:
+    called at most once each, in band order (a level's sibling sum grows with the calls)."""
     band_lattices = lattices(shapes, transform_axes(shape, planar))
     per_level = (len(shapes) - 1) // levels
     sums = LevelSums([shapes[0]])
     for i, (lattice, parent) in enumerate(zip(band_lattices, parents(len(shapes), levels), strict=True)):
-        first = 1 + ((i - 1) // per_level) * per_level if i else 0
+        first = level_start(i, per_level)
         if i == first and i:
             sums = LevelSums(shapes[first : first + per_level])
         yield partial(_context, lattice=lattice, parent=parent, sums=sums, first=first, i=i)
@@ -169,7 +172,7 @@ def _encode_run(coder, values: np.ndarray, bits: int, code: int) -> None:
 def _decode_run(coder, count: int, bits: int, code: int) -> np.ndarray:
     k, table, tail, low = _model(bits, code)
     hi = coder.decode(table, count)
-    if _MAX(hi) == _ESCAPE:  # the table's last symbol
+    if _max_of(hi) == _ESCAPE:  # the table's last symbol
         escaped = hi == _ESCAPE
         hi[escaped] = coder.decode(tail, int(escaped.sum())) + _EDGE
     hi -= _EDGE

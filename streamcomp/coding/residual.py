@@ -119,7 +119,7 @@ def _code_band(
     upper = lattice.parent(parent)
     runs = [_half_runs(lattice, upper, q, second) for second in (False, True)]
     values = flat[np.concatenate([positions for positions, _ in runs])]  # by group: first half, then second
-    counts = np.concatenate([counts for _, counts in runs])
+    counts = np.concatenate([half_counts for _, half_counts in runs])
     codes, context_bits = group_codes(np.abs(values), np.repeat(np.arange(2 * _CLASSES), counts), 2 * _CLASSES)
     if plain_bits / 8 + 1 <= context_bits / 8 + 1 + len(codes):
         segments.append((flat, int(code[0])))

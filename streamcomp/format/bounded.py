@@ -143,7 +143,7 @@ _CLEAR_SECTION = 1.1
 
 
 @dataclass
-class _Section:
+class Section:
     """A section kind planned for a block: the levels it codes, planned, and a layered section's
     lossy layer."""
 
@@ -164,18 +164,18 @@ class _Section:
 def planned_sections(
     block: np.ndarray, filled: np.ndarray, vmin: float, vmax: float, step: float, max_error: float,
     model: ContextModel | None = None,
-) -> list[_Section]:
+) -> list[Section]:
     """The section kinds worth coding for ``block`` (``filled``: its non-finite voxels set to
     ``vmin``): the values' levels, and from E = LAYERED_FROM on integers a lossy layer plus its
     residual's levels; those whose estimate is within _CLEAR_SECTION of the least (estimates
     under the array's ``model`` where it has one: :class:`ExactPlan`). Empty when the range is
     too wide for the exact coder."""
-    sections: list[_Section] = []
+    sections: list[Section] = []
     if (vmax - vmin) / step >= MAX_RANGE - 1:
         return sections
     levels = _levels(filled, vmin, step)
     if within(reconstruct(levels, vmin, vmax, step, block.dtype), block, max_error):
-        sections.append(_Section(LEVELS, ExactPlan(levels, model)))
+        sections.append(Section(LEVELS, ExactPlan(levels, model)))
     if block.dtype.kind in "iu" and max_error >= LAYERED_FROM and vmax > vmin:
         least = min((s.estimate for s in sections), default=np.inf)
         # The values' levels are the block at the layer's step: the transform they chose is the
@@ -183,7 +183,7 @@ def planned_sections(
         planar = sections[0].levels.planar if sections else None
         layer = _layer(block, vmin, vmax, step, max_error, _CLEAR_SECTION * least, planar)
         if layer is not None:
-            sections.append(_Section(LAYERED, ExactPlan(layer[1], model, RESIDUAL_TRANSFORM), layer[0]))
+            sections.append(Section(LAYERED, ExactPlan(layer[1], model, RESIDUAL_TRANSFORM), layer[0]))
     least = min((s.estimate for s in sections), default=np.inf)
     return [s for s in sections if s.estimate <= _CLEAR_SECTION * least]
 

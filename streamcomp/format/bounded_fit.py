@@ -47,10 +47,10 @@ def _tiles(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
 
 def _level_crops(blocks: list[np.ndarray], max_error: float, count: int, rng: np.random.Generator) -> list[ExactPlan]:
     """``count`` crops drawn at random from the tiles of the ``blocks``, as the levels
-    :func:`encode_bounded` codes for them, planned: the values' levels, or where a lossy layer codes
-    shorter its residual's (whose statistics differ: a model fitted on the values' levels saved
-    nothing on head CT's layered chunks at E = 8, one fitted on the residual's levels ~9 % of
-    their bytes)."""
+    :func:`streamcomp.format.bounded.encode_bounded` codes for them, planned: the values' levels,
+    or where a lossy layer codes shorter its residual's (whose statistics differ: a model fitted
+    on the values' levels saved nothing on head CT's layered chunks at E = 8, one fitted on the
+    residual's levels ~9 % of their bytes)."""
     tiles = []
     for block in blocks:
         finite = np.isfinite(block) if block.dtype.kind == "f" else np.ones(block.shape, bool)
@@ -83,10 +83,10 @@ def fit_bounded_model(
     """The context model an error-bounded array's levels are coded under, and a note saying why.
 
     A one-layer student and its sign model fitted from scratch on crops of the sample ``blocks``
-    quantized as :func:`encode_bounded` quantizes them (a start trained on CT and MRI levels, used
-    as it is, saved nothing on EM), judged on other crops: kept when it saves at least MIN_GAIN of
-    their bytes and, over the array's ``data_voxels``, more than its own. None, unfitted, for an
-    array too small to pay for the fit (FIT_MIN_VOXELS)."""
+    quantized as :func:`streamcomp.format.bounded.encode_bounded` quantizes them (a start trained
+    on CT and MRI levels, used as it is, saved nothing on EM), judged on other crops: kept when it
+    saves at least MIN_GAIN of their bytes and, over the array's ``data_voxels``, more than its
+    own. None, unfitted, for an array too small to pay for the fit (FIT_MIN_VOXELS)."""
     if data_voxels < FIT_MIN_VOXELS:
         return None, (f"no context model: {data_voxels} voxels are too few to pay for its fit "
                       f"(from {FIT_MIN_VOXELS})")
