@@ -26,7 +26,6 @@ from streamcomp.format.store import array_stored_bytes
 from streamcomp.methods import DEFAULT_METHOD, method_class, method_names
 from streamcomp.pipeline.config import ENGINES
 from streamcomp.plan import chunk_grid
-from streamcomp.scaled import ScaledReader
 from streamcomp.source import is_url, local_path
 from streamcomp.verify import evaluate, open_compressed
 
@@ -193,6 +192,8 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     if os.path.exists(local_path(out)) and not args.overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it")
     if args.scale is not None:
+        from streamcomp.scaled import ScaledReader  # imports torch: only scaled reads need it
+
         reader = ScaledReader(args.dst, args.scale)
         shape = reader.output_shape()
         pieces = reader.pieces()

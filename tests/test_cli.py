@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import ROOT, run_fresh_python
 
 from streamcomp.cli import main
 from streamcomp.format.frame import FORMAT_VERSION
@@ -17,6 +17,13 @@ FAST_JSON = '{"steps": 10, "batch": 2048}'
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamcomp.cli", *args], capture_output=True, text=True)
+
+
+def test_the_command_line_and_its_workers_start_without_torch():
+    """torch takes over a second to import: the command line, its pipeline and a lossless run
+    never need it (a fit, the coordinate methods and scaled reads import it themselves)."""
+    proc = run_fresh_python("import sys, streamcomp.cli, streamcomp.pipeline.worker; print('torch' in sys.modules)")
+    assert proc.returncode == 0 and proc.stdout.split() == ["False"], proc.stderr
 
 
 def test_compress_info_decompress_evaluate(save, tmp_path, em, capsys):

@@ -1,20 +1,24 @@
 """The context model an error-bounded array's levels are coded under: fitted once per array on a
 bounded sample of its chunks, quantized as :func:`streamcomp.format.bounded.encode_bounded` quantizes
-them. Apart from the chunk format so that decoding a bounded array never imports torch.
+them. Apart from the chunk format, and importing the trainer (torch) only when it fits, so that
+decoding a bounded array, the command line and a lossless run never import torch.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamcomp.coding.bands import lattices, levels_for, parents, transform_axes
 from streamcomp.coding.context_model import ContextModel
 from streamcomp.coding.exact import ExactPlan
-from streamcomp.coding.fit_context import ContextStats, StatsCollector, fit_context_model
 from streamcomp.format.bounded import planned_sections, step_for
+
+if TYPE_CHECKING:
+    from streamcomp.coding.fit_context import ContextStats
 
 FIT_VOXELS = 1 << 19  # voxels of one crop the model is fitted or judged on
 FIT_CROPS, JUDGE_CROPS = 2, 1
@@ -69,6 +73,8 @@ def _level_crops(blocks: list[np.ndarray], max_error: float, count: int, rng: np
 
 def _levels_stats(crops: list[ExactPlan]) -> ContextStats:
     """Context statistics of the planned crops' coefficients."""
+    from streamcomp.coding.fit_context import StatsCollector  # torch: imported by a fit only
+
     collector = StatsCollector()
     for crop in crops:
         depth = levels_for(crop.shape, crop.planar)
@@ -95,6 +101,8 @@ def fit_bounded_model(
         return None, "no context model: the sample holds too few coded voxels to fit and judge one"
     judged = picked[-max(1, len(picked) * JUDGE_CROPS // (FIT_CROPS + JUDGE_CROPS)) :]
     stats = _levels_stats(picked[: len(picked) - len(judged)])
+    from streamcomp.coding.fit_context import fit_context_model  # torch: imported by a fit only
+
     model = fit_context_model(
         stats, teacher_steps=0, student_steps=FIT_STEPS, distill=0.0, seed=seed, batch_rows=FIT_BATCH_ROWS
     ).student
