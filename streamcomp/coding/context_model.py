@@ -30,7 +30,16 @@ from functools import cached_property, lru_cache
 import constriction
 import numpy as np
 
-from streamcomp.coding.bands import BUCKETS, MAX_LEVELS, Lattice, LevelSums, buckets, level_start, neighbour_index
+from streamcomp.coding.bands import (
+    BUCKETS,
+    MAX_LEVELS,
+    Lattice,
+    LevelSums,
+    buckets,
+    lattices,
+    level_start,
+    neighbour_index,
+)
 from streamcomp.coding.lifting import detail_keys
 from streamcomp.coding.sign_model import SignModel, sign_class, sign_features
 from streamcomp.errors import ChunkFormatError
@@ -136,18 +145,18 @@ class BandContexts:
         return fixed | buckets(np.abs(around).sum(axis=(0, 1), dtype=np.int64)) << 8
 
 
-_PHASES: dict[tuple, list[np.ndarray]] = {}
-
-
 def phase_index(lattice: Lattice, phase: int) -> np.ndarray:
     """Flat positions of a band's phase (see :class:`BandContexts`), cached per band shape."""
-    key = (lattice.shape, lattice.axes)
-    if key not in _PHASES:
-        first = lattice.half_index(False)
-        row_axis = lattice.axes[-2] if len(lattice.axes) > 1 else lattice.axes[0]
-        rows = np.unravel_index(first, lattice.shape)[row_axis] % 2 == 1
-        _PHASES[key] = [first[~rows], first[rows], lattice.half_index(True)]
-    return _PHASES[key][phase]
+    return _phases(lattice.shape, lattice.axes)[phase]
+
+
+@lru_cache(maxsize=64)  # as many as the lattices kept (:func:`streamcomp.coding.bands.lattices`)
+def _phases(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lattice = lattices([shape], axes)[0]
+    first = lattice.half_index(False)
+    row_axis = axes[-2] if len(axes) > 1 else axes[0]
+    rows = np.unravel_index(first, shape)[row_axis] % 2 == 1
+    return first[~rows], first[rows], lattice.half_index(True)
 
 
 def key_inputs(keys: np.ndarray) -> np.ndarray:
