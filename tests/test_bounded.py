@@ -71,6 +71,33 @@ def test_planar_choice_without_plans_matches_the_planned_estimates(ct_large, em)
     assert clear_winner({False: 100.0, True: 103.0}) is None  # close: both get planned
 
 
+def test_log_magnitudes_looked_up_are_the_formulas_sums(ct_large):
+    """The table serves magnitudes below 2**16, the formula the bands with larger ones: both sum
+    exactly what the formula alone sums, over views and contiguous bands alike."""
+    x = ct_large.astype(np.int32)
+    bands = [*subbands(x, levels_for(x.shape, False), False, "9/7-M"), np.array([[-70000, 3], [65535, -65536]])]
+    for band in bands:
+        formula = float(np.log2(1.0 + np.abs(band, dtype=np.float32)).sum(dtype=np.float64))
+        assert log_magnitudes([band]) == formula
+
+
+def test_integer_levels_are_the_float_levels_and_within_the_bound_by_arithmetic(ct, em):
+    """Integer data's levels are taken in integer arithmetic (no float64 pass) and their check is
+    skipped as unable to fail: the same levels as the float formula, and every voxel within E."""
+    rng = np.random.default_rng(3)
+    wide = rng.integers(-(2**31), 2**31 - 1, (4, 8, 8), dtype=np.int64) // 3000
+    for block in (ct, em, ct.astype(np.int32) * 9 - 7, wide):
+        vmin, vmax = float(block.min()), float(block.max())
+        for E in (0, 1, 2, 7, 8, 16, 37):
+            step = step_for(block.dtype, E)
+            assert bounded._within_by_arithmetic(block.dtype, vmin, vmax, step)
+            levels = bounded._levels(block, vmin, step)
+            assert np.array_equal(levels, np.floor((block.astype(np.float64) - vmin) / step + 0.5))
+            assert bounded.within(bounded.reconstruct(levels, vmin, vmax, step, block.dtype), block, E)
+    assert not bounded._within_by_arithmetic(np.dtype(np.float32), 0.0, 10.0, 3.0)
+    assert not bounded._within_by_arithmetic(np.dtype(np.int64), -(2.0**60), 0.0, 3.0)
+
+
 def test_under_a_learned_model_a_close_planar_choice_goes_by_first_order_estimates(ct_large):
     """Where the log-magnitudes are close and the array's model will code the levels, both
     orientations' first-order estimates decide, without planning the hand-set classes: on these
@@ -96,10 +123,11 @@ def test_section_kinds_are_told_apart_on_estimates_as_coding_both_would(ct_large
     sections = bounded.planned_sections(block, block, vmin, vmax, step, E)
     assert [s.kind for s in sections] == [bounded.LAYERED]
     both = [bounded.Section(bounded.LEVELS, ExactPlan(bounded._levels(block, vmin, step))), sections[0]]
-    assert bounded.encode_bounded(block, vmin, vmax, E) == min((s.code(step, None) for s in both), key=len)
+    section, layer = bounded.encode_bounded(block, vmin, vmax, E)
+    assert section == min((s.code(step, None) for s in both), key=len) and layer.lossy == sections[0].layer.lossy
     for section in both:  # the estimates (hand-set bits, no descriptors) are within 3 % of the code
         assert abs(len(section.code(step, None)) - 9 - section.estimate) < 0.03 * section.estimate
-    assert bounded._layer(block, vmin, vmax, step, E, shorter_than=16) is None
+    assert bounded._layer(block, vmin, vmax, step, shorter_than=16) is None
 
 
 def test_layered_shortcuts_pick_what_trying_every_transform_picks(ct_large, em):
@@ -109,11 +137,11 @@ def test_layered_shortcuts_pick_what_trying_every_transform_picks(ct_large, em):
     for block, E in ((ct_large, 8), (ct_large, 16), (em, 8)):
         vmin, vmax, step = float(block.min()), float(block.max()), step_for(block.dtype, E)
         levels = ExactPlan(bounded._levels(block, vmin, step))
-        layer = bounded._layer(block, vmin, vmax, step, E, planar=levels.planar)
+        layer = bounded._layer(block, vmin, vmax, step, planar=levels.planar)
         assert layer is not None
-        tried = bounded._layer(block, vmin, vmax, step, E)
-        assert tried[0] == layer[0] and np.array_equal(tried[1], layer[1])
-        assert exact._chosen(layer[1].astype(np.int32))[:2] == bounded.RESIDUAL_TRANSFORM
+        tried = bounded._layer(block, vmin, vmax, step)
+        assert tried.lossy == layer.lossy and np.array_equal(tried.levels, layer.levels)
+        assert exact._chosen(layer.levels.astype(np.int32))[:2] == bounded.RESIDUAL_TRANSFORM
 
 
 def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
@@ -238,11 +266,31 @@ def test_every_voxel_within_random_bounds(ct, em):
         assert np.array_equal(np.isnan(part.astype(np.float64)), np.isnan(decoded.astype(np.float64)))
 
 
-def test_a_chunk_that_misses_its_bound_is_never_returned(ct, monkeypatch):
+@pytest.mark.parametrize("layered", [False, True])
+def test_a_chunk_that_misses_its_bound_is_never_returned(ct, ct_large, monkeypatch, layered):
+    block, bound = (ct_large, 16) if layered else (ct, 2)
     real = chunk_module.decode_bounded
     monkeypatch.setattr(chunk_module, "decode_bounded", lambda *a: real(*a) + np.int16(5))
     with pytest.raises(BoundViolation, match="streamcomp bug"):
-        encode_chunk(METHOD, ct, max_error=2)
+        encode_chunk(METHOD, block, max_error=bound)
+
+
+def test_the_check_takes_the_encoders_layer_only_for_its_own_bytes(ct_large):
+    """The encoder's check reuses the lossy layer it decoded to form the residual's levels, and
+    only where the section holds that layer's very bytes: another layer is decoded from the
+    section, so a wrong base can never pass for the written one."""
+    block, E = ct_large, 16
+    vmin, vmax = float(block.min()), float(block.max())
+    section, layer = bounded.encode_bounded(block, vmin, vmax, E)
+    assert layer is not None and section[0] == bounded.LAYERED
+    args = (section, block.shape, block.dtype, vmin, vmax)
+    decoded = bounded.decode_bounded(*args)
+    assert _max_error(block, decoded) <= E
+    assert np.array_equal(bounded.decode_bounded(*args, None, layer), decoded)
+    other = bounded.Layer(layer.lossy[:-4] + bytes(4), layer.base + 100, layer.levels)
+    assert np.array_equal(bounded.decode_bounded(*args, None, other), decoded)
+    shifted = bounded.Layer(layer.lossy, layer.base + 100, layer.levels)
+    assert not np.array_equal(bounded.decode_bounded(*args, None, shifted), decoded)
 
 
 def test_cli_lossless_and_bound_through_plain_zarr_in_a_fresh_process(tmp_path, ct, save, capsys):

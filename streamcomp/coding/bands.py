@@ -98,11 +98,21 @@ def subbands(
 # E = 0-16 and lossy layers at E = 8-32, where the sums differ about twice as much as the bits do.
 # Closer, the coders code (or plan) both and keep the shorter.
 CLEAR_CHOICE = 1.06
+# log2(1 + m) in float32 for every magnitude below 2**16, as the formula gives it: looking it up
+# takes a third of the formula's time (a log2 per coefficient), for the same sums.
+_LOG2_1P = np.log2(1.0 + np.arange(1 << 16, dtype=np.float32))
 
 
 def log_magnitudes(bands: list[np.ndarray]) -> float:
     """A cheap stand-in for the bits of integer coefficients: the sum of log2(1 + |c|)."""
-    return float(sum(np.log2(1.0 + np.abs(b, dtype=np.float32)).sum(dtype=np.float64) for b in bands))
+    total = 0.0
+    for b in bands:
+        magnitudes = np.abs(b)
+        if magnitudes.size and magnitudes.max() >= _LOG2_1P.size:
+            total += float(np.log2(1.0 + magnitudes.astype(np.float32)).sum(dtype=np.float64))
+        else:
+            total += float(_LOG2_1P[magnitudes].sum(dtype=np.float64))
+    return total
 
 
 def clear_winner(sizes: dict[bool, float]) -> bool | None:

@@ -71,7 +71,23 @@ def step_for(dtype: np.dtype, max_error: float) -> float:
 
 def _levels(finite: np.ndarray, vmin: float, step: float) -> np.ndarray:
     """Quantization levels, offset from the chunk's minimum (nearest level, ties up)."""
+    if _integer_levels(finite.dtype, vmin, step):  # the same levels without a float64 pass
+        return (finite.astype(np.int64) - int(vmin) + int(step) // 2) // int(step)
     return np.floor((finite.astype(np.float64) - vmin) / step + 0.5).astype(np.int64)
+
+
+def _integer_levels(dtype: np.dtype, vmin: float, step: float) -> bool:
+    """Whether the levels of ``dtype`` values are taken in integer arithmetic: integers whose
+    minimum float64 holds exactly, at an odd whole step (2E+1)."""
+    return np.dtype(dtype).kind in "iu" and abs(vmin) < 2**53 and float(step).is_integer() and step % 2 == 1
+
+
+def _within_by_arithmetic(dtype: np.dtype, vmin: float, vmax: float, step: float) -> bool:
+    """Whether integer levels are within ``step // 2`` (E) of their values whatever the values:
+    levels in integer arithmetic (``vmax`` exact in float64 too, so that clipping a
+    reconstruction to the range only moves it towards its value). Their check is then skipped:
+    it cannot fail."""
+    return _integer_levels(dtype, vmin, step) and abs(vmax) < 2**53
 
 
 def reconstruct(levels: np.ndarray, vmin: float, vmax: float, step: float, dtype: np.dtype) -> np.ndarray:
@@ -84,43 +100,53 @@ def reconstruct(levels: np.ndarray, vmin: float, vmax: float, step: float, dtype
     return (np.rint(values) if np.dtype(dtype).kind in "iu" else values).astype(dtype)
 
 
-def _base(lossy: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """The lossy layer's reconstruction (normalized float32) as integers in the data's units."""
-    return np.rint((lossy.astype(np.float64) + 1.0) * 0.5 * (vmax - vmin) + vmin).astype(np.int64)
+def _base(lossy: bytes, shape: tuple[int, ...], vmin: float, vmax: float) -> np.ndarray:
+    """A lossy layer's section decoded, as integers in the data's units (the base its residual's
+    levels add to): by the encoder, which forms the levels on it, and the decoder alike."""
+    decoded = decode_residual(lossy, shape)
+    return np.rint((decoded.astype(np.float64) + 1.0) * 0.5 * (vmax - vmin) + vmin).astype(np.int64)
+
+
+@dataclass
+class Layer:
+    """A layered section's lossy layer (``lossy``, its bytes), decoded (``base``, :func:`_base`),
+    and the residual's levels that it leaves."""
+
+    lossy: bytes
+    base: np.ndarray
+    levels: np.ndarray
 
 
 def _layer(
-    block: np.ndarray, vmin: float, vmax: float, step: float, max_error: float, shorter_than: float = np.inf,
+    block: np.ndarray, vmin: float, vmax: float, step: float, shorter_than: float = np.inf,
     planar: bool | None = None,
-) -> tuple[bytes, np.ndarray] | None:
-    """A lossy wavelet layer's section at the residual's quantizer step and the residual's levels
-    (None when the bound is missed); the layer by the ``planar`` or volumetric transform, or where
-    ``planar`` is None whichever codes it shorter, judged by their symbols' summed log-magnitudes
-    where those differ clearly (coding the residual's levels after both picked the same on every CT
-    volume measured). None too when the layer alone is ``shorter_than`` bytes or longer: a layered
-    section cannot then be the shorter (thorax CT and MRI at E = 8, where the layer costs what the
-    levels do), so the residual is not quantized."""
+) -> Layer | None:
+    """A lossy wavelet layer of integer ``block`` at the residual's quantizer step, decoded as
+    :func:`decode_bounded` decodes it, and the residual's levels; the layer by the ``planar`` or
+    volumetric transform, or where ``planar`` is None whichever codes it shorter, judged by their
+    symbols' summed log-magnitudes where those differ clearly (coding the residual's levels after
+    both picked the same on every CT volume measured). None when the layer alone is
+    ``shorter_than`` bytes or longer: a layered section cannot then be the shorter (thorax CT and
+    MRI at E = 8, where the layer costs what the levels do), so the residual is not quantized.
+    Every voxel is within E = ``step // 2`` by integer arithmetic (levels of an odd step around
+    an integer base; clipping to the range only moves a value towards the block's)."""
     norm = normalize(block)[0]
     log2_step = float(np.log2(2.0 * step / (vmax - vmin)))
     if planar is None:
         coders = {p: ResidualCoder(norm, p) for p in (False, True)}
         planar = clear_winner({p: log_magnitudes(coder.quantize(log2_step)[1]) for p, coder in coders.items()})
-        layers = (coders[p].code(log2_step) for p in ((False, True) if planar is None else (planar,)))
+        layers = (coders[p].code_bytes(log2_step) for p in ((False, True) if planar is None else (planar,)))
     else:
         coder = ResidualCoder(norm, planar)
         estimate = first_order_bytes([np.abs(b).reshape(-1) for b in coder.bands], log2_step)
         if estimate * (1 + RESIDUAL_SHARE) >= shorter_than:
             return None
-        layers = iter((coder.code(log2_step),))
-    lossy, decoded = min(layers, key=lambda layer: len(layer[0]))
+        layers = iter((coder.code_bytes(log2_step),))
+    lossy = min(layers, key=len)
     if len(lossy) >= shorter_than:
         return None
-    base = _base(decoded, vmin, vmax)
-    levels = np.floor((block.astype(np.int64) - base + step // 2) / step).astype(np.int64)
-    recon = np.clip(base + levels * int(step), vmin, vmax).astype(block.dtype)
-    if np.abs(recon.astype(np.int64) - block).max() > max_error:
-        return None
-    return lossy, levels
+    base = _base(lossy, block.shape, vmin, vmax)
+    return Layer(lossy, base, (block.astype(np.int64) - base + int(step) // 2) // int(step))
 
 
 def within(decoded: np.ndarray, block: np.ndarray, max_error: float) -> bool:
@@ -149,15 +175,15 @@ class Section:
 
     kind: int
     levels: ExactPlan
-    lossy: bytes = b""
+    layer: Layer | None = None
 
     @property
     def estimate(self) -> float:
         """Estimated bytes (the levels' :attr:`ExactPlan.bits`, without descriptors)."""
-        return (_LOSSY.size + len(self.lossy) if self.kind == LAYERED else 0) + self.levels.bits / 8
+        return (_LOSSY.size + len(self.layer.lossy) if self.layer else 0) + self.levels.bits / 8
 
     def code(self, step: float, model: ContextModel | None) -> bytes:
-        layer = _LOSSY.pack(len(self.lossy)) + self.lossy if self.kind == LAYERED else b""
+        layer = _LOSSY.pack(len(self.layer.lossy)) + self.layer.lossy if self.layer else b""
         return _HEAD.pack(self.kind, step) + layer + self.levels.code(model)
 
 
@@ -174,41 +200,52 @@ def planned_sections(
     if (vmax - vmin) / step >= MAX_RANGE - 1:
         return sections
     levels = _levels(filled, vmin, step)
-    if within(reconstruct(levels, vmin, vmax, step, block.dtype), block, max_error):
+    if _within_by_arithmetic(block.dtype, vmin, vmax, step) or within(
+        reconstruct(levels, vmin, vmax, step, block.dtype), block, max_error
+    ):
         sections.append(Section(LEVELS, ExactPlan(levels, model)))
-    if block.dtype.kind in "iu" and max_error >= LAYERED_FROM and vmax > vmin:
+    if max_error >= LAYERED_FROM and vmax > vmin and _within_by_arithmetic(block.dtype, vmin, vmax, step):
         least = min((s.estimate for s in sections), default=np.inf)
         # The values' levels are the block at the layer's step: the transform they chose is the
         # layer's (the same on every chunk of EM, both CTs and MRI at E = 8 and 16).
         planar = sections[0].levels.planar if sections else None
-        layer = _layer(block, vmin, vmax, step, max_error, _CLEAR_SECTION * least, planar)
+        layer = _layer(block, vmin, vmax, step, _CLEAR_SECTION * least, planar)
         if layer is not None:
-            sections.append(Section(LAYERED, ExactPlan(layer[1], model, RESIDUAL_TRANSFORM), layer[0]))
+            sections.append(Section(LAYERED, ExactPlan(layer.levels, model, RESIDUAL_TRANSFORM), layer))
     least = min((s.estimate for s in sections), default=np.inf)
     return [s for s in sections if s.estimate <= _CLEAR_SECTION * least]
 
 
 def encode_bounded(
     block: np.ndarray, vmin: float, vmax: float, max_error: float, model: ContextModel | None = None
-) -> bytes:
+) -> tuple[bytes, Layer | None]:
     """One section holding ``block`` (valid region, finite range ``vmin``..``vmax``) within
     ``max_error`` of every finite voxel; non-finite voxels are the chunk layer's (its class map).
-    ``model``: the array's context model for the levels (None: hand-set classes only)."""
+    ``model``: the array's context model for the levels (None: hand-set classes only). With it,
+    a layered section's :class:`Layer` (else None), which spares the chunk's check decoding the
+    layer a second time (:func:`decode_bounded`)."""
     step = step_for(block.dtype, max_error)
     filled = block if block.dtype.kind != "f" else np.where(np.isfinite(block), block, vmin)
     sections = planned_sections(block, filled, vmin, vmax, step, max_error, model)
-    coded = [section.code(step, model) for section in sections]
-    if coded and len(min(coded, key=len)) <= block.nbytes:
-        return min(coded, key=len)
+    coded = [(section.code(step, model), section.layer) for section in sections]
     # Too wide a range for the exact coder, or data it expands (noise): the block itself, exact.
-    return min([*coded, _HEAD.pack(BYTES, step) + _RAW.encode(np.ascontiguousarray(block))], key=len)
+    if not coded or len(min(coded, key=_length)[0]) > block.nbytes:
+        coded.append((_HEAD.pack(BYTES, step) + _RAW.encode(np.ascontiguousarray(block)), None))
+    return min(coded, key=_length)
+
+
+def _length(coded: tuple[bytes, Layer | None]) -> int:
+    return len(coded[0])
 
 
 def decode_bounded(
-    data: bytes, shape: tuple[int, ...], dtype: np.dtype, vmin: float, vmax: float, model: ContextModel | None = None
+    data: bytes, shape: tuple[int, ...], dtype: np.dtype, vmin: float, vmax: float,
+    model: ContextModel | None = None, layer: Layer | None = None,
 ) -> np.ndarray:
     """Inverse of :func:`encode_bounded` under the same ``model``: the block in its dtype
-    (non-finite voxels not yet refilled)."""
+    (non-finite voxels not yet refilled). ``layer``: the encoder's, for its check: where its
+    bytes are the section's lossy layer, its ``base`` is what decoding them gives (:func:`_base`
+    made it from those bytes)."""
     if len(data) < _HEAD.size:
         raise ChunkFormatError("bounded section is shorter than its header")
     kind, step = _HEAD.unpack_from(data, 0)
@@ -217,7 +254,8 @@ def decode_bounded(
     if kind == LAYERED and np.isfinite(step) and step >= 1 and len(data) >= _HEAD.size + _LOSSY.size:
         (size,) = _LOSSY.unpack_from(data, _HEAD.size)
         start = _HEAD.size + _LOSSY.size
-        base = _base(decode_residual(data[start : start + size], shape), vmin, vmax)
+        lossy = data[start : start + size]
+        base = layer.base if layer is not None and layer.lossy == lossy else _base(lossy, shape, vmin, vmax)
         levels = decode_exact(data[start + size :], shape, model).astype(np.int64)
         return np.clip(base + levels * int(step), vmin, vmax).astype(dtype)
     if kind == BYTES:

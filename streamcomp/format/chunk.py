@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from streamcomp.errors import ChunkFormatError, InputError
-from streamcomp.format.bounded import BoundViolation, decode_bounded, encode_bounded, within
+from streamcomp.format.bounded import BoundViolation, Layer, decode_bounded, encode_bounded, within
 from streamcomp.format.frame import (
     FLAG_BOUNDED,
     FLAG_CONSTANT,
@@ -83,9 +83,12 @@ def encode_chunk(
 
 def _bounded(method: Method, frame: Frame, block: np.ndarray, max_error: float) -> bytes:
     frame.flags |= FLAG_BOUNDED
-    frame.sections.append(encode_bounded(block, frame.vmin, frame.vmax, max_error, method.bounded_model))
+    section, layer = encode_bounded(block, frame.vmin, frame.vmax, max_error, method.bounded_model)
+    frame.sections.append(section)
     data = pack(frame)
-    decoded = decode_chunk(method, data)[tuple(slice(0, n) for n in block.shape)]
+    # The check decodes what is written; a lossy layer is not decoded twice (the encoder decoded it
+    # from the very bytes written, by the decoder's own steps, to form its residual's levels).
+    decoded = decode_frame(method, unpack(data), layer)[tuple(slice(0, n) for n in block.shape)]
     if not within(decoded, block, max_error):
         worst = float(np.nanmax(np.abs(decoded.astype(np.float64) - block.astype(np.float64))))
         raise BoundViolation(
@@ -154,7 +157,8 @@ def denormalize(frame: Frame, norm: np.ndarray) -> np.ndarray:
     return np.clip(values, frame.vmin, frame.vmax)
 
 
-def decode_frame(method: Method, frame: Frame) -> np.ndarray:
+def decode_frame(method: Method, frame: Frame, layer: Layer | None = None) -> np.ndarray:
+    """A frame's chunk array (``layer``: a bounded section's, as :func:`decode_bounded` takes it)."""
     if frame.method_id != method.method_id:
         raise ChunkFormatError(
             f"chunk was written by method id {frame.method_id}, but the array's codec uses "
@@ -166,7 +170,9 @@ def decode_frame(method: Method, frame: Frame) -> np.ndarray:
     if frame.bounded:
         if len(sections) != 1:
             raise ChunkFormatError(f"bounded chunk has {len(sections)} payload sections, not 1")
-        bounded = decode_bounded(sections[0], frame.valid, frame.dtype, frame.vmin, frame.vmax, method.bounded_model)
+        bounded = decode_bounded(
+            sections[0], frame.valid, frame.dtype, frame.vmin, frame.vmax, method.bounded_model, layer
+        )
         return restore(frame, bounded)
     return restore(frame, denormalize(frame, method.decode(sections, frame.valid)))
 
