@@ -1,7 +1,7 @@
 """Lossless and near-lossless (max-error-bounded) coding: streamcomp against the standard codecs.
 
     python -m benchmarks.studies.lossless [--quick] [--bundled] [--volumes em,ct_head,ct_thorax,mri4d]
-                                          [--chunks3d 64,256,256] [--chunks4d 4,32,64,64] [--out DIR]
+                                          [--chunks3d 64,256,256] [--chunks4d 8,32,128,128] [--out DIR]
 
 Lossless rows (E = 0): JPEG XL effort 7 and 9, JPEG-LS, HTJ2K reversible and PNG (per 2D slice
 through imagecodecs, 4D series as t*z slices, signed CT shifted to unsigned by its minimum, the
@@ -39,12 +39,13 @@ from benchmarks.codec_api import CodecResult
 from benchmarks.codecs_image import ANY_BITS, _htj2k_decode, _imagecodecs_reason, _slice_roundtrip
 from benchmarks.studies.common import machine, peak_of, torch_threads, write_json
 from benchmarks.volumes import VOLUMES
+from streamcomp.format.bounded import BOUNDED_CHUNKS
 
 BOUNDS = (1, 2, 4)
 CT_EXTRA_BOUNDS = (8, 16)
 JXL_EFFORTS = (7, 9)
 PNG_LEVEL = 9
-DEFAULT_CHUNKS = {3: "64,256,256", 4: "4,32,64,64"}
+DEFAULT_CHUNKS = {ndim: ",".join(map(str, chunks)) for ndim, chunks in BOUNDED_CHUNKS.items()}  # streamcomp's own
 NEAR_CODECS = ("JPEG-LS", "SZ3", "streamcomp")
 UNSUPPORTED = "streamcomp: max_error not supported by this build yet"
 

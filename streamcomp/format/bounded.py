@@ -39,8 +39,10 @@ from streamcomp.coding.residual import ResidualCoder, decode_residual, first_ord
 from streamcomp.errors import ChunkFormatError
 from streamcomp.values import normalize
 
-BOUNDED_CHUNKS = {3: (64, 256, 256), 4: (4, 32, 64, 64)}  # default chunks: large enough that band
-# descriptors cost nothing, small enough for random access
+# Default chunks: large enough that band descriptors and per-run work cost little, small enough for
+# random access; 4D ones hold as many voxels as 3D ones (the 4D MRI in 4x32x64x64 chunks, an eighth
+# of that, coded 1.4-2.2 % longer and decoded losslessly 10 % slower: a 4-frame chunk has one level).
+BOUNDED_CHUNKS = {3: (64, 256, 256), 4: (8, 32, 128, 128)}
 _HEAD = struct.Struct("<Bd")
 _LOSSY = struct.Struct("<I")  # length of the lossy layer's section
 LEVELS, BYTES, LAYERED = 0, 1, 2
