@@ -72,30 +72,44 @@ def test_planar_choice_without_plans_matches_the_planned_estimates(ct_large, em)
 
 
 def test_log_magnitudes_looked_up_are_the_formulas_sums(ct_large):
-    """The table serves magnitudes below 2**16, the formula the bands with larger ones: both sum
-    exactly what the formula alone sums, over views and contiguous bands alike."""
+    """The table serves integer magnitudes below 2**16, the formula the rest: both sum exactly what
+    the formula alone sums, over views and contiguous bands, at the table's edge and at a signed
+    type's minimum (whose absolute value wraps to itself)."""
     x = ct_large.astype(np.int32)
-    bands = [*subbands(x, levels_for(x.shape, False), False, "9/7-M"), np.array([[-70000, 3], [65535, -65536]])]
+    bands = [
+        *subbands(x, levels_for(x.shape, False), False, "9/7-M"),
+        np.array([[-70000, 3], [65535, -65536]]),
+        np.array([65535, -65535, 0], np.int32),
+        np.array([-128, 127, -1], np.int8),
+        np.array([-(2**31), 5], np.int32),
+        np.zeros((0, 3), np.int64),
+        np.array([1.5, -2.25], np.float32),
+    ]
     for band in bands:
         formula = float(np.log2(1.0 + np.abs(band, dtype=np.float32)).sum(dtype=np.float64))
-        assert log_magnitudes([band]) == formula
+        assert log_magnitudes([band]) == formula, band.dtype
 
 
 def test_integer_levels_are_the_float_levels_and_within_the_bound_by_arithmetic(ct, em):
     """Integer data's levels are taken in integer arithmetic (no float64 pass) and their check is
     skipped as unable to fail: the same levels as the float formula, and every voxel within E."""
     rng = np.random.default_rng(3)
-    wide = rng.integers(-(2**31), 2**31 - 1, (4, 8, 8), dtype=np.int64) // 3000
-    for block in (ct, em, ct.astype(np.int32) * 9 - 7, wide):
+    extremes = [
+        rng.integers(2**31 - 3000, 2**32, (4, 8, 8), dtype=np.uint32),
+        np.array([-(2**31), 2**31 - 1, 0, -5], np.int32),
+        np.array([-128, 127, 3], np.int8),
+        np.array([0, 255, 17], np.uint8),
+    ]
+    for block in (ct, em, ct.astype(np.int32) * 9 - 7, *extremes):
         vmin, vmax = float(block.min()), float(block.max())
-        for E in (0, 1, 2, 7, 8, 16, 37):
+        for E in (0, 1, 2, 7, 8, 16, 37, 2**20):
             step = step_for(block.dtype, E)
-            assert bounded._within_by_arithmetic(block.dtype, vmin, vmax, step)
+            assert bounded._within_by_arithmetic(block.dtype, vmin, vmax, step, E)
             levels = bounded._levels(block, vmin, step)
             assert np.array_equal(levels, np.floor((block.astype(np.float64) - vmin) / step + 0.5))
             assert bounded.within(bounded.reconstruct(levels, vmin, vmax, step, block.dtype), block, E)
-    assert not bounded._within_by_arithmetic(np.dtype(np.float32), 0.0, 10.0, 3.0)
-    assert not bounded._within_by_arithmetic(np.dtype(np.int64), -(2.0**60), 0.0, 3.0)
+    assert not bounded._within_by_arithmetic(np.dtype(np.float32), 0.0, 10.0, 3.0, 1)
+    assert not bounded._within_by_arithmetic(np.dtype(np.int16), 0.0, 10.0, 5.0, 1)  # a step too wide: checked
 
 
 def test_under_a_learned_model_a_close_planar_choice_goes_by_first_order_estimates(ct_large):
@@ -140,8 +154,8 @@ def test_layered_shortcuts_pick_what_trying_every_transform_picks(ct_large, em):
         layer = bounded._layer(block, vmin, vmax, step, planar=levels.planar)
         assert layer is not None
         tried = bounded._layer(block, vmin, vmax, step)
-        assert tried.lossy == layer.lossy and np.array_equal(tried.levels, layer.levels)
-        assert exact._chosen(layer.levels.astype(np.int32))[:2] == bounded.RESIDUAL_TRANSFORM
+        assert tried[0].lossy == layer[0].lossy and np.array_equal(tried[1], layer[1])
+        assert exact._chosen(layer[1].astype(np.int32))[:2] == bounded.RESIDUAL_TRANSFORM
 
 
 def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
@@ -287,9 +301,15 @@ def test_the_check_takes_the_encoders_layer_only_for_its_own_bytes(ct_large):
     decoded = bounded.decode_bounded(*args)
     assert _max_error(block, decoded) <= E
     assert np.array_equal(bounded.decode_bounded(*args, None, layer), decoded)
-    other = bounded.Layer(layer.lossy[:-4] + bytes(4), layer.base + 100, layer.levels)
-    assert np.array_equal(bounded.decode_bounded(*args, None, other), decoded)
-    shifted = bounded.Layer(layer.lossy, layer.base + 100, layer.levels)
+    wrong = layer.base + 100
+    others = [
+        bounded.Layer(layer.lossy + b"\0\0\0\0", block.shape, vmin, vmax, wrong),  # other bytes
+        bounded.Layer(layer.lossy, block.shape, vmin, vmax + 1, wrong),  # another range
+        bounded.Layer(layer.lossy, (1, *block.shape), vmin, vmax, wrong),  # another shape
+    ]
+    for other in others:
+        assert np.array_equal(bounded.decode_bounded(*args, None, other), decoded)
+    shifted = bounded.Layer(layer.lossy, block.shape, vmin, vmax, wrong)  # used: the check trusts its own
     assert not np.array_equal(bounded.decode_bounded(*args, None, shifted), decoded)
 
 
@@ -344,7 +364,9 @@ def test_4d_series_lossless_whatever_the_method(tmp_path, mri4d, save):
     src, dst = save(mri4d), str(tmp_path / "o.zarr")
     result = compress(src, dst, lossless=True, executor="local", progress=False)
     assert result.coder == "lossless" and result.ratio > 1.5
-    assert np.array_equal(zarr.open_array(dst, mode="r")[...], mri4d)
+    array = zarr.open_array(dst, mode="r")
+    assert np.array_equal(array[...], mri4d)
+    assert array.chunks == tuple(min(c, n) for c, n in zip(bounded.BOUNDED_CHUNKS[4], mri4d.shape, strict=True))
 
 
 def test_archive_verifies_lossless_volumes_bit_for_bit(tmp_path, ct):

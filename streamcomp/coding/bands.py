@@ -107,11 +107,12 @@ def log_magnitudes(bands: list[np.ndarray]) -> float:
     """A cheap stand-in for the bits of integer coefficients: the sum of log2(1 + |c|)."""
     total = 0.0
     for b in bands:
-        magnitudes = np.abs(b)
-        if magnitudes.size and magnitudes.max() >= _LOG2_1P.size:
-            total += float(np.log2(1.0 + magnitudes.astype(np.float32)).sum(dtype=np.float64))
-        else:
-            total += float(_LOG2_1P[magnitudes].sum(dtype=np.float64))
+        if b.dtype.kind in "iu":
+            magnitudes = np.abs(b).view(f"u{b.dtype.itemsize}")  # unsigned: |min| wraps to itself
+            if not magnitudes.size or magnitudes.max() < _LOG2_1P.size:
+                total += float(_LOG2_1P[magnitudes].sum(dtype=np.float64))
+                continue
+        total += float(np.log2(1.0 + np.abs(b, dtype=np.float32)).sum(dtype=np.float64))
     return total
 
 

@@ -79,17 +79,18 @@ def _levels(finite: np.ndarray, vmin: float, step: float) -> np.ndarray:
 
 
 def _integer_levels(dtype: np.dtype, vmin: float, step: float) -> bool:
-    """Whether the levels of ``dtype`` values are taken in integer arithmetic: integers whose
-    minimum float64 holds exactly, at an odd whole step (2E+1)."""
-    return np.dtype(dtype).kind in "iu" and abs(vmin) < 2**53 and float(step).is_integer() and step % 2 == 1
+    """Whether the levels of ``dtype`` values are taken in integer arithmetic: integers of at most
+    32 bits (every supported integer dtype) from a whole minimum, at an odd whole step (2E+1)."""
+    whole = float(vmin).is_integer() and abs(vmin) < 2**53 and float(step).is_integer() and step % 2 == 1
+    return np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize <= 4 and whole
 
 
-def _within_by_arithmetic(dtype: np.dtype, vmin: float, vmax: float, step: float) -> bool:
-    """Whether integer levels are within ``step // 2`` (E) of their values whatever the values:
-    levels in integer arithmetic (``vmax`` exact in float64 too, so that clipping a
-    reconstruction to the range only moves it towards its value). Their check is then skipped:
-    it cannot fail."""
-    return _integer_levels(dtype, vmin, step) and abs(vmax) < 2**53
+def _within_by_arithmetic(dtype: np.dtype, vmin: float, vmax: float, step: float, max_error: float) -> bool:
+    """Whether integer levels at ``step`` are within ``max_error`` of their values whatever the
+    values, so that their check, which cannot fail, is skipped: levels in integer arithmetic are
+    within ``step // 2`` of them, and clipping a reconstruction to the range (both ends whole)
+    only moves it towards its value."""
+    return _integer_levels(dtype, vmin, step) and float(vmax).is_integer() and int(step) // 2 <= max_error
 
 
 def reconstruct(levels: np.ndarray, vmin: float, vmax: float, step: float, dtype: np.dtype) -> np.ndarray:
@@ -102,27 +103,34 @@ def reconstruct(levels: np.ndarray, vmin: float, vmax: float, step: float, dtype
     return (np.rint(values) if np.dtype(dtype).kind in "iu" else values).astype(dtype)
 
 
-def _base(lossy: bytes, shape: tuple[int, ...], vmin: float, vmax: float) -> np.ndarray:
-    """A lossy layer's section decoded, as integers in the data's units (the base its residual's
-    levels add to): by the encoder, which forms the levels on it, and the decoder alike."""
-    decoded = decode_residual(lossy, shape)
-    return np.rint((decoded.astype(np.float64) + 1.0) * 0.5 * (vmax - vmin) + vmin).astype(np.int64)
-
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Layer:
-    """A layered section's lossy layer (``lossy``, its bytes), decoded (``base``, :func:`_base`),
-    and the residual's levels that it leaves."""
+    """A layered section's lossy layer: its bytes (``lossy``) and, decoded for a block of
+    ``shape`` and range ``vmin``..``vmax``, the integers in the data's units that the residual's
+    levels add to (``base``), as the encoder forms the levels on it and the decoder adds them."""
 
     lossy: bytes
+    shape: tuple[int, ...]
+    vmin: float
+    vmax: float
     base: np.ndarray
-    levels: np.ndarray
+
+    @classmethod
+    def decoded(cls, lossy: bytes, shape: tuple[int, ...], vmin: float, vmax: float) -> Layer:
+        """``lossy`` decoded for such a block: by the encoder and the decoder alike."""
+        norm = decode_residual(lossy, shape)
+        base = np.rint((norm.astype(np.float64) + 1.0) * 0.5 * (vmax - vmin) + vmin).astype(np.int64)
+        return cls(lossy, tuple(shape), vmin, vmax, base)
+
+    def holds(self, lossy: bytes, shape: tuple[int, ...], vmin: float, vmax: float) -> bool:
+        """Whether this is the layer of ``lossy`` decoded for that shape and range."""
+        return (self.shape, self.vmin, self.vmax) == (tuple(shape), vmin, vmax) and self.lossy == lossy
 
 
 def _layer(
     block: np.ndarray, vmin: float, vmax: float, step: float, shorter_than: float = np.inf,
     planar: bool | None = None,
-) -> Layer | None:
+) -> tuple[Layer, np.ndarray] | None:
     """A lossy wavelet layer of integer ``block`` at the residual's quantizer step, decoded as
     :func:`decode_bounded` decodes it, and the residual's levels; the layer by the ``planar`` or
     volumetric transform, or where ``planar`` is None whichever codes it shorter, judged by their
@@ -130,8 +138,8 @@ def _layer(
     both picked the same on every CT volume measured). None when the layer alone is
     ``shorter_than`` bytes or longer: a layered section cannot then be the shorter (thorax CT and
     MRI at E = 8, where the layer costs what the levels do), so the residual is not quantized.
-    Every voxel is within E = ``step // 2`` by integer arithmetic (levels of an odd step around
-    an integer base; clipping to the range only moves a value towards the block's)."""
+    At the odd steps it is given (:func:`_within_by_arithmetic`), every voxel is within
+    ``step // 2`` by integer arithmetic: levels of the step around an integer base."""
     norm = normalize(block)[0]
     log2_step = float(np.log2(2.0 * step / (vmax - vmin)))
     if planar is None:
@@ -147,8 +155,8 @@ def _layer(
     lossy = min(layers, key=len)
     if len(lossy) >= shorter_than:
         return None
-    base = _base(lossy, block.shape, vmin, vmax)
-    return Layer(lossy, base, (block.astype(np.int64) - base + int(step) // 2) // int(step))
+    layer = Layer.decoded(lossy, block.shape, vmin, vmax)
+    return layer, (block.astype(np.int64) - layer.base + int(step) // 2) // int(step)
 
 
 def within(decoded: np.ndarray, block: np.ndarray, max_error: float) -> bool:
@@ -179,13 +187,17 @@ class Section:
     levels: ExactPlan
     layer: Layer | None = None
 
+    def __post_init__(self) -> None:
+        if (self.kind == LAYERED) != (self.layer is not None):
+            raise ValueError("a layered section, and only one, has a lossy layer")
+
     @property
     def estimate(self) -> float:
         """Estimated bytes (the levels' :attr:`ExactPlan.bits`, without descriptors)."""
-        return (_LOSSY.size + len(self.layer.lossy) if self.layer else 0) + self.levels.bits / 8
+        return (_LOSSY.size + len(self.layer.lossy) if self.layer is not None else 0) + self.levels.bits / 8
 
     def code(self, step: float, model: ContextModel | None) -> bytes:
-        layer = _LOSSY.pack(len(self.layer.lossy)) + self.layer.lossy if self.layer else b""
+        layer = b"" if self.layer is None else _LOSSY.pack(len(self.layer.lossy)) + self.layer.lossy
         return _HEAD.pack(self.kind, step) + layer + self.levels.code(model)
 
 
@@ -202,18 +214,18 @@ def planned_sections(
     if (vmax - vmin) / step >= MAX_RANGE - 1:
         return sections
     levels = _levels(filled, vmin, step)
-    if _within_by_arithmetic(block.dtype, vmin, vmax, step) or within(
+    if _within_by_arithmetic(block.dtype, vmin, vmax, step, max_error) or within(
         reconstruct(levels, vmin, vmax, step, block.dtype), block, max_error
     ):
         sections.append(Section(LEVELS, ExactPlan(levels, model)))
-    if max_error >= LAYERED_FROM and vmax > vmin and _within_by_arithmetic(block.dtype, vmin, vmax, step):
+    if max_error >= LAYERED_FROM and vmax > vmin and _within_by_arithmetic(block.dtype, vmin, vmax, step, max_error):
         least = min((s.estimate for s in sections), default=np.inf)
         # The values' levels are the block at the layer's step: the transform they chose is the
         # layer's (the same on every chunk of EM, both CTs and MRI at E = 8 and 16).
         planar = sections[0].levels.planar if sections else None
         layer = _layer(block, vmin, vmax, step, _CLEAR_SECTION * least, planar)
         if layer is not None:
-            sections.append(Section(LAYERED, ExactPlan(layer.levels, model, RESIDUAL_TRANSFORM), layer))
+            sections.append(Section(LAYERED, ExactPlan(layer[1], model, RESIDUAL_TRANSFORM), layer[0]))
     least = min((s.estimate for s in sections), default=np.inf)
     return [s for s in sections if s.estimate <= _CLEAR_SECTION * least]
 
@@ -223,21 +235,18 @@ def encode_bounded(
 ) -> tuple[bytes, Layer | None]:
     """One section holding ``block`` (valid region, finite range ``vmin``..``vmax``) within
     ``max_error`` of every finite voxel; non-finite voxels are the chunk layer's (its class map).
-    ``model``: the array's context model for the levels (None: hand-set classes only). With it,
-    a layered section's :class:`Layer` (else None), which spares the chunk's check decoding the
-    layer a second time (:func:`decode_bounded`)."""
+    ``model``: the array's context model for the levels (None: hand-set classes only). Returned
+    with the section: its lossy layer where it is a layered one (else None), already decoded, which
+    spares the chunk's check decoding it a second time (:func:`decode_bounded`)."""
     step = step_for(block.dtype, max_error)
     filled = block if block.dtype.kind != "f" else np.where(np.isfinite(block), block, vmin)
     sections = planned_sections(block, filled, vmin, vmax, step, max_error, model)
-    coded = [(section.code(step, model), section.layer) for section in sections]
+    coded = sorted(((section.code(step, model), section.layer) for section in sections), key=lambda c: len(c[0]))
+    if coded and len(coded[0][0]) <= block.nbytes:
+        return coded[0]
     # Too wide a range for the exact coder, or data it expands (noise): the block itself, exact.
-    if not coded or len(min(coded, key=_length)[0]) > block.nbytes:
-        coded.append((_HEAD.pack(BYTES, step) + _RAW.encode(np.ascontiguousarray(block)), None))
-    return min(coded, key=_length)
-
-
-def _length(coded: tuple[bytes, Layer | None]) -> int:
-    return len(coded[0])
+    raw = _HEAD.pack(BYTES, step) + _RAW.encode(np.ascontiguousarray(block))
+    return min([*coded, (raw, None)], key=lambda c: len(c[0]))
 
 
 def decode_bounded(
@@ -245,9 +254,9 @@ def decode_bounded(
     model: ContextModel | None = None, layer: Layer | None = None,
 ) -> np.ndarray:
     """Inverse of :func:`encode_bounded` under the same ``model``: the block in its dtype
-    (non-finite voxels not yet refilled). ``layer``: the encoder's, for its check: where its
-    bytes are the section's lossy layer, its ``base`` is what decoding them gives (:func:`_base`
-    made it from those bytes)."""
+    (non-finite voxels not yet refilled). ``layer``: the encoder's, for its check: where it
+    :meth:`~Layer.holds` the section's lossy layer for this shape and range, its ``base`` is what
+    decoding that gives (it was decoded from those bytes so), and it is not decoded again."""
     if len(data) < _HEAD.size:
         raise ChunkFormatError("bounded section is shorter than its header")
     kind, step = _HEAD.unpack_from(data, 0)
@@ -256,8 +265,10 @@ def decode_bounded(
     if kind == LAYERED and np.isfinite(step) and step >= 1 and len(data) >= _HEAD.size + _LOSSY.size:
         (size,) = _LOSSY.unpack_from(data, _HEAD.size)
         start = _HEAD.size + _LOSSY.size
-        lossy = data[start : start + size]
-        base = layer.base if layer is not None and layer.lossy == lossy else _base(lossy, shape, vmin, vmax)
+        lossy = bytes(data[start : start + size])
+        if layer is None or not layer.holds(lossy, shape, vmin, vmax):
+            layer = Layer.decoded(lossy, shape, vmin, vmax)
+        base = layer.base
         levels = decode_exact(data[start + size :], shape, model).astype(np.int64)
         return np.clip(base + levels * int(step), vmin, vmax).astype(dtype)
     if kind == BYTES:

@@ -158,7 +158,8 @@ def denormalize(frame: Frame, norm: np.ndarray) -> np.ndarray:
 
 
 def decode_frame(method: Method, frame: Frame, layer: Layer | None = None) -> np.ndarray:
-    """A frame's chunk array (``layer``: a bounded section's, as :func:`decode_bounded` takes it)."""
+    """A frame's chunk array; ``layer``: a bounded section's lossy layer as the encoder decoded it,
+    for its check (see :func:`decode_bounded`)."""
     if frame.method_id != method.method_id:
         raise ChunkFormatError(
             f"chunk was written by method id {frame.method_id}, but the array's codec uses "
