@@ -88,9 +88,9 @@ class PostFilter(nn.Module):
         n, _, d, h, w = x.shape
         y = x.transpose(1, 2).reshape(n * d, 1, h, w).contiguous(memory_format=torch.channels_last)
         for i, conv in enumerate(self.convs):
-            y = nn.functional.conv2d(replicate_pad(y, 2), conv.weight[:, :, 0], conv.bias)
+            y = _conv2d(conv, replicate_pad(y, 2))
             if i < LAYERS - 1:
-                y = nn.functional.leaky_relu(y, 0.1)
+                y = nn.functional.leaky_relu(y, 0.1) if y.requires_grad else nn.functional.leaky_relu_(y, 0.1)
         return y.reshape(n, d, 1, h, w).transpose(1, 2)
 
     def correct(
@@ -147,46 +147,62 @@ class PostFilter(nn.Module):
         return net.eval()
 
 
+def _native(x: torch.Tensor) -> bool:
+    """Whether ``x`` is an inference input oneDNN takes directly: float32 on CPU, no gradient, no
+    autocast (under which bfloat16 arrives as autocast casts it)."""
+    cpu = x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    return cpu and not x.requires_grad and not torch.is_autocast_enabled("cpu")
+
+
 def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` through oneDNN on CPU in float32, channels-last in and out. ``F.conv3d`` sends a
     one-channel input with fewer than 20480 (channel x section x row) planes to ATen's unvectorised
     kernel, a heuristic meant for small images: the filter's first layer ran 4x slower there, and its
     plane-major output made the next two layers 2.5x slower too. A layer with one input or one output
-    channel runs as 2D convolutions of the sections (:func:`_from_one_channel`,
-    :func:`_to_one_channel`), where oneDNN's 3D kernels for a single channel are slow."""
-    native = x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-    if not native or torch.is_autocast_enabled("cpu"):  # bfloat16 arrives as autocast casts it
+    channel runs as 2D convolutions (:func:`_from_one_channel`, :func:`_to_one_channel`): oneDNN's
+    3D kernels are slow for a single channel (these layers took 36 and 50 ms a Mvoxel, against 59
+    for the middle one's eight times their multiplications; now 27 and 28)."""
+    if not _native(x):
         return conv(x)
-    if conv.in_channels == 1 and conv.kernel_size[0] == 3:
-        return _from_one_channel(conv, x)
-    if conv.out_channels == 1 and conv.kernel_size[0] == 3:
-        return _to_one_channel(conv, x)
+    if conv.in_channels == 1:
+        return _from_one_channel(conv.weight, conv.bias, x)
+    if conv.out_channels == 1:
+        return _to_one_channel(conv.weight, conv.bias, x)
     y = torch.mkldnn_convolution(x, conv.weight, conv.bias, (0, 0, 0), (1, 1, 1), (1, 1, 1), 1)
     return y.contiguous(memory_format=torch.channels_last_3d)
 
 
-def _from_one_channel(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """A one-channel 3x3x3 convolution of ``x`` (N, 1, D, H, W) as a 2D one whose three input
-    channels are each section and the two after it: 1.4x faster than oneDNN's 3D kernel."""
+def _conv2d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """An in-plane layer on sections as images (N, C, H, W, channels-last); its one-channel layers
+    as :func:`_conv3d` runs them, rows taking the place of sections (1x3 kernels over three rows
+    as channels: 1.4-1.6x faster than a 3x3 one on one channel)."""
+    weight = conv.weight[:, :, 0]
+    if not _native(x) or (conv.in_channels != 1 and conv.out_channels != 1):
+        return nn.functional.conv2d(x, weight, conv.bias)
+    one_channel = _from_one_channel if conv.in_channels == 1 else _to_one_channel
+    return one_channel(weight.unsqueeze(3), conv.bias, x.unsqueeze(3)).squeeze(3)
+
+
+def _from_one_channel(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A convolution of one channel, ``x`` (N, 1, S, A, B), by ``weight`` (C, 1, 3, a, b), as a 2D
+    one over (A, B) whose three input channels are each slice along S and the two after it."""
     n, _, depth, height, width = x.shape
     v = x[:, 0]
-    sections = torch.stack([v[:, dz : depth - 2 + dz] for dz in range(3)], dim=-1)  # (N, D-2, H, W, 3)
-    planes = sections.reshape(-1, height, width, 3).permute(0, 3, 1, 2)  # channels-last 2D
-    y = torch.mkldnn_convolution(planes, conv.weight[:, 0], conv.bias, (0, 0), (1, 1), (1, 1), 1)
-    y = y.contiguous(memory_format=torch.channels_last)  # (N * (D-2), C, H-2, W-2)
-    return y.permute(0, 2, 3, 1).reshape(n, depth - 2, height - 2, width - 2, -1).permute(0, 4, 1, 2, 3)
+    slices = torch.stack([v[:, dz : depth - 2 + dz] for dz in range(3)], dim=-1)  # (N, S-2, A, B, 3)
+    planes = slices.reshape(-1, height, width, 3).permute(0, 3, 1, 2)  # channels-last 2D
+    y = torch.mkldnn_convolution(planes, weight[:, 0], bias, (0, 0), (1, 1), (1, 1), 1)
+    y = y.contiguous(memory_format=torch.channels_last)  # (N * (S-2), C, A', B')
+    return y.permute(0, 2, 3, 1).reshape(n, depth - 2, *y.shape[2:], -1).permute(0, 4, 1, 2, 3)
 
 
-def _to_one_channel(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """A 3x3x3 convolution of ``x`` (N, C, D, H, W, channels-last) to one channel as 2D ones of each
-    section to three planes, one per kernel depth, summed across sections: 1.9x faster than
-    oneDNN's 3D kernel."""
+def _to_one_channel(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A convolution of ``x`` (N, C, S, A, B, channels-last) by ``weight`` (1, C, 3, a, b) as 2D ones
+    of each slice along S to three planes, one per kernel tap along S, summed across slices."""
     n, channels, depth, height, width = x.shape
     planes = x.permute(0, 2, 1, 3, 4).reshape(n * depth, channels, height, width)  # a view, channels-last
-    weight = conv.weight[0].permute(1, 0, 2, 3).contiguous()  # (kernel depth, C, 3, 3)
-    y = torch.mkldnn_convolution(planes, weight, None, (0, 0), (1, 1), (1, 1), 1)
-    y = y.reshape(n, depth, 3, height - 2, width - 2)
-    out = y[:, : depth - 2, 0] + y[:, 1 : depth - 1, 1] + y[:, 2:, 2] + conv.bias
+    y = torch.mkldnn_convolution(planes, weight[0].transpose(0, 1).contiguous(), None, (0, 0), (1, 1), (1, 1), 1)
+    y = y.reshape(n, depth, 3, *y.shape[2:])
+    out = y[:, : depth - 2, 0] + y[:, 1 : depth - 1, 1] + y[:, 2:, 2] + bias
     return out.unsqueeze(1).contiguous(memory_format=torch.channels_last_3d)
 
 
