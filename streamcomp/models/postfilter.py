@@ -148,10 +148,10 @@ class PostFilter(nn.Module):
 
 
 def _native(x: torch.Tensor) -> bool:
-    """Whether ``x`` is an inference input oneDNN takes directly: float32 on CPU, no gradient, no
-    autocast (under which bfloat16 arrives as autocast casts it)."""
+    """Whether oneDNN takes ``x`` directly: float32 on CPU, no autocast (under which bfloat16
+    arrives as autocast casts it)."""
     cpu = x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-    return cpu and not x.requires_grad and not torch.is_autocast_enabled("cpu")
+    return cpu and not torch.is_autocast_enabled("cpu")
 
 
 def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
@@ -159,25 +159,27 @@ def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     one-channel input with fewer than 20480 (channel x section x row) planes to ATen's unvectorised
     kernel, a heuristic meant for small images: the filter's first layer ran 4x slower there, and its
     plane-major output made the next two layers 2.5x slower too. A layer with one input or one output
-    channel runs as 2D convolutions (:func:`_from_one_channel`, :func:`_to_one_channel`): oneDNN's
-    3D kernels are slow for a single channel (these layers took 36 and 50 ms a Mvoxel, against 59
-    for the middle one's eight times their multiplications; now 27 and 28)."""
+    channel runs at inference as 2D convolutions (:func:`_from_one_channel`, :func:`_to_one_channel`):
+    oneDNN's 3D kernels are slow for a single channel (these layers took 36 and 50 ms a Mvoxel,
+    against 59 for the middle one's eight times their multiplications; now 27 and 28). Training
+    keeps the 3D ones, so that a fit trains as it did."""
     if not _native(x):
         return conv(x)
-    if conv.in_channels == 1:
+    if not torch.is_grad_enabled() and conv.in_channels == 1:
         return _from_one_channel(conv.weight, conv.bias, x)
-    if conv.out_channels == 1:
+    if not torch.is_grad_enabled() and conv.out_channels == 1:
         return _to_one_channel(conv.weight, conv.bias, x)
     y = torch.mkldnn_convolution(x, conv.weight, conv.bias, (0, 0, 0), (1, 1, 1), (1, 1, 1), 1)
     return y.contiguous(memory_format=torch.channels_last_3d)
 
 
 def _conv2d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """An in-plane layer on sections as images (N, C, H, W, channels-last); its one-channel layers
-    as :func:`_conv3d` runs them, rows taking the place of sections (1x3 kernels over three rows
-    as channels: 1.4-1.6x faster than a 3x3 one on one channel)."""
+    """An in-plane layer on sections as images (N, C, H, W, channels-last); at inference its
+    one-channel layers as :func:`_conv3d` runs them, rows taking the place of sections (1x3 kernels
+    over three rows as channels: 1.4-1.6x faster than a 3x3 one on one channel)."""
     weight = conv.weight[:, :, 0]
-    if not _native(x) or (conv.in_channels != 1 and conv.out_channels != 1):
+    one = conv.in_channels == 1 or conv.out_channels == 1
+    if not (one and _native(x) and not torch.is_grad_enabled()):
         return nn.functional.conv2d(x, weight, conv.bias)
     one_channel = _from_one_channel if conv.in_channels == 1 else _to_one_channel
     return one_channel(weight.unsqueeze(3), conv.bias, x.unsqueeze(3)).squeeze(3)
