@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import zarr
-from helpers import ROOT, SAMPLE, assert_fresh_read_matches, run_fresh_python
+from helpers import DATA, ROOT, SAMPLE, assert_fresh_read_matches, run_fresh_python
 
 from streamcomp.api import compress
 from streamcomp.archive import archive
@@ -167,6 +167,21 @@ def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
     for damaged in (data[:1], data[:40], data[:-3], bytes([0x7F]) + data[1:]):
         with pytest.raises(ChunkFormatError):
             decode_exact(damaged, ct.shape)
+
+
+@pytest.mark.parametrize("bound", [0, 2])
+def test_chunks_written_by_format_9_still_decode(ct, bound):
+    """Chunks the format-9 encoder wrote (the crop ``ct[:8, :32, :32]``, shipped in tests/data)
+    decode with today's decoder: its tables and transforms may be rewritten for speed, never
+    changed, or every array already stored stops decoding."""
+    method = build_method("wavelet")
+    blob = (DATA / f"format9_ct_head_8x32x32_e{bound}.chunk").read_bytes()
+    decoded = decode_chunk(method, blob)
+    original = ct[:8, :32, :32]
+    assert decoded.dtype == original.dtype and decoded.shape == original.shape
+    assert _max_error(decoded, original) <= bound
+    if bound == 0:
+        assert _bits_equal(decoded, original)
 
 
 def test_near_lossless_em_levels_code_shorter_under_a_fitted_context_model():
