@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import pywt
 
+from streamcomp.coding import directions
 from streamcomp.coding.directions import Directions
 from streamcomp.coding.lifting import INTEGER, Shifts, Steering, band_shapes, wavedec, waverec
 from streamcomp.errors import ChunkFormatError
@@ -140,3 +141,13 @@ def test_directions_follow_an_oblique_edge_and_leave_noise_straight():
         Directions.from_bytes(steered.to_bytes(), (8, 32, 64), 1, (0, 1, 2))
     with pytest.raises(ChunkFormatError, match="blocks"):  # a transform with no steered pass
         Directions.from_bytes(steered.to_bytes(), (1, 1, 1), 1, ())
+
+
+@pytest.mark.parametrize("rows", [1, 16, 17, 44, 64])
+def test_block_counts_are_the_block_sums_of_ones(rows):
+    """The direction search's samples per block, counted, equal summing ones over each block,
+    edge blocks (fewer rows or columns, even none) included."""
+    high = (rows // 2, 23, 40)
+    grid = directions._grid_shape((rows, *high[1:]))
+    counts = directions._block_counts(high, grid)
+    assert np.array_equal(counts, directions._block_sums(np.ones(high, np.float32), grid))

@@ -14,6 +14,7 @@ a linear predict along it leaves; the grids are side information of the chunk's 
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 
@@ -42,9 +43,18 @@ def _grid_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 def _block_sums(values: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
     """Sums of ``values`` (high rows, moved layout) over the blocks of ``grid``."""
     sizes = (BLOCK // 2, *[BLOCK] * (values.ndim - 1))
-    padded = np.pad(values, [(0, g * s - n) for g, s, n in zip(grid, sizes, values.shape, strict=True)])
+    pads = [(0, g * s - n) for g, s, n in zip(grid, sizes, values.shape, strict=True)]
+    padded = np.pad(values, pads) if any(after for _, after in pads) else values
     split = [d for g, s in zip(grid, sizes, strict=True) for d in (g, s)]
     return padded.reshape(split).sum(axis=tuple(range(1, 2 * len(grid), 2)))
+
+
+def _block_counts(shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray:
+    """How many high-row samples of ``shape`` (moved layout) each block of ``grid`` holds: what
+    :func:`_block_sums` of ones gives, without summing them."""
+    sizes = (BLOCK // 2, *[BLOCK] * (len(shape) - 1))
+    per_axis = [np.minimum(s, n - s * np.arange(g)) for g, s, n in zip(grid, sizes, shape, strict=True)]
+    return functools.reduce(np.multiply.outer, per_axis)
 
 
 def _steered(ndim: int, axes: tuple[int, ...]) -> tuple[int, ...]:
@@ -92,7 +102,7 @@ class Directions(Steering):
         costs = np.stack(costs)
         best = np.argmin(costs, axis=0)
         clear = np.take_along_axis(costs, best[None], 0)[0] < MARGIN * costs[STRAIGHT]
-        enough = _block_sums(np.ones(d.shape, np.float32), grid) >= MIN_SAMPLES
+        enough = _block_counts(d.shape, grid) >= MIN_SAMPLES
         chosen = np.where(clear & enough, best, STRAIGHT)
         self.grids[(level, ax)] = chosen.astype(np.uint8)
         return self._steer(chosen, v.shape, split)
