@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import FAST, run_fresh_python
+from helpers import DATA, FAST, run_fresh_python
 
 from streamcomp.api import compress
 from streamcomp.errors import ChunkFormatError
@@ -145,6 +145,24 @@ def test_future_codec_version_is_refused(compressed, tmp_path):
     (copy / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(ChunkFormatError, match="newer than this build reads"):
         zarr.open_array(copy, mode="r")[...]
+
+
+@pytest.mark.parametrize(
+    "name, source, expected_psnr",
+    [
+        # the learned context and sign models and an 8-channel in-plane post-filter in its configuration
+        ("format9_em_16x128x128_8x.zarr", "em", 31.3209),
+        # no shared state: the hand-set models
+        ("format9_ct_head_16x64x64_16x.zarr", "ct", 52.3003),
+    ],
+)
+def test_arrays_written_by_format_9_still_read(request, name, source, expected_psnr):
+    """Lossy arrays the format-9 code wrote by default from the ``source`` fixture's crop (shipped
+    in tests/data) read through plain zarr as they did: a change to the decoder's models,
+    transforms or filter shows here, while float rounding on another CPU moves their PSNR by far
+    less than the tolerance."""
+    decoded = zarr.open_array(str(DATA / name), mode="r")[...]
+    assert psnr(request.getfixturevalue(source), decoded) == pytest.approx(expected_psnr, abs=0.01)
 
 
 @pytest.mark.parametrize("fmt", [2, 3])
