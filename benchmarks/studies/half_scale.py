@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks import data
 from benchmarks.studies.common import machine, write_json
-from benchmarks.studies.sr import DATA, VOLUMES, run_one
+from benchmarks.studies.sr import VOLUMES, load_volume, run_one
 from benchmarks.volumes import VOLUMES as BUNDLED
 
 
@@ -38,7 +38,7 @@ def _volume(name: str, bundled: bool, whole: bool) -> np.ndarray:
             raise SystemExit(f"{name} has no crop shipped in the repository")
         return np.load(path)
     file, crop, _, _ = VOLUMES[name]
-    return np.ascontiguousarray(np.load(data.require(DATA / file), mmap_mode="r")[slice(None) if whole else crop])
+    return load_volume(file, crop, whole)
 
 
 def render(report: dict) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from benchmarks import data
 from benchmarks.memory import PeakMemory
 from benchmarks.studies.common import evenly, machine, median_time, peak_of, quality, write_json
 from streamcomp.api import compress
@@ -33,7 +34,6 @@ from streamcomp.scaled import read_scaled
 from streamcomp.values import normalize
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 VOLUMES = {
     # name: (file, crop, chunks, which axes a scaled read makes coarser: the MRI series' time points
     # are different diffusion directions, so only its space is)
@@ -130,7 +130,7 @@ def remeasure_fit_memory(name: str, names: list[str], ratios: list[float], quick
     measured = 0
     for volume_name in names:
         file, crop, chunks, _ = VOLUMES[volume_name]
-        volume = np.ascontiguousarray(np.load(DATA / file, mmap_mode="r")[slice(None) if whole else crop])
+        volume = load_volume(file, crop, whole)
         for row in report["volumes"].get(volume_name, [])[1:]:
             if row["target"] in ratios:
                 method, params = methods(volume.ndim, quick)[row["method"]]
@@ -192,6 +192,13 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+def load_volume(file: str, crop: tuple, whole: bool) -> np.ndarray:
+    """The volume ``file`` of the data folder (``$STREAMCOMP_DATA``, else ``../shared/data``), whole
+    or its ``crop``."""
+    volume = np.load(data.require(data.data_file(file)), mmap_mode="r")
+    return np.ascontiguousarray(volume[slice(None) if whole else crop])
+
+
 def _fit_memory(row: dict) -> str:
     memory = row.get("fit_memory")
     return "-" if memory is None else f"{memory['shared_mib']:.0f} / {memory['chunk_mib']:.0f}"
@@ -210,9 +217,9 @@ def main() -> None:
     if unknown := set(names) - set(VOLUMES):
         parser.error(f"unknown volumes {sorted(unknown)}: choose from {', '.join(VOLUMES)}")
     ratios = [16.0] if args.quick else [float(r) for r in args.ratios.split(",")]
-    name = "sr_quick" if args.quick else "sr_whole" if args.whole else "sr"
+    out_name = "sr_quick" if args.quick else "sr_whole" if args.whole else "sr"
     if args.fit_memory_only:
-        remeasure_fit_memory(name, names, ratios, args.quick, args.whole)
+        remeasure_fit_memory(out_name, names, ratios, args.quick, args.whole)
         return
     start = time.perf_counter()
     report = {"machine": machine(), "volumes": {},
@@ -221,7 +228,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             file, crop, chunks, axes = VOLUMES[name]
-            volume = np.ascontiguousarray(np.load(DATA / file, mmap_mode="r")[slice(None) if args.whole else crop])
+            volume = load_volume(file, crop, args.whole)
             rows: list = [{"shape": "x".join(map(str, volume.shape)), "chunks": chunks}]
             for ratio in ratios:
                 for label, (method, params) in methods(volume.ndim, args.quick).items():
@@ -234,8 +241,8 @@ def main() -> None:
                           f"{half['full_then_average_psnr']:.2f}, {half['speedup']:.1f}x", flush=True)
             report["volumes"][name] = rows
     report["seconds"] = time.perf_counter() - start
-    write_json(RESULTS / f"{name}.json", report)
-    (RESULTS / f"{name}.md").write_text(render(report))
+    write_json(RESULTS / f"{out_name}.json", report)
+    (RESULTS / f"{out_name}.md").write_text(render(report))
     print(render(report))
 
 
