@@ -1,7 +1,7 @@
 """Where the benchmark data is, and where results go: the one resolver every benchmark uses.
 
 - Whole volumes: ``$STREAMCOMP_DATA`` when set, else ``shared/data`` beside the checkout
-  (``../shared/data``, the same rule as ``tests/conftest.py``).
+  (``../shared/data``; the tests never read them: their fixtures are the bundled crops).
 - Bundled crops: small real crops shipped in the repository (``tests/data/`` and the EM sample in
   ``examples/``), found by a file-name prefix, so quick runs and the tests work without the whole
   volumes.

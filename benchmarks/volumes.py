@@ -51,6 +51,13 @@ class VolumeSpec:
     def crop(self, mode: str) -> Crop | None:
         return {"quick": self.quick_crop, "standard": self.standard_crop}.get(mode)
 
+    def shipped_or_skip(self) -> Path | None:
+        """:attr:`bundled_path`, or None after saying the volume is skipped (no crop shipped): so a
+        study run ``--bundled`` on its default volumes measures those it has."""
+        if self.bundled_path is None:
+            print(f"skipped {self.name}: no bundled crop ({self.bundled}*.npy)", flush=True)
+        return self.bundled_path
+
     def targets(self, mode: str) -> tuple[float, ...]:
         return self.quick_targets if mode == "quick" else self.full_targets
 

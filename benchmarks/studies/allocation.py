@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"machine": machine(), "volumes": {}}
     for name in args.volumes.split(","):
         spec = VOLUMES[name]
-        volume = load(spec, None, spec.bundled_path if args.bundled else data.require(spec.path))
+        path = spec.shipped_or_skip() if args.bundled else data.require(spec.path)
+        if path is None:
+            continue
+        volume = load(spec, None, path)
         chunks = tuple(int(c) for c in args.chunks.split(",")) if args.chunks else None
         plan, blocks = _chunks(volume, chunks or WaveletMethod.default_chunks[volume.ndim])
         peak = float(volume.max()) - float(volume.min())

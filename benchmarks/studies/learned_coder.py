@@ -197,7 +197,9 @@ def run_study(
     starts = {}
     for name in volumes:
         spec = VOLUMES[name]
-        path = spec.bundled_path if bundled else data.require(spec.path)
+        path = spec.shipped_or_skip() if bundled else data.require(spec.path)
+        if path is None:
+            continue
         starts[name], record = _start_without(name, bundled, Path(tempfile.mkdtemp()))
         crop = spec.crop("quick") if quick else None
         volume = load(spec, data.fit_crop(crop, np.load(path, mmap_mode="r").shape) if bundled and crop else crop,

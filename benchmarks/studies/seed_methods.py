@@ -54,9 +54,8 @@ def crops(quick: bool, bundled: bool = False, volumes: list[str] | None = None) 
         if volumes and name not in volumes:
             continue
         spec = VOLUMES[name]
-        path = spec.bundled_path if bundled else spec.path
+        path = spec.shipped_or_skip() if bundled else spec.path
         if path is None:
-            print(f"skipped {name}: no bundled crop ({spec.bundled}*.npy)", flush=True)
             continue
         if bundled:
             crop = data.fit_crop(crop, data.shape_of(path))
