@@ -8,7 +8,8 @@
 With no ``--input`` it compresses the real ISBI 2012 EM crop shipped in ``examples/``. Under
 ``ray job submit`` it runs on that cluster (``RAY_ADDRESS``); otherwise it starts an embedded local
 Ray. Rerunning the same command after a crash completes the output: finished chunks are checked
-and kept (``--no-resume`` refuses an existing output instead, ``--overwrite`` starts again).
+and kept (``--no-resume`` refuses an existing output instead, ``--overwrite`` starts again). The
+bundled sample's run is the exception: it overwrites its output, so the demo starts afresh each time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default=str(ROOT / "out" / "em_sample.zarr"), help="output zarr path/URL")
     add_run_options(p)
     p.add_argument("--verify-chunks", type=int, default=16, help="PSNR/SSIM on this many random chunks (0: all)")
-    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing output (always so for the bundled sample)")
     p.add_argument("--no-resume", action="store_true", help="refuse an existing output instead of completing it")
     return p.parse_args(argv)
 

@@ -58,9 +58,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
     p.add_argument("--shards", metavar="SHAPE|auto",
                    help="zarr v3 shards of many chunks, one object each, e.g. 64,1024,1024 or auto (~1 GiB raw)")
-    p.add_argument("--params", help="method parameters as JSON, e.g. '{\"steps\": 300}'")
+    p.add_argument("--params", help="method parameters as JSON, e.g. '{\"filter_channels\": 0}' (wavelet: no "
+                   "post-filter) or, with --method siren, '{\"steps\": 300}'")
     p.add_argument("--workers", type=int,
-                   help="Ray encoder actors, or with --executor local coding threads (default: one per CPU/GPU)")
+                   help="encoder workers: Ray actors, or coding threads when the run is in-process "
+                        "(default: one per CPU, or per GPU)")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
     p.add_argument("--engine", default="pool", choices=ENGINES,
                    help="what feeds the encode phase to the Ray workers: the pipeline's actor pool (default) "
