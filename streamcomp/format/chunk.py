@@ -145,7 +145,9 @@ def restore(frame: Frame, values: np.ndarray | None) -> np.ndarray:
     if values.dtype == frame.dtype and tuple(valid) == tuple(frame.shape) and values.flags.writeable:
         return values  # a bounded chunk's decode: already a fresh array in the dtype, nothing to pad
     if frame.dtype.kind in "iu" and values.dtype.kind == "f":
-        values = np.rint(values)
+        values = np.rint(values, out=values if values.flags.writeable else None)
+    if tuple(valid) == tuple(frame.shape):
+        return values.astype(frame.dtype)
     out = np.zeros(frame.shape, dtype=frame.dtype)
     out[tuple(slice(0, n) for n in valid)] = values.astype(frame.dtype)
     return out
@@ -153,8 +155,14 @@ def restore(frame: Frame, values: np.ndarray | None) -> np.ndarray:
 
 def denormalize(frame: Frame, norm: np.ndarray) -> np.ndarray:
     """A method's normalized output back in the chunk's value range (data units, float64)."""
-    values = (norm.astype(np.float64) + 1.0) * 0.5 * (frame.vmax - frame.vmin) + frame.vmin
-    return np.clip(values, frame.vmin, frame.vmax)
+    # In place, rounding in the order of (norm + 1) * 0.5 * range + vmin: the same values without
+    # four temporary float64 copies of the chunk.
+    values = norm.astype(np.float64)
+    values += 1.0
+    values *= 0.5
+    values *= frame.vmax - frame.vmin
+    values += frame.vmin
+    return np.clip(values, frame.vmin, frame.vmax, out=values)
 
 
 def decode_frame(method: Method, frame: Frame, layer: Layer | None = None) -> np.ndarray:
