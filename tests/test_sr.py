@@ -19,7 +19,7 @@ from streamcomp.methods.siren import SirenMethod
 from streamcomp.methods.sr import _CHUNK, LOSSES, _backward_through_grid, downsample, parse_factors
 from streamcomp.metrics import psnr
 from streamcomp.models import sr as sr_network
-from streamcomp.models.coords import grid
+from streamcomp.models.coords import coords_at, grid
 from streamcomp.models.siren import FunnelSiren, SirenWeights, linear_shapes
 from streamcomp.models.sr import SRNet, low_res_coords, low_res_positions
 from streamcomp.scaled import ScaledReader, parse_scale, read_scaled, scaled_shape, supersampling_offsets
@@ -321,3 +321,11 @@ def test_half_scale_weight_is_validated_and_only_siren_has_it():
         build_method("sci", {"half_scale_weight": 1.0})
     assert "half_scale_weight" not in build_method("siren", {}).params.stored()  # as before it existed
     assert build_method("siren", {"half_scale_weight": 4}).params.stored()["half_scale_weight"] == 4.0
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 7), (4, 1, 9), (2, 3, 4, 5)])
+def test_coords_at_equals_indexing_the_whole_grid(shape):
+    # The fits draw their batches' coordinates by index instead of indexing a block-sized grid:
+    # the same values, so the same fits, without the grid's memory.
+    index = torch.randint(0, int(np.prod(shape)), (500,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(coords_at(index, shape), grid(shape)[index])

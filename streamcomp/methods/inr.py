@@ -22,7 +22,7 @@ from streamcomp.coding.quant import pack_tensors, pack_to_budget, unpack_tensors
 from streamcomp.device import default_device, single_thread
 from streamcomp.errors import ChunkFormatError
 from streamcomp.methods.base import FitParams, Method, Target
-from streamcomp.models.coords import axis_coords, grid
+from streamcomp.models.coords import axis_coords, coords_at, grid
 from streamcomp.models.siren import mlp_params
 from streamcomp.optim import Adam
 
@@ -74,20 +74,20 @@ def fit_model(
     """
     device = default_device()
     model = model.to(device)
-    coords = grid(block.shape, device)
     values = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).reshape(-1, 1).to(device)
     cells = half_scale_cells(block, device) if half_scale_weight > 0 else None
     gen = torch.Generator(device=device).manual_seed(seed)
     groups = param_groups if param_groups is not None else model.parameters()
     opt = Adam(groups, lr, steps=max(steps, 1), eta_min=lr * final_lr_fraction)
-    n = coords.shape[0]
+    n = values.shape[0]
+    whole = grid(block.shape, device) if n <= batch else None
     with single_thread():
         for _ in range(steps):
-            if n > batch:
+            if whole is None:
                 idx = torch.randint(0, n, (batch,), device=device, generator=gen)
-                x, y = coords[idx], values[idx]
+                x, y = coords_at(idx, block.shape), values[idx]
             else:
-                x, y = coords, values
+                x, y = whole, values
             loss = torch.mean((model(x) - y) ** 2)
             if cells is not None:
                 pick = cells.sample(max(batch // 4, 1), gen)

@@ -55,7 +55,7 @@ from streamcomp.methods.inr import (
 )
 from streamcomp.methods.siren import SirenMethod, SirenParams
 from streamcomp.metrics import psnr, ssim
-from streamcomp.models.coords import grid
+from streamcomp.models.coords import coords_at, grid
 from streamcomp.models.sr import GridState, SRNet, low_res_coords, low_res_positions
 from streamcomp.optim import Adam
 
@@ -418,7 +418,7 @@ def _query_batch(
     """Random full-resolution voxels of ``block``: their flat indices, [-1, 1] coordinates and values."""
     n = block.size
     idx = torch.randint(0, n, (batch,), generator=gen) if n > batch else torch.arange(n)
-    coords = grid(block.shape)[idx]
+    coords = coords_at(idx, block.shape)
     values = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).reshape(-1)[idx]
     return idx, coords, values
 

@@ -17,3 +17,14 @@ def grid(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Te
     axes = [axis_coords(n, device) for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
+
+
+def coords_at(index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``grid(shape)[index]`` for flat voxel indices, without building the grid: a fit's batch of
+    random voxels costs memory of the batch, not of the block (the same values: each axis's
+    coordinate is taken from :func:`axis_coords` either way)."""
+    out, rest = [], index
+    for n in reversed(shape):
+        out.append(axis_coords(n, index.device)[rest % n])
+        rest = rest // n
+    return torch.stack(out[::-1], dim=-1)
