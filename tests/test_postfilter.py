@@ -241,10 +241,11 @@ def test_compress_with_the_filter_gains_and_reads_back_with_plain_zarr(sample_em
 @pytest.mark.parametrize(("depth", "channels"), [(1, 4), (1, 8), (3, 4), (3, 8)])
 @pytest.mark.parametrize("grad", [False, True])
 def test_every_path_computes_replicate_padded_3d_convolutions(depth, channels, grad):
-    """3x3x3 filters run as 3D convolutions (through oneDNN in float32, their one-channel first and
-    last layers as 2D convolutions of the sections; F.conv3d under autocast), in-plane ones as 2D
-    convolutions of each section; inference pads by copying faces, training through F.pad: all
-    equal the plain definition (in bfloat16 within its rounding)."""
+    """3x3x3 filters run as 3D convolutions (through oneDNN, at inference their one-channel first and
+    last layers as 2D convolutions of the sections and their activations fused in, in float32 and
+    in bfloat16 under autocast), in-plane ones as 2D convolutions of each section; inference pads
+    by copying faces, training through F.pad: all equal the plain definition (in bfloat16 within
+    its rounding)."""
     torch.manual_seed(0)
     net = _randomized(depth, channels, 0.3)
     x = torch.randn(2, 1, 5, 20, 24)
@@ -255,7 +256,7 @@ def test_every_path_computes_replicate_padded_3d_convolutions(depth, channels, g
         h = torch.nn.functional.leaky_relu(h, 0.1) if i < len(net.convs) - 1 else h
     with torch.set_grad_enabled(grad):  # float32 rounding of sums taken in another order
         assert torch.allclose(net(x), h, atol=5e-6 * float(h.detach().abs().max()))
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):  # every 3x3x3 filter as 3D convolutions
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):  # the same paths in bfloat16
         assert torch.allclose(net(x).float(), h, atol=0.05 * float(h.abs().max()))
     for axes in (2, 3):
         reference = torch.nn.functional.pad(x[:, 0], (1, 1) * axes, mode="replicate")

@@ -79,18 +79,15 @@ class PostFilter(nn.Module):
         # so than on channel planes (bfloat16 and float32 alike).
         if self.depth == 3:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-            for conv in self.convs[:-1]:
-                x = _conv3d(conv, replicate_pad(x, 3, ends))
-                x = nn.functional.leaky_relu(x, 0.1) if x.requires_grad else nn.functional.leaky_relu_(x, 0.1)
-            return _conv3d(self.convs[-1], replicate_pad(x, 3, ends))
+            for i, conv in enumerate(self.convs):
+                x = _conv3d(conv, replicate_pad(x, 3, ends), activate=i < LAYERS - 1)
+            return x
         # In-plane kernels convolve each section as an image: the same arithmetic, and training runs
         # 1.4x faster so than through 3D convolutions with one-deep kernels (decoding alike).
         n, _, d, h, w = x.shape
         y = x.transpose(1, 2).reshape(n * d, 1, h, w).contiguous(memory_format=torch.channels_last)
         for i, conv in enumerate(self.convs):
-            y = _conv2d(conv, replicate_pad(y, 2))
-            if i < LAYERS - 1:
-                y = nn.functional.leaky_relu(y, 0.1) if y.requires_grad else nn.functional.leaky_relu_(y, 0.1)
+            y = _conv2d(conv, replicate_pad(y, 2), activate=i < LAYERS - 1)
         return y.reshape(n, d, 1, h, w).transpose(1, 2)
 
     def correct(
@@ -147,37 +144,72 @@ class PostFilter(nn.Module):
         return net.eval()
 
 
-def _native(x: torch.Tensor) -> bool:
-    """Whether oneDNN takes ``x`` directly: float32 on CPU, no autocast (under which bfloat16
-    arrives as autocast casts it)."""
-    cpu = x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-    return cpu and not torch.is_autocast_enabled("cpu")
+def _native(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype oneDNN computes ``x`` in when called directly, or None where it is not (a GPU):
+    float32 on CPU, and at inference under CPU autocast its dtype (bfloat16: the decode), which
+    the calls below then cast ``x`` and the weights to, as autocast would. Training under autocast
+    keeps autocast's own path."""
+    if x.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        return None if torch.is_grad_enabled() else torch.get_autocast_dtype("cpu")
+    return torch.float32 if x.dtype == torch.float32 else None
 
 
-def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` through oneDNN on CPU in float32, channels-last in and out. ``F.conv3d`` sends a
-    one-channel input with fewer than 20480 (channel x section x row) planes to ATen's unvectorised
-    kernel, a heuristic meant for small images: the filter's first layer ran 4x slower there, and its
-    plane-major output made the next two layers 2.5x slower too. A layer with one input or one output
-    channel runs at inference as 2D convolutions (:func:`_from_one_channel`, :func:`_to_one_channel`):
-    oneDNN's 3D kernels are slow for a single channel (these layers took 36 and 50 ms a Mvoxel,
-    against 59 for the middle one's eight times their multiplications; now 27 and 28). Training
-    keeps the 3D ones, so that a fit trains as it did."""
-    if not _native(x):
-        return conv(x)
+def _activated(y: torch.Tensor, activate: bool) -> torch.Tensor:
+    if not activate:
+        return y
+    return nn.functional.leaky_relu(y, 0.1) if y.requires_grad else nn.functional.leaky_relu_(y, 0.1)
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activate: bool) -> torch.Tensor:
+    """An unpadded convolution (2D or 3D, channels-last in and out) through oneDNN, and its
+    LeakyReLU where ``activate``: at inference fused into the convolution, which writes its output
+    once instead of twice (the separate activation took a fifth of a 3x3x3 filter's decode time);
+    training keeps the convolution with a backward."""
+    dims = x.dim() - 2
+    if torch.is_grad_enabled():
+        y = torch.mkldnn_convolution(x, weight, bias, (0,) * dims, (1,) * dims, (1,) * dims, 1)
+    else:
+        attr, scalars = ("leaky_relu", [0.1]) if activate else ("none", [])
+        fused = torch.ops.mkldnn._convolution_pointwise
+        y = fused(x, weight, bias, [0] * dims, [1] * dims, [1] * dims, 1, attr, scalars, "")
+        activate = False
+    last = torch.channels_last_3d if dims == 3 else torch.channels_last
+    return _activated(y.contiguous(memory_format=last), activate)
+
+
+def _conv3d(conv: nn.Conv3d, x: torch.Tensor, activate: bool) -> torch.Tensor:
+    """``conv(x)``, and its LeakyReLU where ``activate``, through oneDNN on CPU (:func:`_native`),
+    channels-last in and out. ``F.conv3d`` sends a one-channel float32 input with fewer than 20480
+    (channel x section x row) planes to ATen's unvectorised kernel, a heuristic meant for small
+    images: the filter's first layer ran 4x slower there, and its plane-major output made the next
+    two layers 2.5x slower too. A layer with one input or one output channel runs at inference as
+    2D convolutions (:func:`_from_one_channel`, :func:`_to_one_channel`): oneDNN's 3D kernels are
+    slow for a single channel (in float32 these layers took 36 and 50 ms a Mvoxel, against 59 for
+    the middle one's eight times their multiplications; now 27 and 28; the first layer in bfloat16
+    1.7x faster so). Training keeps the 3D ones, so that a fit trains as it did."""
+    dtype = _native(x)
+    if dtype is None:
+        return _activated(conv(x), activate)
+    weight, bias, x = conv.weight.to(dtype), conv.bias.to(dtype), x.to(dtype)
     if _by_planes(conv):
-        return _one_channel(conv, conv.weight, x)
-    y = torch.mkldnn_convolution(x, conv.weight, conv.bias, (0, 0, 0), (1, 1, 1), (1, 1, 1), 1)
-    return y.contiguous(memory_format=torch.channels_last_3d)
+        return _one_channel(conv, weight, bias, x, activate)
+    return _onednn(x, weight, bias, activate)
 
 
-def _conv2d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """An in-plane layer on sections as images (N, C, H, W, channels-last); at inference its
-    one-channel layers as :func:`_conv3d` runs them, rows taking the place of sections (1x3 kernels
-    over three rows as channels: 1.4-1.6x faster than a 3x3 one on one channel)."""
-    if not (_native(x) and _by_planes(conv)):
-        return nn.functional.conv2d(x, conv.weight[:, :, 0], conv.bias)
-    return _one_channel(conv, conv.weight.transpose(2, 3), x.unsqueeze(3)).squeeze(3)
+def _conv2d(conv: nn.Conv3d, x: torch.Tensor, activate: bool) -> torch.Tensor:
+    """An in-plane layer on sections as images (N, C, H, W, channels-last), and its LeakyReLU
+    where ``activate``; at inference through oneDNN as :func:`_conv3d` runs them, its one-channel
+    layers with rows taking the place of sections (1x3 kernels over three rows as channels:
+    1.4-1.6x faster than a 3x3 one on one channel)."""
+    dtype = _native(x)
+    if dtype is None or torch.is_grad_enabled():
+        return _activated(nn.functional.conv2d(x, conv.weight[:, :, 0], conv.bias), activate)
+    weight, bias, x = conv.weight.to(dtype), conv.bias.to(dtype), x.to(dtype)
+    if _by_planes(conv):
+        return _one_channel(conv, weight.transpose(2, 3), bias, x.unsqueeze(3), activate).squeeze(3)
+    return _onednn(x, weight[:, :, 0], bias, activate)
 
 
 def _by_planes(conv: nn.Conv3d) -> bool:
@@ -185,21 +217,24 @@ def _by_planes(conv: nn.Conv3d) -> bool:
     return (conv.in_channels == 1 or conv.out_channels == 1) and not torch.is_grad_enabled()
 
 
-def _one_channel(conv: nn.Conv3d, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _one_channel(
+    conv: nn.Conv3d, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, activate: bool
+) -> torch.Tensor:
     """``conv``'s one-channel layer by ``weight`` (its kernel laid out as ``x``'s axes) on ``x``."""
-    one_channel = _from_one_channel if conv.in_channels == 1 else _to_one_channel
-    return one_channel(weight, conv.bias, x)
+    if conv.in_channels == 1:
+        return _from_one_channel(weight, bias, x, activate)
+    return _activated(_to_one_channel(weight, bias, x), activate)
 
 
-def _from_one_channel(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A convolution of one channel, ``x`` (N, 1, S, A, B), by ``weight`` (C, 1, 3, a, b), as a 2D
-    one over (A, B) whose three input channels are each slice along S and the two after it."""
+def _from_one_channel(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, activate: bool) -> torch.Tensor:
+    """A convolution of one channel, ``x`` (N, 1, S, A, B), by ``weight`` (C, 1, 3, a, b), and its
+    LeakyReLU where ``activate``, as a 2D one over (A, B) whose three input channels are each slice
+    along S and the two after it."""
     n, _, depth, height, width = x.shape
     v = x[:, 0]
     slices = torch.stack([v[:, dz : depth - 2 + dz] for dz in range(3)], dim=-1)  # (N, S-2, A, B, 3)
     planes = slices.reshape(-1, height, width, 3).permute(0, 3, 1, 2)  # channels-last 2D
-    y = torch.mkldnn_convolution(planes, weight[:, 0], bias, (0, 0), (1, 1), (1, 1), 1)
-    y = y.contiguous(memory_format=torch.channels_last)  # (N * (S-2), C, A', B')
+    y = _onednn(planes, weight[:, 0], bias, activate)  # (N * (S-2), C, A', B')
     return y.permute(0, 2, 3, 1).reshape(n, depth - 2, *y.shape[2:], -1).permute(0, 4, 1, 2, 3)
 
 
@@ -208,7 +243,7 @@ def _to_one_channel(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -
     of each slice along S to three planes, one per kernel tap along S, summed across slices."""
     n, channels, depth, height, width = x.shape
     planes = x.permute(0, 2, 1, 3, 4).reshape(n * depth, channels, height, width)  # a view, channels-last
-    y = torch.mkldnn_convolution(planes, weight[0].transpose(0, 1).contiguous(), None, (0, 0), (1, 1), (1, 1), 1)
+    y = _onednn(planes, weight[0].transpose(0, 1).contiguous(), None, False)
     y = y.reshape(n, depth, 3, *y.shape[2:])
     out = y[:, : depth - 2, 0] + y[:, 1 : depth - 1, 1] + y[:, 2:, 2] + bias
     return out.unsqueeze(1).contiguous(memory_format=torch.channels_last_3d)
