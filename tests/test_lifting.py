@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import pywt
 
-from streamcomp.coding import directions
+from streamcomp.coding import directions, lifting
 from streamcomp.coding.directions import Directions
 from streamcomp.coding.lifting import INTEGER, Shifts, Steering, band_shapes, wavedec, waverec
 from streamcomp.errors import ChunkFormatError
@@ -151,3 +151,17 @@ def test_block_counts_are_the_block_sums_of_ones(rows):
     grid = directions._grid_shape((rows, *high[1:]))
     counts = directions._block_counts(high, grid)
     assert np.array_equal(counts, directions._block_sums(np.ones(high, np.float32), grid))
+
+
+@pytest.mark.parametrize("split", [None, 0, 1, 3, 9, 10])
+def test_the_direction_search_shifts_rows_as_the_steered_lifting_does(split):
+    """The search's shifted sums (views into rows padded by their end samples) equal the lifting's
+    steered sums for every direction, bit for bit, with segments shorter than a shift included."""
+    rng = np.random.default_rng(0)
+    before, after = (np.moveaxis(rng.normal(size=(5, 10, 6)).astype(np.float32), 2, 0)[..., ::-1] for _ in range(2))
+    padded = [directions._edge_padded(a, split) for a in (before, after)]
+    for offset in directions.DIRECTIONS.tolist():
+        out = np.empty_like(before)
+        directions._shifted_sum(*padded, offset, split, out)
+        expected = lifting._steered_sum(before, after, offset, split)
+        assert np.array_equal(out, expected), offset

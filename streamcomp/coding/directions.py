@@ -21,10 +21,11 @@ import struct
 import constriction
 import numpy as np
 
-from streamcomp.coding.lifting import Shifts, Steer, Steering, _neighbours, _sizes
+from streamcomp.coding.lifting import Shifts, Steer, Steering, _next, _sizes
 from streamcomp.errors import ChunkFormatError
 
 DIRECTIONS = np.array([-2, -1, 0, 1, 2], np.int64)  # offset along the steered axis per row
+REACH = int(np.abs(DIRECTIONS).max())
 STRAIGHT = 2  # the code of offset 0: the plain transform
 BLOCK = 16  # a block's side, in samples of its level (its rows: BLOCK / 2 low and high rows each)
 # A direction replaces the straight pass of a block only where it leaves at most this share of
@@ -47,6 +48,36 @@ def _block_sums(values: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
     padded = np.pad(values, pads) if any(after for _, after in pads) else values
     split = [d for g, s in zip(grid, sizes, strict=True) for d in (g, s)]
     return padded.reshape(split).sum(axis=tuple(range(1, 2 * len(grid), 2)))
+
+
+def _segments(n: int, split: int | None) -> list[tuple[int, int]]:
+    """The stretches of a steered axis of ``n`` samples that no neighbour crosses: its halves at
+    ``split`` (an earlier pass's low and high), or the whole axis."""
+    return [(lo, hi) for lo, hi in ([(0, n)] if split is None else [(0, split), (split, n)]) if hi > lo]
+
+
+def _edge_padded(a: np.ndarray, split: int | None) -> np.ndarray:
+    """``a`` with each segment of its last axis extended by REACH copies of its end samples on both
+    sides: a segment shifted by any direction, clamped to itself as the lifting clamps it, is then
+    a view (choosing a pass's directions copied each shifted row instead, a third of its time)."""
+    segments = _segments(a.shape[-1], split)
+    out = np.empty_like(a, shape=(*a.shape[:-1], a.shape[-1] + 2 * REACH * len(segments)))  # a's memory order
+    for j, (lo, hi) in enumerate(segments):
+        at = lo + (2 * j + 1) * REACH
+        out[..., at : at + hi - lo] = a[..., lo:hi]
+        out[..., at - REACH : at] = a[..., lo : lo + 1]
+        out[..., at + hi - lo : at + hi - lo + REACH] = a[..., hi - 1 : hi]
+    return out
+
+
+def _shifted_sum(before: np.ndarray, after: np.ndarray, offset: int, split: int | None, out: np.ndarray) -> None:
+    """Into ``out``: the samples of :func:`_edge_padded` ``before`` taken ``offset`` further along
+    the last axis plus those of ``after`` taken ``offset`` back (what the lifting's steered sum
+    gives for a block of that offset, the same float32 additions)."""
+    for j, (lo, hi) in enumerate(_segments(out.shape[-1], split)):
+        at = lo + (2 * j + 1) * REACH
+        np.add(before[..., at + offset : at + offset + hi - lo], after[..., at - offset : at - offset + hi - lo],
+               out=out[..., lo:hi])  # fmt: skip
 
 
 def _block_counts(shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray:
@@ -94,11 +125,15 @@ class Directions(Steering):
         grid = _grid_shape(v.shape)
         costs = []
         s, d = v[0::2], v[1::2]
+        before, after = _edge_padded(s[: len(d)], split), _edge_padded(_next(s, len(d)), split)
+        left = np.empty_like(d)  # in the moved layout's memory order, as d is read
         for offset in DIRECTIONS.tolist():
             # What the direction leaves: each high row less the mean of its neighbour rows' samples
             # along it (the linear predict; the 9/7's own first step is no predictor on its own).
-            steer = (offset, offset, split)
-            costs.append(_block_sums(np.abs(d - np.float32(0.5) * _neighbours(s, len(d), steer)), grid))
+            _shifted_sum(before, after, offset, split, left)
+            left *= np.float32(0.5)
+            np.subtract(d, left, out=left)
+            costs.append(_block_sums(np.abs(left, out=left), grid))
         costs = np.stack(costs)
         best = np.argmin(costs, axis=0)
         clear = np.take_along_axis(costs, best[None], 0)[0] < MARGIN * costs[STRAIGHT]
