@@ -83,9 +83,5 @@ def header_bytes(volume: np.ndarray) -> int:
     return len(struct.pack(f"<BB{volume.ndim}I", 0, volume.ndim, *volume.shape))
 
 
-def always_available() -> str | None:
-    return None
-
-
 def any_volume(_volume: np.ndarray) -> str | None:
     return None

@@ -48,11 +48,6 @@ def bundled_file(prefix: str) -> Path | None:
     return None
 
 
-def missing(paths: Sequence[str | Path]) -> list[str]:
-    """The paths that are not files on this machine (for skips and error messages)."""
-    return [str(p) for p in paths if not Path(p).is_file()]
-
-
 def require(path: str | Path) -> Path:
     """``path`` if it exists, else a SystemExit saying how to point the benchmarks at the data."""
     path = Path(path)

@@ -110,11 +110,6 @@ VOLUMES: dict[str, VolumeSpec] = {
 }
 
 
-def missing_files(names: list[str] | None = None) -> list[str]:
-    """Paths of the requested whole volumes that are not on this machine (for skips and errors)."""
-    return data.missing([VOLUMES[n].path for n in (names or list(VOLUMES))])
-
-
 def load(spec: VolumeSpec, crop: Crop | None, path: str | Path | None = None) -> np.ndarray:
     """Read ``crop`` of the volume (of ``path`` when given, e.g. its bundled crop) into memory."""
     return data.load(spec.path if path is None else path, crop)

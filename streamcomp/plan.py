@@ -39,11 +39,6 @@ class ChunkPlan:
     slices: tuple[slice, ...]
     kind: str = "data"  # "data", "constant" or "fill"
     budget: int | None = None
-    weight: float | None = None  # share of the byte budget; None = voxel count
-
-    @property
-    def budget_weight(self) -> float:
-        return float(self.voxels) if self.weight is None else float(self.weight)
 
     @property
     def valid_shape(self) -> tuple[int, ...]:
@@ -119,11 +114,9 @@ class Plan:
     def item(self, index: int) -> ChunkPlan:
         if not 0 <= index < self.size:
             raise IndexError(index)
-        weight, budget = float(self.weights[index]), int(self.budgets[index])
-        return ChunkPlan(
-            self.coords(index), self.slices(index), KINDS[self.kinds[index]],
-            None if budget < 0 else budget, None if math.isnan(weight) else weight,
-        )
+        budget = int(self.budgets[index])
+        kind = KINDS[self.kinds[index]]
+        return ChunkPlan(self.coords(index), self.slices(index), kind, None if budget < 0 else budget)
 
     def indices(self, kind: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Indices of the chunks of one kind in ``[start, stop)``."""

@@ -18,7 +18,6 @@ from streamcomp.format.chunk import constant_chunk
 from streamcomp.format.frame import header_size
 from streamcomp.methods import method_class
 from streamcomp.plan import (
-    ChunkPlan,
     Plan,
     assign_budgets,
     block_stats,
@@ -203,8 +202,6 @@ def test_chunk_grid_covers_the_volume_with_clipped_edge_chunks():
     for it in items:
         covered[it.slices] += 1
     assert (covered == 1).all()
-    assert ChunkPlan((0,), (slice(0, 6),), weight=2.5).budget_weight == 2.5
-    assert ChunkPlan((0,), (slice(2, 8),)).budget_weight == 6.0
 
 
 def test_sample_items_are_data_chunks_drawn_reproducibly(em):

@@ -23,7 +23,7 @@ from zarr.core.group import GroupMetadata
 
 from streamcomp.errors import InputError
 from streamcomp.format.codec import codec_config_of
-from streamcomp.format.store import create_array, store_for, stored_bytes
+from streamcomp.format.store import create_array, store_for
 from streamcomp.source.readers import ome_multiscales
 
 NGFF_VERSION = "0.5"
@@ -244,7 +244,3 @@ def group_levels(dst: str, storage_options: dict | None = None) -> list[str] | N
     return [str(d["path"]) for d in multiscale.get("datasets", [])]
 
 
-def pyramid_stored_bytes(dst: str, storage_options: dict | None, levels: list[str]) -> int:
-    """Bytes of the group document and of every level below level 0."""
-    store = store_for(dst, storage_options, read_only=True)
-    return stored_bytes(store, GROUP_DOC) + sum(stored_bytes(store, f"{path}/") for path in levels if path != "0")

@@ -80,23 +80,6 @@ def deblock(volume: np.ndarray, boxes: list[Box], strength: float) -> np.ndarray
     return v.astype(np.float32)
 
 
-def seam_discontinuity(decoded: np.ndarray, boxes: list[Box], original: np.ndarray | None = None) -> float:
-    """Mean absolute step across block seams; with ``original``, the mean absolute error of that
-    step (how much the seams add to or remove from the data's own gradient there)."""
-    total, count = 0.0, 0
-    d = np.asarray(decoded, np.float64)
-    o = None if original is None else np.asarray(original, np.float64)
-    for a, mask in enumerate(seam_masks(d.shape, boxes)):
-        if not mask.any():
-            continue
-        step = np.diff(d, axis=a)
-        if o is not None:
-            step = step - np.diff(o, axis=a)
-        total += float(np.abs(step[mask]).sum())
-        count += int(mask.sum())
-    return total / count if count else 0.0
-
-
 def best_strength(raw: np.ndarray, original: np.ndarray, boxes: list[Box]) -> int:
     """The strength code from :data:`STRENGTH_CODES` whose filtered decode is closest to ``original``."""
     if len(boxes) < 2:

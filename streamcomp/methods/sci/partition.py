@@ -171,12 +171,6 @@ def terminal_paths(nodes: list[Node]) -> list[list[int]]:
     return paths
 
 
-def objective(nodes: list[Node], leaves: list[int]) -> float:
-    """Eq. 8 with the sign flipped: volume-weighted within-block spectrum concentration."""
-    total = nodes[0].size
-    return float(sum(nodes[i].d * nodes[i].size / total for i in leaves))
-
-
 def solve_partition(nodes: list[Node], a_max: int, min_leaf_size: int = 0) -> list[int]:
     """Optimal leaf set (indices into ``nodes``, pre-order) by the SCI integer program, with no
     network leaf (the root aside) smaller than ``min_leaf_size`` voxels."""
@@ -224,14 +218,6 @@ def no_partition(nodes: list[Node], a_max: int, min_leaf_size: int = 0) -> list[
 
 
 PARTITIONERS = {"adaptive": solve_partition, "equal": equidistant_partition, "none": no_partition}
-
-
-def check_partition(nodes: list[Node], leaves: list[int]) -> None:
-    """Raise if ``leaves`` does not have exactly one active node on each root-to-terminal path."""
-    active = set(leaves)
-    for path in terminal_paths(nodes):
-        if sum(j in active for j in path) != 1:
-            raise ValueError(f"path {path} has {sum(j in active for j in path)} active nodes")
 
 
 def encode_splits(shape: tuple[int, ...], levels: int, min_side: int, leaf_boxes: list[Box]) -> bytes:
