@@ -165,6 +165,22 @@ def test_a_version_1_model_still_decodes_its_sections(fitted, ct_blocks):
         ContextModel.from_bytes(blob + b"\0\0")
 
 
+def test_a_version_2_model_still_decodes_its_sections(fitted, ct_blocks):
+    """Arrays written before the compiled coder (format 9 and earlier) code runs of equal codes
+    through constriction under a version 2 model: read back exactly as then, while today's
+    model codes its sections with the compiled coder."""
+    model = fitted[0].model
+    assert model.compiled and model.to_bytes()[4] == 3
+    old = ContextModel.from_bytes(model.to_bytes()[:4] + b"\x02" + model.to_bytes()[5:])
+    assert old.version == 2 and not old.compiled and old.to_bytes()[4] == 2
+    block = ct_blocks[9]
+    data, decoded = ResidualCoder(block, False, old).code(-5.0)
+    new_data, new_decoded = ResidualCoder(block, False, model).code(-5.0)
+    assert data != new_data
+    assert np.array_equal(decode_residual(data, block.shape, old), decoded)
+    assert np.array_equal(decode_residual(new_data, block.shape, model), new_decoded)
+
+
 def test_fit_keeps_a_model_that_pays_and_says_why(fitted):
     method, notes, _ = fitted
     assert method.model is not None and method.shared_state() == method.model.to_bytes()
@@ -277,7 +293,7 @@ def test_rdoq_trades_error_for_bytes_where_its_model_says_it_pays(fitted, ct_blo
     assert all(np.array_equal(r, np.rint(b)) for r, b in zip(rounded, scaled, strict=True))
 
     chosen, bits, size = learned_bands.rdoq(*args, scaled)
-    pairs = PairCoder(bits)
+    pairs = PairCoder(bits, compiled=model.compiled)
     lengths = pairs.lengths()
     lam = learned_bands.RDOQ_LAMBDA
 
@@ -293,7 +309,8 @@ def test_rdoq_trades_error_for_bytes_where_its_model_says_it_pays(fitted, ct_blo
         c, m, top = c[live], m[live], top[live]
         # A nonzero pays its sign's bits under the sign code its decoded neighbours give it.
         positive = (scaled[band].reshape(-1)[idx][live] >= 0).astype(np.int64)
-        sign = sign_model.LENGTHS[model.signs.codes(site.cls, site.features(np.flatnonzero(live))), positive]
+        codes = model.signs.codes(site.cls, site.features(np.flatnonzero(live)), merge=not model.compiled)
+        sign = sign_model.LENGTHS[codes, positive]
         own = (c - m) ** 2 + lam * (lengths[at, m] + (m > 0) * sign)
         for down in range(learned_bands.RDOQ_DEPTH + 1):
             cand = np.maximum(top - down, 0).astype(np.int64)

@@ -62,8 +62,10 @@ DIRECT = 63  # largest magnitude coded through a table; larger ones escape to a 
 LEAK_BITS = 24.0  # constriction's models give every symbol at least 2**-24: no symbol costs more
 _HEAD = struct.Struct("<4sBB")  # magic, version, hidden units
 # 1: signed values under symmetric tables; 2: magnitudes, then the nonzeros' signs under the
-# model's sign part (:mod:`streamcomp.coding.sign_model`), which follows the weights.
-VERSION = 2
+# model's sign part (:mod:`streamcomp.coding.sign_model`), which follows the weights; 3: the same
+# model, its sections coded by the compiled coder (:mod:`streamcomp.coding.rans`), a table per
+# position instead of runs of equal codes through constriction.
+VERSION = 3
 _MAGIC = b"SCCM"
 
 
@@ -170,9 +172,11 @@ class ContextModel:
     ``signs``: the sign model (None: a version 1 model, whose tables code the signs at one bit)."""
 
     def __init__(
-        self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray, signs: SignModel | None = None
+        self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray, signs: SignModel | None = None,
+        version: int = VERSION,
     ) -> None:
         self.signs = signs
+        self.version = version
         self.w1, self.b1 = np.asarray(w1, np.int64), np.asarray(b1, np.int64)
         self.w2, self.b2 = np.asarray(w2, np.int64), np.asarray(b2, np.int64)
         if self.w1.shape[0] != INPUTS or self.w2.shape != (self.w1.shape[1], 2):
@@ -195,6 +199,11 @@ class ContextModel:
     def hidden(self) -> int:
         return self.w1.shape[1]
 
+    @property
+    def compiled(self) -> bool:
+        """Whether its sections are coded by the compiled coder (version 3; else constriction's runs)."""
+        return self.signs is not None and self.version >= 3
+
     def outputs(self, inputs: np.ndarray) -> np.ndarray:
         """(logit p0, log2 s) in fixed point (2**(2 * W_SHIFT)) for integer ``inputs`` (n, INPUTS).
 
@@ -215,7 +224,8 @@ class ContextModel:
     def pairs(self, base: np.ndarray, phase: int, keys: np.ndarray) -> np.ndarray:
         """Pair codes of context ``keys`` (all the positions of one band phase) in one band class.
         The network runs once per distinct key of a class; a table per class keeps the results
-        (-1: not computed yet). Rare codes are merged (:func:`_merge_rare`)."""
+        (-1: not computed yet). Where the codes are coded in runs (before version 3), rare codes
+        are merged (:func:`_merge_rare`)."""
         cid = class_id(base, phase)
         table = self._tables.get(cid)
         if table is None:
@@ -231,11 +241,11 @@ class ContextModel:
             )
             table[new] = self.codes(inputs)
             pairs = table[keys]
-        return _merge_rare(pairs)
+        return pairs if self.compiled else _merge_rare(pairs)
 
     def to_bytes(self) -> bytes:
         parts = [self.w1.astype("<i2"), self.b1.astype("<i4"), self.w2.astype("<i2"), self.b2.astype("<i4")]
-        version, tail = (1, b"") if self.signs is None else (VERSION, self.signs.to_bytes())
+        version, tail = (1, b"") if self.signs is None else (self.version, self.signs.to_bytes())
         return _HEAD.pack(_MAGIC, version, self.hidden) + b"".join(p.tobytes() for p in parts) + tail
 
     @classmethod
@@ -255,7 +265,7 @@ class ContextModel:
             pos += n * np.dtype(t).itemsize
         w1, b1, w2, b2 = arrays
         signs = SignModel.from_bytes(blob[end:]) if version > 1 else None
-        return cls(w1.reshape(INPUTS, hidden), b1, w2.reshape(hidden, 2), b2, signs)
+        return cls(w1.reshape(INPUTS, hidden), b1, w2.reshape(hidden, 2), b2, signs, version)
 
 
 MIN_RUN = 16  # a code fewer symbols of a band phase share is rounded to a coarse one
@@ -310,37 +320,60 @@ def code_lengths(edge: int, escape: bool, signed: bool) -> np.ndarray:
     return -np.log2(w / w.sum(axis=1, keepdims=True))
 
 
+@lru_cache(maxsize=16)
+def compiled_table(edge: int, escape: bool):
+    """The compiled coder's table of every pair code over magnitudes [0, edge] and, where
+    ``escape``, an escape whose excess takes an exponential-Golomb code of about the pair's scale."""
+    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
+
+    orders = np.maximum((np.arange(PAIRS) % S_CODES + S_MIN) // S_STEPS, 0)
+    return rans.table(_weights(edge, escape, False), edge + 1 if escape else -1, orders)
+
+
 @lru_cache(maxsize=4096)
 def _table(pair: int, edge: int, escape: bool, signed: bool):
     return constriction.stream.model.Categorical(_weights(edge, escape, signed)[pair], perfect=False)
 
 
 class PairCoder:
-    """Codes runs of symbols that share a pair code: up to ``edge`` through a table (weights
-    rounded to integers, so identical on every platform), larger ones as an escape symbol and then
-    under a Laplace of the pair's scale: a magnitude's excess past the edge (the geometric tail is
-    memoryless, so a size does not jump where the largest magnitude crosses the edge), or, where
-    ``signed`` (a version 1 model's stream), the whole signed value. Magnitudes' signs are coded
-    by the sign model."""
+    """Codes symbols under their pair codes: up to ``edge`` through a table (weights rounded to
+    integers, so identical on every platform), larger ones as an escape symbol and then a
+    magnitude's excess past the edge (the geometric tail is memoryless, so a size does not jump
+    where the largest magnitude crosses the edge), or, where ``signed`` (a version 1 model's
+    stream), the whole signed value. ``compiled`` (a version 3 model's stream): each symbol under
+    its own table row in one call of :mod:`streamcomp.coding.rans`, excesses in
+    exponential-Golomb code; otherwise runs of symbols that share a code through constriction,
+    excesses under a Laplace of the pair's scale. Magnitudes' signs are coded by the sign model."""
 
-    def __init__(self, bits: int, signed: bool = False) -> None:
+    def __init__(self, bits: int, signed: bool = False, compiled: bool = False) -> None:
         self.top = (1 << bits) - 1
         self.edge = min(self.top, DIRECT)
         self.signed = signed
+        self.compiled = compiled
         self.offset = self.edge if signed else 0
         self.escape = self.offset + self.edge + 1
         self.past = 0 if signed else self.edge + 1  # what an escaped magnitude codes less
 
+    @cached_property
+    def table(self):
+        """The compiled coder's table (a :class:`streamcomp.coding.rans.Table`)."""
+        return compiled_table(self.edge, self.top > self.edge)
+
     def lengths(self) -> np.ndarray:
         """Bits of each (pair code, symbol + offset)."""
+        if self.compiled:
+            return self.table.lengths
         return code_lengths(self.edge, self.top > self.edge, self.signed)
 
     def estimate_bits(self, values: np.ndarray, pairs: np.ndarray) -> float:
-        """Code length of ``values`` under their pairs' tables (escaped values: their Laplace's
-        approximate cost, capped at the models' leak floor), within a few bytes of :meth:`encode`'s."""
+        """Code length of ``values`` under their pairs' tables (escaped values: their excess's
+        code, or its Laplace's approximate cost, capped at the models' leak floor), within a few
+        bytes of what is coded."""
         escaped = np.abs(values) > self.edge
         bits = self.lengths()[pairs, np.where(escaped, self.escape, values + self.offset)].sum()
-        if escaped.any():
+        if escaped.any() and self.compiled:
+            bits += self.table.escape_bits(np.abs(values[escaped]) - self.past, pairs[escaped]).sum()
+        elif escaped.any():
             scale = 2.0 ** ((pairs[escaped] % S_CODES + S_MIN) / S_STEPS)
             # constriction's Laplace over [0, top] leaves the negative half's mass unused: as dear as signed.
             laplace = (np.abs(values[escaped]) - self.past) / scale * np.log2(np.e) + np.log2(2 * scale)

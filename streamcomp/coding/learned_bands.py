@@ -29,12 +29,12 @@ RDOQ_DEPTH = 2  # magnitudes tried below the rounded one
 
 
 def _coder(model: ContextModel, bits: int) -> PairCoder:
-    return PairCoder(bits, signed=model.signs is None)
+    return PairCoder(bits, signed=model.signs is None, compiled=model.compiled)
 
 
 def _sign_codes(model: ContextModel, site: SignSite, selected: np.ndarray) -> np.ndarray:
     """Sign codes of a band phase's positions ``selected`` (indices into them)."""
-    return model.signs.codes(site.cls, site.features(selected))
+    return model.signs.codes(site.cls, site.features(selected), merge=not model.compiled)
 
 
 def _estimate_bits(model: ContextModel, coder: PairCoder, site: SignSite, values, pairs) -> float:
@@ -52,26 +52,47 @@ def encode(
     model: ContextModel, lattices: list[Lattice], parents: list[int | None], levels: int,
     symbols: list[np.ndarray], bits: int,
 ) -> bytes:
-    """One ANS stream of every band phase's runs of equal pair codes, in decode order."""
+    """One entropy-coded stream of every band phase's symbols (and then its nonzeros' signs), in
+    decode order."""
     if not bits:
         return b""
     pairs = _coder(model, bits)
-    segments: list[tuple] = []
+    phases: list[tuple] = []
     flat = flat_bands(symbols)
 
     def visit(band, base, phase, idx, keys, site):
         values = flat[band][idx]
-        coded = values if pairs.signed else np.abs(values)
-        order, spans = runs(model.pairs(base, phase, keys))
-        segments.extend((pairs.encode, coded[order[a:b]], pair) for pair, a, b in spans)
         nonzero = np.flatnonzero(values) if not pairs.signed else ()
-        if len(nonzero):
-            negative = values[nonzero] < 0
-            order, spans = runs(_sign_codes(model, site, nonzero))
-            segments.extend((sign_model.encode, negative[order[a:b]], code) for code, a, b in spans)
+        signs = (values[nonzero] < 0, _sign_codes(model, site, nonzero)) if len(nonzero) else None
+        phases.append((values if pairs.signed else np.abs(values), model.pairs(base, phase, keys), signs))
         return values
 
     walk_bands(lattices, parents, levels, visit)
+    return _compiled_stream(pairs, phases) if pairs.compiled else _run_stream(pairs, phases)
+
+
+def _compiled_stream(pairs: PairCoder, phases: list[tuple]) -> bytes:
+    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
+
+    coder = rans.Encoder()
+    for magnitudes, codes, signs in reversed(phases):
+        if signs is not None:
+            negative, sign_codes = signs
+            coder.push(~negative, sign_codes, sign_model.compiled_table())
+        coder.push(magnitudes, codes, pairs.table)
+    return coder.finish()
+
+
+def _run_stream(pairs: PairCoder, phases: list[tuple]) -> bytes:
+    """A version 1 or 2 model's stream: runs of equal codes, one constriction call each."""
+    segments: list[tuple] = []
+    for coded, codes, signs in phases:
+        order, spans = runs(codes)
+        segments.extend((pairs.encode, coded[order[a:b]], pair) for pair, a, b in spans)
+        if signs is not None:
+            negative, sign_codes = signs
+            order, spans = runs(sign_codes)
+            segments.extend((sign_model.encode, negative[order[a:b]], code) for code, a, b in spans)
     coder = constriction.stream.stack.AnsCoder()
     for push, values, code in reversed(segments):
         push(coder, values, code)
@@ -160,8 +181,36 @@ def decode(
         if body:
             raise ChunkFormatError("residual section of zeros carries a stream")
         return [np.zeros(lattice.shape, np.int32) for lattice in lattices]
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
     pairs = _coder(model, bits)
+    visit, done = _compiled_visit(model, pairs, body) if pairs.compiled else _run_visit(model, pairs, body)
+    try:
+        bands = walk_bands(lattices, parents, levels, visit)
+    except (ValueError, RuntimeError) as exc:
+        raise ChunkFormatError(f"residual section does not decode under the array's context model: {exc}") from exc
+    done()
+    return bands
+
+
+def _compiled_visit(model: ContextModel, pairs: PairCoder, body: bytes):
+    """The decoding visit of a version 3 model's stream and the check that it was whole."""
+    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
+
+    coder = rans.Decoder(body)
+
+    def visit(band, base, phase, idx, keys, site):
+        values = coder.pop(model.pairs(base, phase, keys), pairs.table).astype(np.int32)
+        nonzero = np.flatnonzero(values)
+        if len(nonzero):
+            negative = coder.pop(_sign_codes(model, site, nonzero), sign_model.compiled_table()) == 0
+            values[nonzero[negative]] *= -1
+        return values
+
+    return visit, coder.finish
+
+
+def _run_visit(model: ContextModel, pairs: PairCoder, body: bytes):
+    """The decoding visit of a version 1 or 2 model's stream (runs through constriction)."""
+    coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
 
     def visit(band, base, phase, idx, keys, site):
         order, spans = runs(model.pairs(base, phase, keys))
@@ -175,7 +224,4 @@ def decode(
             values[nonzero[negative]] *= -1
         return values
 
-    try:
-        return walk_bands(lattices, parents, levels, visit)
-    except (ValueError, RuntimeError) as exc:
-        raise ChunkFormatError(f"residual section does not decode under the array's context model: {exc}") from exc
+    return visit, lambda: None

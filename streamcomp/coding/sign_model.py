@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from functools import lru_cache
 
 import constriction
 import numpy as np
@@ -72,13 +73,15 @@ class SignModel:
     def __init__(self, weights: dict[int, np.ndarray] | None = None) -> None:
         self.weights = {int(c): np.asarray(w, np.int64) for c, w in (weights or {}).items()}
 
-    def codes(self, cls: int, features: np.ndarray) -> np.ndarray:
+    def codes(self, cls: int, features: np.ndarray, merge: bool = True) -> np.ndarray:
         """Sign codes (logit of a positive sign in 1/STEPS units, offset by MAX_CODE) of one
-        class's ``features``, rare ones merged as :func:`merge_rare` does."""
+        class's ``features``, where ``merge`` (signs coded in runs), rare ones merged as
+        :func:`merge_rare` does."""
         w = self.weights.get(cls)
         if w is None:
             return np.full(len(features), MAX_CODE, np.int64)
-        return merge_rare(_codes(features, w))
+        codes = _codes(features, w)
+        return merge_rare(codes) if merge else codes
 
     def to_bytes(self) -> bytes:
         entries = sorted(self.weights.items())
@@ -127,6 +130,14 @@ def _probabilities() -> np.ndarray:
 _WEIGHTS = _probabilities()
 LENGTHS = -np.log2(_WEIGHTS / _WEIGHTS.sum(axis=1, keepdims=True))  # bits of (negative, positive)
 _TABLES = [constriction.stream.model.Categorical(w, perfect=False) for w in _WEIGHTS]
+
+
+@lru_cache(maxsize=1)
+def compiled_table():
+    """Every code's (negative, positive) table for the compiled coder (:mod:`streamcomp.coding.rans`)."""
+    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
+
+    return rans.table(_WEIGHTS)
 
 
 def encode(coder, negative: np.ndarray, code: int) -> None:

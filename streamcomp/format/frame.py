@@ -29,9 +29,10 @@ MAGIC = b"SCMP"
 # 6: a version 2 context model, whose sections code magnitudes and then signs under its sign model;
 # 7: error-bounded arrays whose levels may be coded under a context model their configuration carries;
 # 8: exact-coded sections that may use the 9/7-M integer transform; 9: residual sections whose
-# in-plane lifting passes are steered along edges (direction grids in the section). Older chunks
-# and states decode unchanged.
-FORMAT_VERSION = 9
+# in-plane lifting passes are steered along edges (direction grids in the section); 10: sections
+# coded under a version 3 context model, by the compiled coder (streamcomp.coding.rans). Older
+# chunks and states decode unchanged.
+FORMAT_VERSION = 10
 
 FLAG_CONSTANT = 1
 FLAG_NONFINITE = 2
