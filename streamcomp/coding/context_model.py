@@ -369,11 +369,11 @@ class PairCoder:
         """Code length of ``values`` under their pairs' tables (escaped values: their excess's
         code, or its Laplace's approximate cost, capped at the models' leak floor), within a few
         bytes of what is coded."""
+        if self.compiled:
+            return self.table.bits(values, pairs)
         escaped = np.abs(values) > self.edge
         bits = self.lengths()[pairs, np.where(escaped, self.escape, values + self.offset)].sum()
-        if escaped.any() and self.compiled:
-            bits += self.table.escape_bits(np.abs(values[escaped]) - self.past, pairs[escaped]).sum()
-        elif escaped.any():
+        if escaped.any():
             scale = 2.0 ** ((pairs[escaped] % S_CODES + S_MIN) / S_STEPS)
             # constriction's Laplace over [0, top] leaves the negative half's mass unused: as dear as signed.
             laplace = (np.abs(values[escaped]) - self.past) / scale * np.log2(np.e) + np.log2(2 * scale)

@@ -39,37 +39,58 @@ _ERRORS = {_EXHAUSTED: "stream ends before its symbols do", _BAD_ESCAPE: "escape
 class Table:
     """Rows of cumulative frequencies summing to 2**PRECISION, each row one distribution.
 
-    ``cum``: (rows, symbols + 1) int32; ``lengths``: (rows, symbols) bits of each symbol;
-    ``escape``: the column whose symbol is followed by an excess (-1: none); ``orders``: each
-    row's exponential-Golomb order for that excess."""
+    A value v under row r is the table symbol ``v >> lows[r]`` and then ``lows[r]`` uniform low
+    bits; a symbol at the escape column (-1: none) is followed by its excess past it, in
+    exponential-Golomb code of order ``orders[r]``. ``cum``: (rows, symbols + 1) int32;
+    ``guess``: (rows, 256) the first symbol whose interval reaches each 2**-8 of the range (where
+    the decoder's search starts); ``lengths``: (rows, symbols) bits of each symbol."""
 
     cum: np.ndarray
+    guess: np.ndarray
     lengths: np.ndarray
     escape: int
     orders: np.ndarray
+    lows: np.ndarray
 
-    def escape_bits(self, excess: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Bits the payloads of escaped values with ``excess`` past the escape column take."""
-        k = self.orders[rows]
-        q = (np.asarray(excess, np.int64) >> k) + 1
-        return 2 * _bit_length(q) - 1 + k
+    def bits(self, values: np.ndarray, rows: np.ndarray) -> float:
+        """Code length of ``values`` under ``rows``, to the bit of what :class:`Encoder` writes
+        (less the stream's two words of final state and its rounding to whole words)."""
+        rows = np.asarray(rows, np.int64)
+        lows = self.lows[rows]
+        symbols = np.asarray(values, np.int64) >> lows
+        total = float(lows.sum())
+        if self.escape >= 0:
+            escaped = symbols >= self.escape
+            if escaped.any():
+                k = self.orders[rows[escaped]]
+                q = ((symbols[escaped] - self.escape) >> k) + 1
+                total += float((2 * _bit_length(q) - 1 + k).sum())
+                symbols = np.minimum(symbols, self.escape)
+        return total + float(self.lengths[rows, symbols].sum())
 
 
-def table(weights: np.ndarray, escape: int = -1, orders: np.ndarray | None = None) -> Table:
-    """A :class:`Table` of (rows, symbols) positive integer ``weights``: each frequency is at
-    least 1 and the rounding's remainder goes to the row's most frequent symbol."""
+def table(
+    weights: np.ndarray, escape: int = -1, orders: np.ndarray | None = None, lows: np.ndarray | None = None
+) -> Table:
+    """A :class:`Table` of (rows, symbols) positive integer ``weights`` (at most 256 symbols): each
+    frequency is at least 1 and the rounding's remainder goes to the row's most frequent symbol.
+    ``orders`` and ``lows`` (per row; zeros where not given): see :class:`Table`."""
     w = np.asarray(weights, np.int64)
-    if w.ndim != 2 or w.min() < 1 or w.shape[1] >= _TOTAL or w.max() >= 1 << 30:
-        raise ValueError("table weights must be a 2-D array of positive integers below 2**30")
+    if w.ndim != 2 or w.min() < 1 or w.shape[1] > 256 or w.max() >= 1 << 30:
+        raise ValueError("table weights must be a 2-D array of positive integers below 2**30, at most 256 columns")
     free = _TOTAL - w.shape[1]
     freq = w * free // w.sum(axis=1, keepdims=True) + 1
     freq[np.arange(len(w)), freq.argmax(axis=1)] += _TOTAL - freq.sum(axis=1)
     cum = np.zeros((len(w), w.shape[1] + 1), np.int32)
     cum[:, 1:] = np.cumsum(freq, axis=1)
-    lengths = PRECISION - np.log2(freq)
-    if orders is None:
-        orders = np.zeros(len(w), np.int64)
-    return Table(cum, lengths, escape, np.asarray(orders, np.int64))
+    starts = np.arange(256, dtype=np.int64) << (PRECISION - 8)
+    guess = np.stack([np.searchsorted(row, starts, side="right") - 1 for row in cum]).astype(np.uint8)
+    zeros = np.zeros(len(w), np.int64)
+    orders = zeros if orders is None else np.asarray(orders, np.int64)
+    lows = zeros if lows is None else np.asarray(lows, np.int64)
+    if orders.shape != zeros.shape or lows.shape != zeros.shape or lows.min() < 0 or lows.max() > PRECISION:
+        raise ValueError(f"orders and lows must give each row one value, lows at most {PRECISION} bits")
+    return Table(cum, guess, PRECISION - np.log2(freq), escape, orders, lows)
 
 
 def _bit_length(q: np.ndarray) -> np.ndarray:
@@ -84,20 +105,18 @@ class Encoder:
         self._words: list[np.ndarray] = []
 
     def push(self, values: np.ndarray, rows: np.ndarray, codes: Table) -> None:
-        """Code ``values`` (non-negative) under ``codes``' ``rows``, so that a decoder's
-        :meth:`Decoder.pop` of the same rows returns them in order; values at or past the escape
-        column (all of them must be below it where there is none) escape with their excess."""
+        """Code ``values`` (non-negative) under ``codes``' ``rows`` (see :class:`Table`), so that a
+        decoder's :meth:`Decoder.pop` of the same rows returns them in order."""
         values = np.ascontiguousarray(values, np.int64)
         rows = np.ascontiguousarray(rows, np.int64)
         if not len(values):
             return
-        width = codes.cum.shape[1] - 1
-        limit = codes.escape if codes.escape >= 0 else width
-        escaped = int(np.count_nonzero(values >= limit)) if codes.escape >= 0 else 0
-        if codes.escape < 0 and (values.max() >= width or values.min() < 0):
+        symbols = values >> codes.lows[rows]
+        if values.min() < 0 or (codes.escape < 0 and symbols.max() >= codes.cum.shape[1] - 1):
             raise ValueError("a value lies outside its table")
-        out = np.empty(len(values) + escaped * _WORDS_PER_ESCAPE, np.uint32)
-        n = _encode(self._state, out, values, rows, codes.cum, codes.escape, codes.orders)
+        escaped = int(np.count_nonzero(symbols >= codes.escape)) if codes.escape >= 0 else 0
+        out = np.empty(2 * len(values) + escaped * _WORDS_PER_ESCAPE, np.uint32)
+        n = _encode(self._state, out, values, rows, codes.cum, codes.escape, codes.orders, codes.lows)
         self._words.append(out[:n])
 
     def finish(self) -> bytes:
@@ -123,7 +142,9 @@ class Decoder:
         """One value per entry of ``rows`` (int64), under ``codes``."""
         rows = np.ascontiguousarray(rows, np.int64)
         out = np.empty(len(rows), np.int64)
-        error = _decode(self._words, self._cursor, rows, codes.cum, codes.escape, codes.orders, out)
+        error = _decode(
+            self._words, self._cursor, rows, codes.cum, codes.guess, codes.escape, codes.orders, codes.lows, out
+        )
         if error:
             raise ChunkFormatError(f"entropy-coded stream is corrupt: {_ERRORS[error]}")
         return out
@@ -146,16 +167,20 @@ def _put(x, out, n, start, freq):
 
 
 @numba.njit(**_JIT)
-def _encode(state, out, values, rows, cum, escape, orders):
+def _encode(state, out, values, rows, cum, escape, orders, lows):
     """Push ``values`` last to first; returns the number of words emitted into ``out``."""
     x, n = state[0], 0
     for i in range(len(values) - 1, -1, -1):
         v, r = values[i], rows[i]
-        if escape >= 0 and v >= escape:
-            excess, k = v - escape, orders[r]
-            for b in range(k):  # the low bits, read last, highest first
+        k = lows[r]
+        if k:  # read last: the low bits, in one symbol
+            x, n = _put(x, out, n, (v & ((1 << k) - 1)) << (PRECISION - k), 1 << (PRECISION - k))
+        s = v >> k
+        if escape >= 0 and s >= escape:
+            excess, order = s - escape, orders[r]
+            for b in range(order):  # the excess's low bits, read after q, highest first
                 x, n = _put(x, out, n, ((excess >> b) & 1) * _HALF, _HALF)
-            q = (excess >> k) + 1
+            q = (excess >> order) + 1
             length = 0
             while q >> length:
                 length += 1
@@ -163,8 +188,8 @@ def _encode(state, out, values, rows, cum, escape, orders):
                 x, n = _put(x, out, n, ((q >> b) & 1) * _HALF, _HALF)
             for _ in range(length - 1):  # the prefix: a zero for each bit of q past the first
                 x, n = _put(x, out, n, 0, _HALF)
-            v = escape
-        x, n = _put(x, out, n, cum[r, v], cum[r, v + 1] - cum[r, v])
+            s = escape
+        x, n = _put(x, out, n, cum[r, s], cum[r, s + 1] - cum[r, s])
     state[0] = x
     return n
 
@@ -184,13 +209,13 @@ def _bit(words, x, pos):
 
 
 @numba.njit(**_JIT)
-def _decode(words, cursor, rows, cum, escape, orders, out):
+def _decode(words, cursor, rows, cum, guess, escape, orders, lows, out):
     """Pop one value per row into ``out``; returns an error code (0: none)."""
     x, pos = cursor[0], cursor[1]
     for i in range(len(rows)):
         r = rows[i]
         slot = x & _MASK
-        s = 0
+        s = np.int64(guess[r, slot >> (PRECISION - 8)])
         while cum[r, s + 1] <= slot:
             s += 1
         x = (cum[r, s + 1] - cum[r, s]) * (x >> PRECISION) + slot - cum[r, s]
@@ -215,6 +240,17 @@ def _decode(words, cursor, rows, cum, escape, orders, out):
                     return _EXHAUSTED
                 q = (q << 1) | bit
             s = escape + q - (1 << orders[r])
+        k = lows[r]
+        if k:
+            slot = x & _MASK
+            low = slot >> (PRECISION - k)
+            x = (x >> PRECISION << (PRECISION - k)) + slot - (low << (PRECISION - k))
+            if x < _LOW:
+                if pos >= len(words):
+                    return _EXHAUSTED
+                x = (x << 32) | np.int64(words[pos])
+                pos += 1
+            s = (s << k) | low
         out[i] = s
     cursor[0], cursor[1] = x, pos
     return _OK
