@@ -164,7 +164,8 @@ def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
     with pytest.raises(TypeError):
         encode_exact(np.zeros(4, np.float32))
     data = encode_exact(ct.astype(np.int64))
-    for damaged in (data[:1], data[:40], data[:-3], bytes([0x7F]) + data[1:]):
+    assert data[0] & 0x10, "today's sections are the compiled coder's"
+    for damaged in (data[:1], data[:40], data[:-3], data[:-4], data + bytes(4), bytes([0x7F]) + data[1:]):
         with pytest.raises(ChunkFormatError):
             decode_exact(damaged, ct.shape)
 

@@ -15,8 +15,11 @@ in [4, 8): ``hi`` is coded under the Laplace mass of its bin (a lookup table, an
 +-63), ``lo`` as k uniform bits. A wide class (CT's coarse bands, EM's noise) thus costs a table
 lookup per coefficient, not a parametric model.
 
-Layout: u8 levels | planar flag | 9/7-M flag, u8 symbol bits; per band u8 0 (all zero) or 1 followed by, per
-half, u8 first class, u8 class count and that many scale codes; then one ANS stream.
+Layout: u8 levels | planar flag | 9/7-M flag | compiled flag, u8 symbol bits; per band u8 0 (all
+zero) or 1 followed by, per half, u8 first class, u8 class count and that many scale codes; then
+one ANS stream: the compiled coder's (:mod:`streamcomp.coding.rans`), every half's coded
+positions in index order, each under its class's row; or, in chunks written before it (no
+compiled flag), constriction's, the half's positions by class, a run per class.
 
 Under an array's learned context model (:mod:`streamcomp.coding.context_model`, fitted on a sample
 by :func:`streamcomp.format.bounded_fit.fit_bounded_model`) a chunk may instead be coded as the lossy
@@ -59,6 +62,7 @@ _HEAD = struct.Struct("<BB")
 _PLANAR = 0x80
 _LEARNED = 0x40  # coded under the array's learned context model
 _LONG = 0x20  # the 9/7-M transform (else 5/3)
+_COMPILED = 0x10  # the hand-set classes' stream is the compiled coder's (format 10)
 _CLASSES = 24
 _UNIT = 64  # the magnitude estimate in 1/64ths: integer arithmetic, identical on every platform
 _HALF_OCTAVE = np.sqrt(0.5)
@@ -162,6 +166,35 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
     return exponents[:, 0], weights
 
 
+@lru_cache(maxsize=1)
+def _compiled_table():
+    """Every scale code's row for the compiled coder: ``hi`` + _EDGE through the table, an escaped
+    ``hi``'s excess (:func:`_symbols`) past it, then k low bits."""
+    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
+
+    exponents, weights = _tables()
+    return rans.table(weights, _ESCAPE, np.full(len(weights), 2), exponents)
+
+
+def _symbols(values: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The compiled coder's values of signed ``values`` under classes of bin width 2**k: ``hi`` =
+    values >> k offset by _EDGE (escaped past +-_EDGE: the escape plus 2 (|hi| - _EDGE - 1) + sign),
+    then the k low bits."""
+    values = values.astype(np.int64)
+    hi = values >> k
+    magnitude = np.abs(hi)
+    symbol = np.where(magnitude > _EDGE, _ESCAPE + 2 * (magnitude - _EDGE - 1) + (hi < 0), hi + _EDGE)
+    return (symbol << k) | (values - (hi << k))
+
+
+def _values(symbols: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_symbols`."""
+    symbol = symbols >> k
+    excess = symbol - _ESCAPE
+    hi = np.where(excess < 0, symbol - _EDGE, (_EDGE + 1 + (excess >> 1)) * (1 - 2 * (excess & 1)))
+    return (hi << k) + (symbols - (symbol << k))
+
+
 def _cdf(scale: float | np.ndarray, v: np.ndarray | float) -> np.ndarray:
     """P(V <= v) for the Laplace over unit bins centred on the integers."""
     v = np.asarray(v, np.float64)
@@ -169,19 +202,8 @@ def _cdf(scale: float | np.ndarray, v: np.ndarray | float) -> np.ndarray:
     return np.where(v >= 0, 1.0 - tail, tail)
 
 
-def _encode_run(coder, values: np.ndarray, bits: int, code: int) -> None:
-    """Push ``values`` so that :func:`_decode_run` pops them in order: table, escapes, low bits."""
-    k, table, tail, low = _model(bits, code)
-    hi = values >> k
-    if k:
-        coder.encode_reverse((values - (hi << k)).astype(np.int32), low)
-    escaped = np.abs(hi) > _EDGE
-    if escaped.any():
-        coder.encode_reverse(hi[escaped].astype(np.int32), tail)
-    coder.encode_reverse(np.where(escaped, _ESCAPE, hi + _EDGE).astype(np.int32), table)
-
-
 def _decode_run(coder, count: int, bits: int, code: int) -> np.ndarray:
+    """A run of a chunk written before the compiled coder: table symbols, escapes, low bits."""
     k, table, tail, low = _model(bits, code)
     hi = coder.decode(table, count)
     if _max_of(hi) == _ESCAPE:  # the table's last symbol
@@ -195,8 +217,8 @@ def _decode_run(coder, count: int, bits: int, code: int) -> np.ndarray:
 
 
 def _runs(band: _Band, q: np.ndarray, half: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The half's positions sorted by class (stable), and how many fall in each class: each class
-    is then one contiguous run of symbols, coded or decoded in one call."""
+    """The half's positions sorted by class (stable), and how many fall in each class: the runs
+    of a chunk written before the compiled coder, one constriction call each."""
     index = band.lattice.half_index(half)
     classes = band.classes(q if half else None, index)
     order = np.argsort(classes, kind="stable")
@@ -204,14 +226,14 @@ def _runs(band: _Band, q: np.ndarray, half: bool) -> tuple[np.ndarray, np.ndarra
 
 
 def _halves(band: _Band, q: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], float]:
-    """Per half: (positions by class, class counts, scale codes), and the estimated bits."""
+    """Per half: (positions, their classes, the classes' scale codes), and the estimated bits."""
     out, bits = [], 0.0
     flat = np.abs(q).reshape(-1)
     for half in (False, True):
-        positions, counts = _runs(band, q, half)
-        classes = np.repeat(np.arange(_CLASSES), counts)
-        codes, b = group_codes(flat[positions], classes, _CLASSES)
-        out.append((positions, counts, codes))
+        index = band.lattice.half_index(half)
+        classes = band.classes(q if half else None, index)
+        codes, b = group_codes(flat[index], classes, _CLASSES)
+        out.append((index, classes, codes))
         bits += b
     return out, bits
 
@@ -341,27 +363,31 @@ def encode_exact(x: np.ndarray, model: ContextModel | None = None) -> bytes:
 
 
 def _hand_set_code(shape: tuple[int, ...], planar: bool, integer: str, bands: list[np.ndarray], plans: list) -> bytes:
-    bits = _bits(bands)
-    head = bytearray(_HEAD.pack(_flags(shape, planar, integer), bits))
-    segments: list[tuple[np.ndarray, int]] = []
+    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
+
+    head = bytearray(_HEAD.pack(_flags(shape, planar, integer) | _COMPILED, _bits(bands)))
+    segments: list[tuple[np.ndarray, np.ndarray]] = []
+    exponents = _tables()[0]
     for q, halves in zip(bands, plans, strict=True):
         if not q.any():
             head.append(0)
             continue
         head.append(1)
         flat = q.reshape(-1)
-        for positions, counts, codes in halves:
+        for index, classes, codes in halves:
             used = np.flatnonzero(codes)
             lo, n = (int(used[0]), int(used[-1] - used[0] + 1)) if used.size else (0, 0)
             head += bytes([lo, n, *codes[lo : lo + n].tolist()])
-            starts = np.concatenate(([0], np.cumsum(counts)))
-            for c in used:
-                segments.append((flat[positions[starts[c] : starts[c + 1]]], int(codes[c])))
+            rows = codes[classes]
+            coded = np.flatnonzero(rows)
+            if coded.size:
+                rows = rows[coded]
+                segments.append((_symbols(flat[index[coded]], exponents[rows]), rows))
     if segments:
-        coder = constriction.stream.stack.AnsCoder()
-        for values, code in reversed(segments):
-            _encode_run(coder, values.astype(np.int64), bits, code)
-        head += coder.get_compressed().tobytes()
+        coder = rans.Encoder()
+        for symbols, rows in reversed(segments):
+            coder.push(symbols, rows, _compiled_table())
+        head += coder.finish()
     return bytes(head)
 
 
@@ -385,7 +411,8 @@ def decode_exact(data: bytes, shape: tuple[int, ...], model: ContextModel | None
     planar = bool(flags & _PLANAR)
     integer = "9/7-M" if flags & _LONG else "5/3"
     levels = levels_for(shape, planar)
-    if flags & ~(_PLANAR | _LEARNED | _LONG) != levels or bits > 30:
+    both = flags & _LEARNED and flags & _COMPILED  # a learned section's stream is its model's
+    if flags & ~(_PLANAR | _LEARNED | _LONG | _COMPILED) != levels or bits > 30 or both:
         raise ChunkFormatError("exact-coded section has an invalid header")
     shapes = subband_shapes(shape, levels, planar)
     if flags & _LEARNED:
@@ -412,21 +439,56 @@ def decode_exact(data: bytes, shape: tuple[int, ...], model: ContextModel | None
     body = data[pos:]
     if len(body) % 4:
         raise ChunkFormatError("exact-coded section is not a whole number of 32-bit words")
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
+    read = _CompiledReader(body) if flags & _COMPILED else _RunReader(body, bits)
     bands: list[np.ndarray] = []
     for context, band_shape, desc in zip(_contexts(shapes, shape, levels, planar), shapes, descriptors, strict=True):
         q = np.zeros(band_shape, np.int32)
         if desc is not None:
             band = context(bands)
-            flat = q.reshape(-1)
             for half, codes in zip((False, True), desc, strict=True):
-                positions, counts = _runs(band, q, half)
-                present = counts > 0
-                runs = [
-                    _decode_run(coder, n, bits, code) if code else np.zeros(n, np.int32)
-                    for n, code in zip(counts[present].tolist(), codes[present].tolist(), strict=True)
-                ]
-                if runs:
-                    flat[positions] = np.concatenate(runs)
+                read(band, q, half, codes)
         bands.append(q)
+    read.finish()
     return reconstruct(bands, shape, levels, planar, integer)
+
+
+class _CompiledReader:
+    """Decodes a half's coded positions, in index order, from the compiled coder's stream."""
+
+    def __init__(self, body: bytes) -> None:
+        from streamcomp.coding import rans  # numba's import: only where a section is coded this way
+
+        self.coder = rans.Decoder(body) if body else None
+        self.finish = self.coder.finish if body else lambda: None
+
+    def __call__(self, band: _Band, q: np.ndarray, half: bool, codes: np.ndarray) -> None:
+        index = band.lattice.half_index(half)
+        rows = codes[band.classes(q if half else None, index)]
+        coded = np.flatnonzero(rows)
+        if coded.size:
+            if self.coder is None:
+                raise ChunkFormatError("exact-coded section names coded classes but carries no stream")
+            rows = rows[coded]
+            symbols = self.coder.pop(rows, _compiled_table())
+            q.reshape(-1)[index[coded]] = _values(symbols, _tables()[0][rows])
+
+
+class _RunReader:
+    """Decodes a half's runs of equal classes from a chunk written before the compiled coder."""
+
+    def __init__(self, body: bytes, bits: int) -> None:
+        self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
+        self.bits = bits
+
+    def __call__(self, band: _Band, q: np.ndarray, half: bool, codes: np.ndarray) -> None:
+        positions, counts = _runs(band, q, half)
+        present = counts > 0
+        runs = [
+            _decode_run(self.coder, n, self.bits, code) if code else np.zeros(n, np.int32)
+            for n, code in zip(counts[present].tolist(), codes[present].tolist(), strict=True)
+        ]
+        if runs:
+            q.reshape(-1)[positions] = np.concatenate(runs)
+
+    def finish(self) -> None:
+        """Chunks before the compiled coder were not checked for trailing words."""
