@@ -96,6 +96,10 @@ def test_damaged_sections_are_refused(block):
         decode_residual(data[:-1], block.shape)
     with pytest.raises(ChunkFormatError, match="invalid header"):
         decode_residual(data, (8, 8, 8))
+    assert data[5] & 0x40, "today's sections are the compiled coder's"
+    for damaged in (data[:-4], data + bytes(4)):
+        with pytest.raises(ChunkFormatError, match="stream is corrupt"):
+            decode_residual(damaged, block.shape)
 
 
 @pytest.mark.parametrize("log2_step", [-10.0, -2.0])

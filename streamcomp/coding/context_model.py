@@ -30,6 +30,7 @@ from functools import cached_property, lru_cache
 import constriction
 import numpy as np
 
+from streamcomp.coding import rans
 from streamcomp.coding.bands import (
     BUCKETS,
     MAX_LEVELS,
@@ -324,8 +325,6 @@ def code_lengths(edge: int, escape: bool, signed: bool) -> np.ndarray:
 def compiled_table(edge: int, escape: bool):
     """The compiled coder's table of every pair code over magnitudes [0, edge] and, where
     ``escape``, an escape whose excess takes an exponential-Golomb code of about the pair's scale."""
-    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
-
     orders = np.maximum((np.arange(PAIRS) % S_CODES + S_MIN) // S_STEPS, 0)
     return rans.table(_weights(edge, escape, False), edge + 1 if escape else -1, orders)
 

@@ -36,7 +36,7 @@ from functools import lru_cache, partial
 import constriction
 import numpy as np
 
-from streamcomp.coding import learned_bands
+from streamcomp.coding import learned_bands, rans
 from streamcomp.coding.bands import (
     Lattice,
     LevelSums,
@@ -168,31 +168,10 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=1)
 def _compiled_table():
-    """Every scale code's row for the compiled coder: ``hi`` + _EDGE through the table, an escaped
-    ``hi``'s excess (:func:`_symbols`) past it, then k low bits."""
-    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
-
+    """Every scale code's row for the compiled coder: ``hi`` through the table, an escaped ``hi``'s
+    excess past it, then k low bits (:func:`streamcomp.coding.rans.fold`)."""
     exponents, weights = _tables()
     return rans.table(weights, _ESCAPE, np.full(len(weights), 2), exponents)
-
-
-def _symbols(values: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """The compiled coder's values of signed ``values`` under classes of bin width 2**k: ``hi`` =
-    values >> k offset by _EDGE (escaped past +-_EDGE: the escape plus 2 (|hi| - _EDGE - 1) + sign),
-    then the k low bits."""
-    values = values.astype(np.int64)
-    hi = values >> k
-    magnitude = np.abs(hi)
-    symbol = np.where(magnitude > _EDGE, _ESCAPE + 2 * (magnitude - _EDGE - 1) + (hi < 0), hi + _EDGE)
-    return (symbol << k) | (values - (hi << k))
-
-
-def _values(symbols: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_symbols`."""
-    symbol = symbols >> k
-    excess = symbol - _ESCAPE
-    hi = np.where(excess < 0, symbol - _EDGE, (_EDGE + 1 + (excess >> 1)) * (1 - 2 * (excess & 1)))
-    return (hi << k) + (symbols - (symbol << k))
 
 
 def _cdf(scale: float | np.ndarray, v: np.ndarray | float) -> np.ndarray:
@@ -363,8 +342,6 @@ def encode_exact(x: np.ndarray, model: ContextModel | None = None) -> bytes:
 
 
 def _hand_set_code(shape: tuple[int, ...], planar: bool, integer: str, bands: list[np.ndarray], plans: list) -> bytes:
-    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
-
     head = bytearray(_HEAD.pack(_flags(shape, planar, integer) | _COMPILED, _bits(bands)))
     segments: list[tuple[np.ndarray, np.ndarray]] = []
     exponents = _tables()[0]
@@ -382,7 +359,7 @@ def _hand_set_code(shape: tuple[int, ...], planar: bool, integer: str, bands: li
             coded = np.flatnonzero(rows)
             if coded.size:
                 rows = rows[coded]
-                segments.append((_symbols(flat[index[coded]], exponents[rows]), rows))
+                segments.append((rans.fold(flat[index[coded]], _EDGE, exponents[rows]), rows))
     if segments:
         coder = rans.Encoder()
         for symbols, rows in reversed(segments):
@@ -456,8 +433,6 @@ class _CompiledReader:
     """Decodes a half's coded positions, in index order, from the compiled coder's stream."""
 
     def __init__(self, body: bytes) -> None:
-        from streamcomp.coding import rans  # numba's import: only where a section is coded this way
-
         self.coder = rans.Decoder(body) if body else None
         self.finish = self.coder.finish if body else lambda: None
 
@@ -470,7 +445,7 @@ class _CompiledReader:
                 raise ChunkFormatError("exact-coded section names coded classes but carries no stream")
             rows = rows[coded]
             symbols = self.coder.pop(rows, _compiled_table())
-            q.reshape(-1)[index[coded]] = _values(symbols, _tables()[0][rows])
+            q.reshape(-1)[index[coded]] = rans.unfold(symbols, _EDGE, _tables()[0][rows])
 
 
 class _RunReader:

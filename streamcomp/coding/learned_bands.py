@@ -16,7 +16,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from streamcomp.coding import sign_model
+from streamcomp.coding import rans, sign_model
 from streamcomp.coding.bands import Lattice
 from streamcomp.coding.context_model import ContextModel, PairCoder, SignSite, flat_bands, runs, walk_bands
 from streamcomp.errors import ChunkFormatError
@@ -72,8 +72,6 @@ def encode(
 
 
 def _compiled_stream(pairs: PairCoder, phases: list[tuple]) -> bytes:
-    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
-
     coder = rans.Encoder()
     for magnitudes, codes, signs in reversed(phases):
         if signs is not None:
@@ -193,8 +191,6 @@ def decode(
 
 def _compiled_visit(model: ContextModel, pairs: PairCoder, body: bytes):
     """The decoding visit of a version 3 model's stream and the check that it was whole."""
-    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
-
     coder = rans.Decoder(body)
 
     def visit(band, base, phase, idx, keys, site):

@@ -31,7 +31,8 @@ _HALF = _TOTAL >> 1  # one bit's frequency
 _MAX_LENGTH = 40  # exponential-Golomb prefix longer than this: a corrupt stream
 _WORDS_PER_ESCAPE = 2 * _MAX_LENGTH + 64  # bound on the words an escape's payload emits
 
-_OK, _EXHAUSTED, _BAD_ESCAPE = 0, 1, 2
+_OK, _EXHAUSTED, _BAD_ESCAPE = 0, 1, 2  # the decoder's outcomes
+_OUTSIDE, _NO_ROOM = -1, -2  # the encoder's failures (else the words it emitted)
 _ERRORS = {_EXHAUSTED: "stream ends before its symbols do", _BAD_ESCAPE: "escape code is malformed"}
 
 
@@ -93,6 +94,25 @@ def table(
     return Table(cum, guess, PRECISION - np.log2(freq), escape, orders, lows)
 
 
+def fold(values: np.ndarray, edge: int, k: np.ndarray | int = 0) -> np.ndarray:
+    """Signed ``values`` as the non-negative values of a table over [-edge, edge] and an escape
+    (column 2 edge + 1): ``hi = values >> k`` at column hi + edge, or past +-edge the escape's
+    excess 2 (|hi| - edge - 1) + (hi < 0); then the k low bits (a row's ``lows``)."""
+    values = np.asarray(values, np.int64)
+    hi = values >> k
+    magnitude = np.abs(hi)
+    symbol = np.where(magnitude > edge, 2 * edge + 1 + 2 * (magnitude - edge - 1) + (hi < 0), hi + edge)
+    return (symbol << k) | (values - (hi << k))
+
+
+def unfold(values: np.ndarray, edge: int, k: np.ndarray | int = 0) -> np.ndarray:
+    """Inverse of :func:`fold`."""
+    symbol = values >> k
+    excess = symbol - (2 * edge + 1)
+    hi = np.where(excess < 0, symbol - edge, (edge + 1 + (excess >> 1)) * (1 - 2 * (excess & 1)))
+    return (hi << k) + (values - (symbol << k))
+
+
 def _bit_length(q: np.ndarray) -> np.ndarray:
     return np.floor(np.log2(np.maximum(q, 1))).astype(np.int64) + 1
 
@@ -111,12 +131,14 @@ class Encoder:
         rows = np.ascontiguousarray(rows, np.int64)
         if not len(values):
             return
-        symbols = values >> codes.lows[rows]
-        if values.min() < 0 or (codes.escape < 0 and symbols.max() >= codes.cum.shape[1] - 1):
-            raise ValueError("a value lies outside its table")
-        escaped = int(np.count_nonzero(symbols >= codes.escape)) if codes.escape >= 0 else 0
-        out = np.empty(2 * len(values) + escaped * _WORDS_PER_ESCAPE, np.uint32)
+        out = np.empty(2 * len(values) + _WORDS_PER_ESCAPE, np.uint32)
         n = _encode(self._state, out, values, rows, codes.cum, codes.escape, codes.orders, codes.lows)
+        if n == _NO_ROOM:  # more than one escape: room for each
+            escaped = np.count_nonzero(values >> codes.lows[rows] >= codes.escape)
+            out = np.empty(2 * len(values) + (escaped + 1) * _WORDS_PER_ESCAPE, np.uint32)
+            n = _encode(self._state, out, values, rows, codes.cum, codes.escape, codes.orders, codes.lows)
+        if n == _OUTSIDE:
+            raise ValueError("a value lies outside its table")
         self._words.append(out[:n])
 
     def finish(self) -> bytes:
@@ -163,16 +185,23 @@ def _put(x, out, n, start, freq):
         out[n] = x & 0xFFFFFFFF
         n += 1
         x >>= 32
-    return ((x // freq) << PRECISION) + (x % freq) + start, n
+    q = x // freq
+    return (q << PRECISION) + (x - q * freq) + start, n
 
 
 @numba.njit(**_JIT)
 def _encode(state, out, values, rows, cum, escape, orders, lows):
-    """Push ``values`` last to first; returns the number of words emitted into ``out``."""
-    x, n = state[0], 0
+    """Push ``values`` last to first; returns the number of words emitted into ``out``, or
+    _OUTSIDE (a value is not in its table) or _NO_ROOM (``out`` is too short), the state then
+    left as it was."""
+    x, n, width = state[0], 0, cum.shape[1] - 1
     for i in range(len(values) - 1, -1, -1):
         v, r = values[i], rows[i]
+        if n + 2 + _WORDS_PER_ESCAPE > len(out):
+            return _NO_ROOM
         k = lows[r]
+        if v < 0 or (escape < 0 and v >> k >= width):
+            return _OUTSIDE
         if k:  # read last: the low bits, in one symbol
             x, n = _put(x, out, n, (v & ((1 << k) - 1)) << (PRECISION - k), 1 << (PRECISION - k))
         s = v >> k

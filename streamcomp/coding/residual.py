@@ -23,21 +23,24 @@ The in-plane lifting passes are steered along edges where that pays (:mod:`strea
 the chunk's direction grids are then side information of its section.
 
 Layout: float32 step, uint8 levels (flags: planar transform, context layout, symmetric
-extension, learned model, post-filter), uint8 symbol range bits (flag: steered), where steered
-a u32 length and the direction grids, one descriptor per subband unless the learned flag is set
-(0: all zero, none stored; a scale code; or 255 and one scale code per context class), then one
-ANS stream.
+extension, learned model, post-filter), uint8 symbol range bits (flags: steered, compiled), where
+steered a u32 length and the direction grids, one descriptor per subband unless the learned flag
+is set (0: all zero, none stored; a scale code; or 255 and one scale code per context class), then
+one ANS stream: the compiled coder's (:mod:`streamcomp.coding.rans`; each band's coded positions in
+index order, a half at a time where classed), or in sections written before it (no compiled flag)
+constriction's, a run per class.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+from functools import lru_cache
 
 import constriction
 import numpy as np
 
-from streamcomp.coding import learned_bands
+from streamcomp.coding import learned_bands, rans
 from streamcomp.coding.bands import (
     NO_SCALE,
     Lattice,
@@ -63,6 +66,7 @@ _SYMMETRIC = 0x20  # transform; a section lacking either predates them
 _LEARNED = 0x10  # flag in the levels byte: bands coded under the array's learned context model
 _FILTERED = 0x08  # flag in the levels byte: the array's post-filter applies to this chunk
 _STEERED = 0x80  # flag in the bits byte: direction grids (u32 length, then the grids) follow the header
+_COMPILED = 0x40  # flag in the bits byte: the hand-set models' stream is the compiled coder's (format 10)
 _GRIDS = struct.Struct("<I")
 GRID_SHARE = 0.1  # most of a chunk's budget its direction grids may take (else it is not steered)
 UNDERFILLED = 0.9  # a learned section this far under its budget is checked against the hand-set models
@@ -79,11 +83,11 @@ _CLASSES = len(_EDGES) + 1  # context classes per sublattice
 _DIRECT = 63  # largest magnitude coded through a lookup table (see _Models)
 
 
-def _half_runs(
+def _half_classes(
     lattice: Lattice, parent: np.ndarray, first: np.ndarray | None, second: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A half's flat positions sorted by context group (stable), and how many fall in each of its
-    groups: first-half groups 0..3, second-half groups 4..7, each group one contiguous run.
+    """A half's flat positions and each one's context group: first-half groups 0..3, second-half
+    groups 4..7.
 
     A context c (parent |q| in the first half; half the parent's plus the neighbours' mean |q| in
     the second, from ``first``: the band with its first half decoded) falls in classes split at
@@ -96,17 +100,16 @@ def _half_runs(
         scaled = unit * parent + 2 * lattice.neighbours(first).reshape(-1)[index]
     else:
         unit, scaled = 1, 2 * parent
-    classes = np.zeros(index.size, np.uint8)
+    classes = np.full(index.size, _CLASSES if second else 0, np.uint8)
     for edge in _EDGES:
         classes += scaled > edge * unit
-    order = np.argsort(classes, kind="stable")
-    return index[order], np.bincount(classes, minlength=_CLASSES)
+    return index, classes
 
 
 def _code_band(
-    q: np.ndarray, lattice: Lattice, parent: np.ndarray | None, segments: list[tuple[np.ndarray, int]]
+    q: np.ndarray, lattice: Lattice, parent: np.ndarray | None, segments: list[tuple[np.ndarray, np.ndarray]]
 ) -> bytes:
-    """The band's descriptor; appends its (symbols, scale code) runs to ``segments`` in decode order.
+    """The band's descriptor; appends its (values, scale codes) to ``segments`` in decode order.
 
     Descriptor: 0 (all zero), one scale code for the whole band, or _CONTEXT and one code per
     context group, whichever codes shorter (the eight codes cost more than they save on noise-like
@@ -117,16 +120,16 @@ def _code_band(
     flat = q.reshape(-1)  # a copy when the band is a strided view: once, not per group
     code, plain_bits = group_codes(np.abs(flat), None)
     upper = lattice.parent(parent)
-    runs = [_half_runs(lattice, upper, q, second) for second in (False, True)]
-    values = flat[np.concatenate([positions for positions, _ in runs])]  # by group: first half, then second
-    counts = np.concatenate([half_counts for _, half_counts in runs])
-    codes, context_bits = group_codes(np.abs(values), np.repeat(np.arange(2 * _CLASSES), counts), 2 * _CLASSES)
+    halves = [_half_classes(lattice, upper, q, second) for second in (False, True)]
+    groups = np.concatenate([classes for _, classes in halves])
+    values = flat[np.concatenate([index for index, _ in halves])]  # first half, then second
+    codes, context_bits = group_codes(np.abs(values), groups, 2 * _CLASSES)
     if plain_bits / 8 + 1 <= context_bits / 8 + 1 + len(codes):
-        segments.append((flat, int(code[0])))
+        segments.append((flat, np.full(flat.size, int(code[0]))))
         return bytes([int(code[0])])
-    ends = np.cumsum(counts)
-    for group in np.flatnonzero(codes):
-        segments.append((values[ends[group] - counts[group] : ends[group]], int(codes[group])))
+    rows = codes[groups]
+    coded = np.flatnonzero(rows)
+    segments.append((values[coded], rows[coded]))
     return bytes([_CONTEXT, *codes.tolist()])
 
 
@@ -148,39 +151,51 @@ def _dequantize(symbols: list[np.ndarray], step: float) -> list[np.ndarray]:
     return [q.astype(np.float32) * np.float32(step) for q in symbols]
 
 
+def _edge(bits: int) -> tuple[int, bool]:
+    """The largest magnitude coded through a table, and whether larger ones (an escape) occur."""
+    top = (1 << bits) - 1
+    return min(top, _DIRECT), top > _DIRECT
+
+
+def _weights(edge: int, escape: bool, codes: np.ndarray) -> np.ndarray:
+    """Integer table weights over [-edge, edge] (and the escape) of each scale code in ``codes``:
+    rounded, so the coded bytes do not hinge on the last bit of a platform's ``exp``."""
+    scale = scale_of(codes)[:, None]
+    tail = np.exp(-(np.arange(edge + 1, dtype=np.float64) + 0.5) / scale)
+    mass = np.concatenate((1.0 - tail[:, :1], 0.5 * (tail[:, :-1] - tail[:, 1:])), axis=1)
+    weights = np.concatenate((mass[:, :0:-1], mass, tail[:, -1:] if escape else mass[:, :0]), axis=1)
+    return np.maximum(np.round(weights * 2.0**24), 1.0)
+
+
+@lru_cache(maxsize=8)
+def _compiled_table(edge: int, escape: bool) -> rans.Table:
+    """Every scale code's row for the compiled coder (values folded: :func:`streamcomp.coding.rans.fold`),
+    an escape's excess in exponential-Golomb code of about the code's scale."""
+    codes = np.arange(NO_SCALE + 1)
+    orders = np.maximum(np.floor(np.log2(scale_of(codes))), 0).astype(np.int64)
+    return rans.table(_weights(edge, escape, codes), 2 * edge + 1 if escape else -1, orders)
+
+
 class _Models:
-    """Entropy models per scale code. Magnitudes up to _DIRECT go through a lookup-table model
-    (several times faster than constriction's parametric Laplace); larger ones, rare, are an
-    escape symbol followed by the value under the Laplace itself. Table weights are rounded to
-    integers, so the coded bytes do not hinge on the last bit of a platform's ``exp``."""
+    """Entropy models per scale code of sections written before the compiled coder. Magnitudes up
+    to _DIRECT go through a lookup-table model; larger ones, rare, are an escape symbol followed by
+    the value under constriction's Laplace."""
 
     def __init__(self, bits: int) -> None:
         self.top = (1 << bits) - 1
-        self.edge = min(self.top, _DIRECT)
+        self.edge, escape = _edge(bits)
         self.escape = 2 * self.edge + 1
         self.tables: dict[int, object] = {}
+        self._escape = escape
 
     def table(self, code: int):
         if code not in self.tables:
-            scale = float(scale_of(code))
-            k = np.arange(self.edge + 1, dtype=np.float64)
-            tail = np.exp(-(k + 0.5) / scale)
-            mass = np.concatenate(([1.0 - tail[0]], 0.5 * (tail[:-1] - tail[1:])))
-            weights = np.concatenate((mass[:0:-1], mass, [tail[-1]] if self.top > self.edge else []))
-            self.tables[code] = constriction.stream.model.Categorical(
-                np.maximum(np.round(weights * 2.0**24), 1.0), perfect=False
-            )
+            weights = _weights(self.edge, self._escape, np.array([code]))[0]
+            self.tables[code] = constriction.stream.model.Categorical(weights, perfect=False)
         return self.tables[code]
 
     def laplace(self, code: int):
         return constriction.stream.model.QuantizedLaplace(-self.top, self.top + 1, 0.0, float(scale_of(code)))
-
-    def encode(self, coder, values: np.ndarray, code: int) -> None:
-        """Push ``values`` so that :meth:`decode` pops them in order (escapes go under the run)."""
-        escaped = np.abs(values) > self.edge
-        if escaped.any():
-            coder.encode_reverse(values[escaped], self.laplace(code))
-        coder.encode_reverse(np.where(escaped, self.escape, values + self.edge).astype(np.int32), self.table(code))
 
     def decode(self, coder, count: int, code: int) -> np.ndarray:
         values = coder.decode(self.table(code), count).astype(np.int32) - self.edge
@@ -262,16 +277,16 @@ class ResidualCoder:
         if self.model is not None:
             stream = learned_bands.encode(self.model, self.lattices, self.parents, self.levels, symbols, bits)
             return self._head(step, flags | _LEARNED, bits) + stream
-        head = bytearray(self._head(step, flags, bits))
-        segments: list[tuple[np.ndarray, int]] = []
+        head = bytearray(self._head(step, flags, bits | _COMPILED))
+        segments: list[tuple[np.ndarray, np.ndarray]] = []
         for q, lattice, parent in zip(symbols, self.lattices, self.parents, strict=True):
             head += _code_band(q, lattice, None if parent is None else symbols[parent], segments)
         if segments:
-            coder = constriction.stream.stack.AnsCoder()
-            models = _Models(bits)
-            for values, code in reversed(segments):
-                models.encode(coder, values, code)
-            head += coder.get_compressed().tobytes()
+            edge, escape = _edge(bits)
+            coder = rans.Encoder()
+            for values, rows in reversed(segments):
+                coder.push(rans.fold(values, edge), rows, _compiled_table(edge, escape))
+            head += coder.finish()
         return bytes(head)
 
     def _decoded(self, step: float, symbols: list[np.ndarray]) -> np.ndarray:
@@ -539,7 +554,7 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
     if len(data) < _HEAD.size:
         raise ChunkFormatError("residual section is shorter than its header")
     step, stored_levels, stored_bits = _HEAD.unpack_from(data, 0)
-    bits = stored_bits & ~_STEERED
+    bits = stored_bits & ~(_STEERED | _COMPILED)
     if stored_levels & (_LAYOUT | _SYMMETRIC) != _LAYOUT | _SYMMETRIC:
         raise ChunkFormatError(
             "residual section predates context coding or the symmetric-extension wavelet (an early "
@@ -566,27 +581,72 @@ def decode_residual(data: bytes, shape: tuple[int, ...], model: ContextModel | N
     body = data[start:]
     if len(body) % 4:
         raise ChunkFormatError("residual section is not a whole number of 32-bit words")
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
-    models = _Models(bits)
+    read = _CompiledReader(body, bits) if stored_bits & _COMPILED else _RunReader(body, bits)
     band_lattices = lattices(band_shapes, transform_axes(shape, planar))
     symbols: list[np.ndarray] = []
     for desc, lattice, parent in zip(descriptors, band_lattices, parents(len(band_shapes), levels), strict=True):
         q = np.zeros(lattice.shape, np.int32)
         if len(desc) == 1 and desc[0]:
-            q[...] = models.decode(coder, q.size, desc[0]).reshape(q.shape)
+            q[...] = read.whole(q.size, desc[0]).reshape(q.shape)
         elif len(desc) > 1:
-            codes = list(desc[1:])
+            codes = np.frombuffer(desc, np.uint8, offset=1).astype(np.int64)
             upper = lattice.parent(None if parent is None else symbols[parent])
-            flat = q.reshape(-1)
             for half in (False, True):
-                positions, counts = _half_runs(lattice, upper, q if half else None, half)
-                runs = [
-                    models.decode(coder, n, code) if code else np.zeros(n, np.int32)
-                    for n, code in zip(counts.tolist(), codes[_CLASSES * half : _CLASSES * (half + 1)], strict=True)
-                    if n
-                ]
-                if runs:
-                    flat[positions] = np.concatenate(runs)
+                read.half(lattice, upper, q, half, codes)
         symbols.append(q)
+    read.finish()
     return reconstruct(_dequantize(symbols, step), shape, levels, planar, steering=directions)
 
+
+class _CompiledReader:
+    """Decodes a section's bands from the compiled coder's stream."""
+
+    def __init__(self, body: bytes, bits: int) -> None:
+        self.coder = rans.Decoder(body) if body else None
+        self.edge, escape = _edge(bits)
+        self.table = _compiled_table(self.edge, escape)
+
+    def _pop(self, rows: np.ndarray) -> np.ndarray:
+        if self.coder is None:
+            raise ChunkFormatError("residual section names coded bands but carries no stream")
+        return rans.unfold(self.coder.pop(rows, self.table), self.edge)
+
+    def whole(self, count: int, code: int) -> np.ndarray:
+        return self._pop(np.full(count, code, np.int64))
+
+    def half(self, lattice: Lattice, upper: np.ndarray, q: np.ndarray, second: bool, codes: np.ndarray) -> None:
+        index, classes = _half_classes(lattice, upper, q if second else None, second)
+        rows = codes[classes]
+        coded = np.flatnonzero(rows)
+        if coded.size:
+            q.reshape(-1)[index[coded]] = self._pop(rows[coded])
+
+    def finish(self) -> None:
+        if self.coder is not None:
+            self.coder.finish()
+
+
+class _RunReader:
+    """Decodes a section written before the compiled coder: a constriction run per class."""
+
+    def __init__(self, body: bytes, bits: int) -> None:
+        self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, np.uint32).copy())
+        self.models = _Models(bits)
+
+    def whole(self, count: int, code: int) -> np.ndarray:
+        return self.models.decode(self.coder, count, code)
+
+    def half(self, lattice: Lattice, upper: np.ndarray, q: np.ndarray, second: bool, codes: np.ndarray) -> None:
+        index, classes = _half_classes(lattice, upper, q if second else None, second)
+        order = np.argsort(classes, kind="stable")
+        counts = np.bincount(classes, minlength=2 * _CLASSES)
+        runs = [
+            self.models.decode(self.coder, n, code) if code else np.zeros(n, np.int32)
+            for n, code in zip(counts.tolist(), codes.tolist(), strict=True)
+            if n
+        ]
+        if runs:
+            q.reshape(-1)[index[order]] = np.concatenate(runs)
+
+    def finish(self) -> None:
+        """Sections before the compiled coder were not checked for trailing words."""

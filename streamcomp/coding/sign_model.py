@@ -23,6 +23,7 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
+from streamcomp.coding import rans
 from streamcomp.coding.bands import buckets
 from streamcomp.errors import ChunkFormatError
 
@@ -135,8 +136,6 @@ _TABLES = [constriction.stream.model.Categorical(w, perfect=False) for w in _WEI
 @lru_cache(maxsize=1)
 def compiled_table():
     """Every code's (negative, positive) table for the compiled coder (:mod:`streamcomp.coding.rans`)."""
-    from streamcomp.coding import rans  # numba's import: only where a section is coded this way
-
     return rans.table(_WEIGHTS)
 
 
