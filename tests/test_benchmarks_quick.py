@@ -299,8 +299,9 @@ def test_allocation_study_on_the_bundled_ct_crop(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "allocation.json").read_text())["volumes"]["ct_head"]["rows"]
     splits = {r["split"]: r for r in rows}
     assert list(splits) == ["voxels", "estimate", "oracle, one step", "oracle, one slope"]
-    # Chunks unlike in detail: the estimated split beats the same bytes per voxel, in no more bytes.
-    assert splits["estimate"]["psnr"] > splits["voxels"]["psnr"] + 1.0
+    # Chunks unlike in detail: the estimated split beats the same bytes per voxel, in no more bytes
+    # (by 0.89 dB; 1.05 before the compiled coder, whose bytes let the voxels split fill more).
+    assert splits["estimate"]["psnr"] > splits["voxels"]["psnr"] + 0.75
     assert splits["estimate"]["bytes"] <= 1.02 * splits["voxels"]["bytes"]
     assert splits["oracle, one slope"]["bytes"] <= splits["estimate"]["bytes"]
     assert (tmp_path / "allocation.md").read_text().count("| 16.0x |") == 4
