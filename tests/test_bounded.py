@@ -170,13 +170,16 @@ def test_exact_coder_refuses_what_it_cannot_code_and_rejects_damage(ct):
             decode_exact(damaged, ct.shape)
 
 
+@pytest.mark.parametrize("version", [9, 10])
 @pytest.mark.parametrize("bound", [0, 2])
-def test_chunks_written_by_format_9_still_decode(ct, bound):
-    """Chunks the format-9 encoder wrote (the crop ``ct[:8, :32, :32]``, shipped in tests/data)
-    decode with today's decoder: its tables and transforms may be rewritten for speed, never
-    changed, or every array already stored stops decoding."""
+def test_chunks_written_by_formats_9_and_10_still_decode(ct, bound, version):
+    """Chunks the format-9 and format-10 encoders wrote (the crop ``ct[:8, :32, :32]``, shipped in
+    tests/data; constriction's runs and the compiled coder) decode with today's decoder: its
+    tables and transforms may be rewritten for speed, never changed, or every array already
+    stored stops decoding."""
     method = build_method("wavelet")
-    blob = (DATA / f"format9_ct_head_8x32x32_e{bound}.chunk").read_bytes()
+    blob = (DATA / f"format{version}_ct_head_8x32x32_e{bound}.chunk").read_bytes()
+    assert blob[4] == version
     decoded = decode_chunk(method, blob)
     original = ct[:8, :32, :32]
     assert decoded.dtype == original.dtype and decoded.shape == original.shape

@@ -154,13 +154,16 @@ def test_future_codec_version_is_refused(compressed, tmp_path):
         ("format9_em_16x128x128_8x.zarr", "em", 31.3209),
         # no shared state: the hand-set models
         ("format9_ct_head_16x64x64_16x.zarr", "ct", 52.3003),
+        # the same two as format 10 wrote them: every section coded by the compiled coder
+        ("format10_em_16x128x128_8x.zarr", "em", 31.3238),
+        ("format10_ct_head_16x64x64_16x.zarr", "ct", 52.3492),
     ],
 )
-def test_arrays_written_by_format_9_still_read(request, name, source, expected_psnr):
-    """Lossy arrays the format-9 code wrote by default from the ``source`` fixture's crop (shipped
-    in tests/data) read through plain zarr as they did: a change to the decoder's models,
-    transforms or filter shows here, while float rounding on another CPU moves their PSNR by far
-    less than the tolerance."""
+def test_arrays_written_by_formats_9_and_10_still_read(request, name, source, expected_psnr):
+    """Lossy arrays the format-9 and format-10 code wrote by default from the ``source`` fixture's
+    crop (shipped in tests/data) read through plain zarr as they did: a change to the decoder's
+    models, transforms, filter or entropy coders shows here, while float rounding on another CPU
+    moves their PSNR by far less than the tolerance."""
     decoded = zarr.open_array(str(DATA / name), mode="r")[...]
     assert psnr(request.getfixturevalue(source), decoded) == pytest.approx(expected_psnr, abs=0.01)
 

@@ -114,7 +114,8 @@ def unfold(values: np.ndarray, edge: int, k: np.ndarray | int = 0) -> np.ndarray
 
 
 def _bit_length(q: np.ndarray) -> np.ndarray:
-    return np.floor(np.log2(np.maximum(q, 1))).astype(np.int64) + 1
+    """Bits of positive integers below 2**53 (frexp's exponent: exact, where log2 may round up)."""
+    return np.frexp(np.asarray(q, np.float64))[1].astype(np.int64)
 
 
 class Encoder:
