@@ -183,14 +183,13 @@ class _Models:
 
     def __init__(self, bits: int) -> None:
         self.top = (1 << bits) - 1
-        self.edge, escape = _edge(bits)
-        self.escape = 2 * self.edge + 1
+        self.edge, self.escapes = _edge(bits)
+        self.escape = 2 * self.edge + 1  # the escape's column
         self.tables: dict[int, object] = {}
-        self._escape = escape
 
     def table(self, code: int):
         if code not in self.tables:
-            weights = _weights(self.edge, self._escape, np.array([code]))[0]
+            weights = _weights(self.edge, self.escapes, np.array([code]))[0]
             self.tables[code] = constriction.stream.model.Categorical(weights, perfect=False)
         return self.tables[code]
 
