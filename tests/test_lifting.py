@@ -6,7 +6,7 @@ import pywt
 
 from streamcomp.coding import directions, lifting
 from streamcomp.coding.directions import Directions
-from streamcomp.coding.lifting import INTEGER, Shifts, Steering, band_shapes, wavedec, waverec
+from streamcomp.coding.lifting import INTEGER, Steer, Steering, band_shapes, wavedec, waverec
 from streamcomp.errors import ChunkFormatError
 
 
@@ -87,15 +87,17 @@ def test_chunk_faces_are_mirrored_not_wrapped():
 
 
 class _RandomSteering(Steering):
-    """Random offsets on every steered pass, the same going forward and back."""
+    """Random offsets for every sample of every steered pass (blocks of one sample), the same going
+    forward and back."""
 
     def _steer(self, level: int, ax: int, shape: tuple[int, ...], split: int | None):
         if ax < len(shape) - 2 or shape[0] < 2:
             return None
         rng = np.random.default_rng(17 * level + ax)
-        n = shape[0] // 2
-        rows = [rng.integers(-2, 3, (k, *shape[1:])) * (rng.random((k, *shape[1:])) < 0.6) for k in (n, shape[0] - n)]
-        return Shifts.of(rows[0], split), Shifts.of(rows[1], split), split
+        original = (*shape[1 : ax + 1], shape[0], *shape[ax + 1 :])
+        offsets = rng.integers(-2, 3, original) * (rng.random(original) < 0.6)
+        view = (int(np.prod(original[:ax])), original[ax], int(np.prod(original[ax + 1 :])))
+        return Steer(offsets.astype(np.int8).reshape(view), 1, split)
 
     def forward(self, level, ax, v, split):
         return self._steer(level, ax, v.shape, split)
@@ -143,25 +145,91 @@ def test_directions_follow_an_oblique_edge_and_leave_noise_straight():
         Directions.from_bytes(steered.to_bytes(), (1, 1, 1), 1, ())
 
 
-@pytest.mark.parametrize("rows", [1, 16, 17, 44, 64])
-def test_block_counts_are_the_block_sums_of_ones(rows):
-    """The direction search's samples per block, counted, equal summing ones over each block,
-    edge blocks (fewer rows or columns, even none) included."""
-    high = (rows // 2, 23, 40)
-    grid = directions._grid_shape((rows, *high[1:]))
-    counts = directions._block_counts(high, grid)
-    assert np.array_equal(counts, directions._block_sums(np.ones(high, np.float32), grid))
+def _segment_bounds(n: int, split: int | None) -> tuple[np.ndarray, np.ndarray]:
+    column = np.arange(n)
+    if split is None:
+        return np.zeros(n, int), np.full(n, n - 1)
+    return np.where(column < split, 0, split), np.where(column < split, split - 1, n - 1)
 
 
-@pytest.mark.parametrize("split", [None, 0, 1, 3, 9, 10])
-def test_the_direction_search_shifts_rows_as_the_steered_lifting_does(split):
-    """The search's shifted sums (views into rows padded by their end samples) equal the lifting's
-    steered sums for every direction, bit for bit, with segments shorter than a shift included."""
-    rng = np.random.default_rng(0)
-    before, after = (np.moveaxis(rng.normal(size=(5, 10, 6)).astype(np.float32), 2, 0)[..., ::-1] for _ in range(2))
-    padded = [directions._edge_padded(a, split) for a in (before, after)]
+def _taken(rows: np.ndarray, offsets: np.ndarray, split: int | None) -> np.ndarray:
+    """``rows`` (steered axis last) read ``offsets`` along it, clamped to each sample's half."""
+    first, last = _segment_bounds(rows.shape[-1], split)
+    index = np.clip(np.arange(rows.shape[-1]) + offsets, first, last)
+    return np.take_along_axis(rows, np.broadcast_to(index, rows.shape), axis=-1)
+
+
+def _reference_steered(v: np.ndarray, offsets: np.ndarray, split: int | None) -> np.ndarray:
+    """The steered CDF 9/7 level as numpy steps (the moved layout: the pass's axis first, the
+    steered axis last; ``offsets`` per sample), low rows then high: the compiled pass's oracle."""
+    s, d = v[0::2].copy(), v[1::2].copy()
+    m, nd = len(s), len(d)
+    on_high, on_low = offsets[1::2], offsets[0::2]
+    for i, step in enumerate(lifting._STEPS):
+        if i % 2 == 0:  # high row k from low rows k and k + 1
+            following = s[np.minimum(np.arange(nd) + 1, m - 1)]
+            d += step * (_taken(s[:nd], on_high, split) + _taken(following, -on_high, split))
+        else:  # low row k from high rows k - 1 and k
+            before, after = d[np.maximum(np.arange(m) - 1, 0)], d[np.minimum(np.arange(m), nd - 1)]
+            s += step * (_taken(before, on_low, split) + _taken(after, -on_low, split))
+    return np.concatenate([s * lifting._SCALES[0], d * lifting._SCALES[1]])
+
+
+@pytest.mark.parametrize(("shape", "ax"), [((9, 20, 24), 0), ((9, 20, 24), 1), ((9, 20, 24), 2), ((3, 6, 18, 21), 3)])
+@pytest.mark.parametrize("split", [None, 1, 7])
+def test_steered_passes_are_the_numpy_lifting_bit_for_bit(shape, ax, split):
+    """The compiled steered pass (and its inverse) computes what the lifting steps written in numpy
+    compute, float32 operation for operation, clamped inside each half of the steered axis."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    offsets = (rng.integers(-2, 3, shape) * (rng.random(shape) < 0.6)).astype(np.int8)
+    view = (int(np.prod(shape[:ax])), shape[ax], int(np.prod(shape[ax + 1 :])))
+    steer = Steer(offsets.reshape(view), 1, split)
+    out = np.empty_like(x)
+    lifting._steered(x, out, ax, steer, False)
+    steered_axis = len(shape) - 2 if ax == len(shape) - 1 else len(shape) - 1
+    moved = (ax, *[a for a in range(len(shape)) if a not in (ax, steered_axis)], steered_axis)
+    expected = _reference_steered(np.transpose(x, moved), np.transpose(offsets, moved).astype(np.int64), split)
+    assert np.array_equal(np.transpose(out, moved), expected)
+    back = np.empty_like(x)
+    lifting._steered(out, back, ax, steer, True)
+    np.testing.assert_allclose(back, x, atol=2e-5)
+
+
+def _reference_costs(a: np.ndarray, ax: int, split: int | None) -> np.ndarray:
+    """What each direction leaves over the blocks of a pass's grid, in numpy."""
+    v = np.moveaxis(a, ax, 0)
+    s, d = v[0::2], v[1::2]
+    nd = len(d)
+    following = s[np.minimum(np.arange(nd) + 1, len(s) - 1)]
+    grid = directions._grid_shape(v.shape)
+    sizes = (directions.BLOCK // 2, *[directions.BLOCK] * (v.ndim - 1))
+    out = []
     for offset in directions.DIRECTIONS.tolist():
-        out = np.empty_like(before)
-        directions._shifted_sum(*padded, offset, split, out)
-        expected = lifting._steered_sum(before, after, offset, split)
-        assert np.array_equal(out, expected), offset
+        left = np.abs(d - np.float32(0.5) * (_taken(s[:nd], offset, split) + _taken(following, -offset, split)))
+        padded = np.pad(left.astype(np.float64), [(0, g * b - n) for g, b, n in zip(grid, sizes, d.shape, strict=True)])
+        split_shape = [x for g, b in zip(grid, sizes, strict=True) for x in (g, b)]
+        out.append(padded.reshape(split_shape).sum(axis=tuple(range(1, 2 * len(grid), 2))))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize(
+    ("shape", "ax"), [((17, 20, 40), 0), ((17, 20, 40), 1), ((16, 40, 23), 2), ((3, 6, 18, 21), 3)]
+)
+@pytest.mark.parametrize("split", [None, 0, 1, 9])
+def test_the_direction_search_scores_what_the_steered_predict_leaves(shape, ax, split):
+    """The compiled search's block sums equal numpy's, edge blocks (fewer rows or columns, even
+    none) and segments shorter than a shift included; and its blocks hold the samples
+    :func:`directions._block_counts` says."""
+    a = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    steered_axis = len(shape) - 2 if ax == len(shape) - 1 else len(shape) - 1
+    if split is not None and split > shape[steered_axis]:
+        return
+    costs = directions._direction_costs(a, ax, split)
+    np.testing.assert_allclose(costs, _reference_costs(a, ax, split), rtol=1e-5)
+    moved = np.moveaxis(a, ax, 0).shape
+    high = (moved[0] // 2, *moved[1:])
+    parity = (np.arange(shape[ax]) % 2).astype(np.float32).reshape(-1, *[1] * (len(shape) - 1 - ax))
+    odd = np.broadcast_to(parity, shape)
+    ones = directions._direction_costs(np.ascontiguousarray(odd), ax, split)  # each high sample leaves 1
+    assert np.array_equal(directions._block_counts(high, directions._grid_shape(moved)), ones[directions.STRAIGHT])

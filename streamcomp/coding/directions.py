@@ -19,9 +19,10 @@ import math
 import struct
 
 import constriction
+import numba
 import numpy as np
 
-from streamcomp.coding.lifting import Shifts, Steer, Steering, _next, _sizes
+from streamcomp.coding.lifting import Steer, Steering, _along, _segments_of, _sizes
 from streamcomp.errors import ChunkFormatError
 
 DIRECTIONS = np.array([-2, -1, 0, 1, 2], np.int64)  # offset along the steered axis per row
@@ -41,43 +42,89 @@ def _grid_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (math.ceil(shape[0] / BLOCK), *(math.ceil(n / BLOCK) for n in shape[1:]))
 
 
-def _block_sums(values: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
-    """Sums of ``values`` (high rows, moved layout) over the blocks of ``grid``."""
-    sizes = (BLOCK // 2, *[BLOCK] * (values.ndim - 1))
-    pads = [(0, g * s - n) for g, s, n in zip(grid, sizes, values.shape, strict=True)]
-    padded = np.pad(values, pads) if any(after for _, after in pads) else values
-    split = [d for g, s in zip(grid, sizes, strict=True) for d in (g, s)]
-    return padded.reshape(split).sum(axis=tuple(range(1, 2 * len(grid), 2)))
+def _block_sums(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Sums of ``values`` over blocks of BLOCK samples along ``axes`` (the last block partial)."""
+    for ax in axes:
+        n = values.shape[ax]
+        blocks = math.ceil(n / BLOCK)
+        pad = [(0, 0)] * values.ndim
+        pad[ax] = (0, blocks * BLOCK - n)
+        padded = np.pad(values, pad) if blocks * BLOCK > n else values
+        values = padded.reshape(*values.shape[:ax], blocks, BLOCK, *values.shape[ax + 1 :]).sum(axis=ax + 1)
+    return values
 
 
-def _segments(n: int, split: int | None) -> list[tuple[int, int]]:
-    """The stretches of a steered axis of ``n`` samples that no neighbour crosses: its halves at
-    ``split`` (an earlier pass's low and high), or the whole axis."""
-    return [(lo, hi) for lo, hi in ([(0, n)] if split is None else [(0, split), (split, n)]) if hi > lo]
+@numba.njit(nogil=True, cache=True)
+def _residual_sums(x: np.ndarray, first: np.ndarray, last: np.ndarray, across: bool) -> np.ndarray:
+    """What each direction leaves, summed: |high row - the mean of its neighbour rows' samples along
+    the direction| (the linear predict; the 9/7's own first step is no predictor on its own), over
+    the high rows of a pass along the middle axis of (outer, n, inner) ``x``, clamped to each
+    sample's half of the steered axis (``first``/``last``) as the lifting clamps it. Summed per
+    block row (BLOCK samples of the pass's axis) and per BLOCK samples of the steered axis, the
+    fastest of ``inner``, or where ``across`` (a pass along the last axis) of ``outer``: (directions,
+    outer or its lines' blocks, block rows, inner's blocks)."""
+    outer, n, inner = x.shape
+    m, nd = (n + 1) // 2, n // 2
+    length = len(first)
+    per_line = (length + BLOCK - 1) // BLOCK
+    rows = (n + BLOCK - 1) // BLOCK
+    if across:
+        sums = np.zeros((len(DIRECTIONS), outer // length * per_line, rows, 1))
+    else:
+        sums = np.zeros((len(DIRECTIONS), outer, rows, inner // length * per_line))
+    half = np.float32(0.5)
+    count = len(DIRECTIONS)
+    for o in range(outer):
+        if across:  # every sample of this line takes its neighbours from the same lines
+            c = o % length
+            ahead, behind = np.empty(count, np.int64), np.empty(count, np.int64)
+            for di in range(count):
+                ahead[di] = o + min(max(c + DIRECTIONS[di], first[c]), last[c]) - c
+                behind[di] = o + min(max(c - DIRECTIONS[di], first[c]), last[c]) - c
+            at = o // length * per_line + c // BLOCK
+            for k in range(nd):
+                row, up, down = (2 * k + 1) // BLOCK, 2 * k, 2 * min(k + 1, m - 1)
+                for di in range(count):
+                    left = x[o, 2 * k + 1, 0] - half * (x[ahead[di], up, 0] + x[behind[di], down, 0])
+                    sums[di, at, row, 0] += abs(left)
+            continue
+        for k in range(nd):
+            row = (2 * k + 1) // BLOCK
+            high, before, after = x[o, 2 * k + 1], x[o, 2 * k], x[o, 2 * min(k + 1, m - 1)]
+            for line in range(inner // length):
+                for block in range(per_line):
+                    at = line * per_line + block
+                    lo, hi = block * BLOCK, min(block * BLOCK + BLOCK, length)
+                    inside = first[lo] <= lo - REACH and hi - 1 + REACH <= last[hi - 1] and first[lo] == first[hi - 1]
+                    for di in range(count):
+                        off, total = DIRECTIONS[di], np.float32(0.0)
+                        if inside:  # no neighbour needs clamping
+                            for i in range(line * length + lo, line * length + hi):
+                                total += abs(high[i] - half * (before[i + off] + after[i - off]))
+                        else:
+                            for c in range(lo, hi):
+                                i = line * length + c
+                                ahead = i + min(max(c + off, first[c]), last[c]) - c
+                                behind = i + min(max(c - off, first[c]), last[c]) - c
+                                total += abs(high[i] - half * (before[ahead] + after[behind]))
+                        sums[di, o, row, at] += total
+    return sums
 
 
-def _edge_padded(a: np.ndarray, split: int | None) -> np.ndarray:
-    """``a`` with each segment of its last axis extended by REACH copies of its end samples on both
-    sides: a segment shifted by any direction, clamped to itself as the lifting clamps it, is then
-    a view (choosing a pass's directions copied each shifted row instead, a third of its time)."""
-    segments = _segments(a.shape[-1], split)
-    out = np.empty_like(a, shape=(*a.shape[:-1], a.shape[-1] + 2 * REACH * len(segments)))  # a's memory order
-    for j, (lo, hi) in enumerate(segments):
-        at = lo + (2 * j + 1) * REACH
-        out[..., at : at + hi - lo] = a[..., lo:hi]
-        out[..., at - REACH : at] = a[..., lo : lo + 1]
-        out[..., at + hi - lo : at + hi - lo + REACH] = a[..., hi - 1 : hi]
-    return out
-
-
-def _shifted_sum(before: np.ndarray, after: np.ndarray, offset: int, split: int | None, out: np.ndarray) -> None:
-    """Into ``out``: the samples of :func:`_edge_padded` ``before`` taken ``offset`` further along
-    the last axis plus those of ``after`` taken ``offset`` back (what the lifting's steered sum
-    gives for a block of that offset, the same float32 additions)."""
-    for j, (lo, hi) in enumerate(_segments(out.shape[-1], split)):
-        at = lo + (2 * j + 1) * REACH
-        np.add(before[..., at + offset : at + offset + hi - lo], after[..., at - offset : at - offset + hi - lo],
-               out=out[..., lo:hi])  # fmt: skip
+def _direction_costs(a: np.ndarray, ax: int, split: int | None) -> np.ndarray:
+    """:func:`_residual_sums` of a pass along ``ax`` of C-ordered ``a`` over the blocks of its grid
+    (the moved layout: :func:`_grid_shape`), one grid per direction."""
+    across = ax == a.ndim - 1
+    first, last = _segments_of(a.shape[-2] if across else a.shape[-1], split)
+    sums = _residual_sums(_along(a, ax), first, last, across)
+    shape = a.shape
+    if across:  # (directions, lines' blocks, block rows): the lines run along the second last axis
+        sums = sums.reshape(len(DIRECTIONS), *shape[:-2], -1, sums.shape[2])
+        sums = _block_sums(sums, tuple(range(1, a.ndim - 1)))
+        return np.moveaxis(sums, -1, 1)
+    sums = sums.reshape(len(DIRECTIONS), *shape[:ax], sums.shape[2], *shape[ax + 1 : -1], -1)
+    sums = _block_sums(sums, tuple(i + 1 for i in range(a.ndim - 1) if i != ax))
+    return np.moveaxis(sums, ax + 1, 1)
 
 
 def _block_counts(shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray:
@@ -122,39 +169,25 @@ class Directions(Steering):
     def forward(self, level: int, ax: int, v: np.ndarray, split: int | None) -> Steer | None:
         if ax not in self.steered or len(v) < 2:
             return None
-        grid = _grid_shape(v.shape)
-        costs = []
-        s, d = v[0::2], v[1::2]
-        before, after = _edge_padded(s[: len(d)], split), _edge_padded(_next(s, len(d)), split)
-        left = np.empty_like(d)  # in the moved layout's memory order, as d is read
-        for offset in DIRECTIONS.tolist():
-            # What the direction leaves: each high row less the mean of its neighbour rows' samples
-            # along it (the linear predict; the 9/7's own first step is no predictor on its own).
-            _shifted_sum(before, after, offset, split, left)
-            left *= np.float32(0.5)
-            np.subtract(d, left, out=left)
-            costs.append(_block_sums(np.abs(left, out=left), grid))
-        costs = np.stack(costs)
+        costs = _direction_costs(np.ascontiguousarray(np.moveaxis(v, 0, ax)), ax, split)
         best = np.argmin(costs, axis=0)
         clear = np.take_along_axis(costs, best[None], 0)[0] < MARGIN * costs[STRAIGHT]
-        enough = _block_counts(d.shape, grid) >= MIN_SAMPLES
+        enough = _block_counts((len(v) // 2, *v.shape[1:]), _grid_shape(v.shape)) >= MIN_SAMPLES
         chosen = np.where(clear & enough, best, STRAIGHT)
         self.grids[(level, ax)] = chosen.astype(np.uint8)
-        return self._steer(chosen, v.shape, split)
+        return self._steer(chosen, ax, v.shape, split)
 
     def inverse(self, level: int, ax: int, shape: tuple[int, ...], split: int | None) -> Steer | None:
         grid = self.grids.get((level, ax))
-        return None if grid is None else self._steer(grid, shape, split)
+        return None if grid is None else self._steer(grid, ax, shape, split)
 
     @staticmethod
-    def _steer(grid: np.ndarray, shape: tuple[int, ...], split: int | None) -> Steer | None:
+    def _steer(grid: np.ndarray, ax: int, shape: tuple[int, ...], split: int | None) -> Steer | None:
+        """The pass's :class:`Steer` from its grid, for an input of ``shape`` in the moved layout."""
         if not (grid != STRAIGHT).any():
             return None
-        block = (BLOCK // 2, *[BLOCK] * (len(shape) - 1))  # a block's low (or high) rows
-        rows = (shape[0] // 2, shape[0] - shape[0] // 2)
-        offsets = DIRECTIONS[grid]
-        high, low = (Shifts.of_blocks(offsets, block, (n, *shape[1:]), split) for n in rows)
-        return high, low, split
+        original = (*shape[1 : ax + 1], shape[0], *shape[ax + 1 :])
+        return Steer.of_blocks(DIRECTIONS[grid], ax, original, BLOCK, split)
 
     def steers(self) -> bool:
         """Whether any block leaves the straight pass."""

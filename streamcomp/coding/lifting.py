@@ -12,13 +12,19 @@ ceil(n/2) low-pass and floor(n/2) high-pass coefficients. Scaled like pywt's ``b
 Layout: ``wavedec`` returns the coarsest approximation, then each level's detail bands from the
 coarsest level to the finest, a level's bands in the order of their ``a``/``d`` keys over the
 transformed axes (``aad``, ``ada``, ``add``, ``daa``, ...), as pywt's ``wavedecn`` orders them.
+
+Each pass is compiled (numba, releasing the GIL) and runs along one axis of the C-ordered array in
+place of numpy steps over whole chunks; its float32 operations are the numpy steps' in their order,
+so transforms are bit for bit what they were (arrays written before decode unchanged).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
+import math
+from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 _ALPHA, _BETA, _GAMMA, _DELTA = -1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971
@@ -26,232 +32,283 @@ _K = 1.230174104914001
 _LOW, _HIGH = np.float32(np.sqrt(2.0) / _K), np.float32(_K / np.sqrt(2.0))
 
 
-class Shifts:
-    """Per-sample offsets along the last axis for one pass's high (or low) rows, prepared once:
-    the flat positions where an offset is set (``at``) and those of the samples it points to, in
-    the row before (at +offset, ``before``) and in the row after (at -offset, ``after``), clamped
-    to the sample's half of ``split`` (to the axis where None)."""
+@dataclass(frozen=True, eq=False)
+class Steer:
+    """How one pass is steered (:mod:`streamcomp.coding.directions`): for the pass's input viewed
+    as (outer, n, inner) (:func:`_along`), an offset along the steered axis (the array's last, or
+    for a pass along the last the one before it) per ``block`` samples along the pass
+    (``offsets``: int8, (outer, ceil(n / block), inner)); and where an earlier pass of the level
+    split the steered axis into low and high (a neighbour never crosses it), if one did. A sample's
+    neighbours in the rows before and after it are taken that offset along the edge and back,
+    clamped to the sample's half of the axis."""
 
-    def __init__(self, at: np.ndarray, before: np.ndarray, after: np.ndarray) -> None:
-        self.at, self.before, self.after = at, before, after
-
-    @classmethod
-    def of(cls, offsets: np.ndarray, split: int | None) -> Shifts:
-        """From an offset for every sample."""
-        at = np.flatnonzero(offsets)
-        n = offsets.shape[-1]
-        column, offset = at % n, offsets.reshape(-1)[at]
-        before, after = _clamped(column, offset, n, split)
-        return cls(at, at - column + before, at - column + after)
+    offsets: np.ndarray
+    block: int
+    split: int | None
 
     @classmethod
-    def of_blocks(
-        cls, offsets: np.ndarray, block: tuple[int, ...], shape: tuple[int, ...], split: int | None
-    ) -> Shifts:
-        """From one offset per block of ``block`` samples over an array of ``shape``. Built from
-        the steered blocks alone and clamped along a block's row only, then broadcast over its
-        other axes: spreading the grid over the whole array and clamping every sample took 6 % of
-        a CT chunk's decode."""
-        steered = np.flatnonzero(offsets)
-        corners = np.unravel_index(steered, offsets.shape)
-        strides = np.cumprod((1, *shape[:0:-1]))[::-1]
-        ndim = len(shape)
-        rows = np.zeros((len(steered), *[1] * ndim), np.int64)  # a sample's flat position less its column
-        inside = np.ones(rows.shape, bool)
-        for ax, (corner, size, n, stride) in enumerate(zip(corners, block, shape, strides, strict=True)):
-            coord = (corner[:, None] * size + np.arange(size)).reshape(-1, *[1] * ax, size, *[1] * (ndim - 1 - ax))
-            inside = inside & (coord < n)
-            if ax < ndim - 1:
-                rows = rows + coord * stride
-        column = coord
-        offset = offsets.reshape(-1)[steered].astype(np.int64).reshape(-1, *[1] * ndim)
-        before, after = _clamped(column, offset, shape[-1], split)
-        return cls(*(np.broadcast_to(rows + x, inside.shape)[inside] for x in (column, before, after)))
+    def of_blocks(cls, grid: np.ndarray, ax: int, shape: tuple[int, ...], block: int, split: int | None) -> Steer:
+        """From one offset per ``block`` samples along every axis of an array of ``shape``, ``grid``
+        in the pass's moved layout (the axis it runs along first, the others in order)."""
+        spread = np.moveaxis(np.asarray(grid, np.int8), 0, ax)
+        for axis, n in enumerate(shape):
+            if axis != ax:
+                spread = np.repeat(spread, block, axis=axis)[(slice(None),) * axis + (slice(0, n),)]
+        return cls(_along(np.ascontiguousarray(spread), ax), block, split)
 
 
-def _clamped(column: np.ndarray, offset: np.ndarray, n: int, split: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The columns ``offset`` after and before ``column``, clamped to its half of ``split``."""
-    lo, hi = _segment(column, n, split)
-    return np.clip(column + offset, lo, hi), np.clip(column - offset, lo, hi)
-
-
-def _segment(column: np.ndarray, n: int, split: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """First and last column of each column's half of ``split`` (the whole axis where None)."""
+def _segments_of(n: int, split: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """First and last index of each index's half of an axis of ``n`` split at ``split``."""
+    column = np.arange(n)
     if split is None:
-        return np.zeros_like(column), np.full_like(column, n - 1)
+        return np.zeros(n, np.int64), np.full(n, n - 1, np.int64)
     return np.where(column < split, 0, split), np.where(column < split, split - 1, n - 1)
 
 
-def _shifted(a: np.ndarray, offset: int, split: int | None) -> np.ndarray:
-    """``a`` with every sample taken ``offset`` further along the last axis, clamped to its half."""
-    if offset == 0:
-        return a
-    n = a.shape[-1]
-    out = np.empty_like(a)
-    for lo, hi in ((0, n),) if split is None else ((0, split), (split, n)):
-        if hi <= lo:
-            continue
-        k = min(abs(offset), hi - lo)
-        seg, dst = a[..., lo:hi], out[..., lo:hi]
-        if offset > 0:
-            dst[..., : hi - lo - k] = seg[..., k:]
-            dst[..., hi - lo - k :] = seg[..., -1:]
+# The integer-to-integer transforms, by name: LeGall 5/3 (JPEG 2000's lossless transform) and
+# 9/7-M (its Part 2's, whose longer predict suits smooth data better), as whether the predict is
+# the longer one; both update with 5/3's.
+INTEGER = {"5/3": False, "9/7-M": True}
+
+# Compiled passes: one level along the middle axis of a C-ordered (outer, n, inner) view, the fast
+# axis innermost. Written out rather than as numpy steps, which run over whole chunks once per step
+# (a 5/3 level of a 64x256x256 chunk took three times as long); the arithmetic and its order are
+# the numpy steps', so the results are identical bit for bit. Along the last axis (inner 1), rows
+# are lifted TILE at a time, transposed into an (n, TILE) slab so that the loops run along rows.
+_TILE = 64
+
+
+@numba.njit(nogil=True, cache=True)
+def _mirrored(j: np.ndarray, n: int) -> np.ndarray:
+    """Indices ``j`` into a signal of ``n`` samples extended whole-sample symmetrically."""
+    period = max(2 * (n - 1), 1)
+    j = np.abs(j) % period
+    return np.where(j > n - 1, period - j, j)
+
+
+@numba.njit(nogil=True, cache=True)
+def _gather(rows: np.ndarray, o0: int, slab: np.ndarray) -> None:
+    """``rows[o0 + g, k]`` into ``slab[k, g]``, as many rows as fit: a transposing copy, in
+    blocks of 16 samples a row (a sample at a time, it took four times as long)."""
+    n, groups = slab.shape[0], min(slab.shape[1], rows.shape[0] - o0)
+    for k0 in range(0, n, 16):
+        k1 = min(k0 + 16, n)
+        for g in range(groups):
+            for k in range(k0, k1):
+                slab[k, g] = rows[o0 + g, k]
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter(slab: np.ndarray, rows: np.ndarray, o0: int) -> None:
+    """Inverse of :func:`_gather`."""
+    n, groups = slab.shape[0], min(slab.shape[1], rows.shape[0] - o0)
+    for k0 in range(0, n, 16):
+        k1 = min(k0 + 16, n)
+        for g in range(groups):
+            for k in range(k0, k1):
+                rows[o0 + g, k] = slab[k, g]
+
+
+@numba.njit(nogil=True, cache=True)
+def _integer_rows(x: np.ndarray, out: np.ndarray, longer: bool, inverse: bool) -> None:
+    """One reversible level along the rows of 2D ``x`` into ``out``: forward (interleaved samples
+    to low rows then high), floor-rounded lifting steps, each a function of the other half only,
+    so that ``inverse`` (low then high to interleaved) undoes them exactly. The predict is 5/3's or,
+    where ``longer``, 9/7-M's; sums in int64 (the dtype must hold the coefficients: :func:`wavedec`)."""
+    n, width = x.shape
+    m, nd = (n + 1) // 2, n // 2
+    odd = 2 * np.arange(nd) + 1
+    near, far_left, far_right = _mirrored(odd + 1, n), _mirrored(odd - 3, n), _mirrored(odd + 3, n)
+    # where sample j of the interleaved signal is read from: ``x`` forward, ``out`` (its evens
+    # restored first) going back
+    evens = out if inverse else x
+    if inverse:
+        for k in range(m):
+            left, right = m + max(k - 1, 0), m + min(k, nd - 1)
+            for i in range(width):
+                out[2 * k, i] = x[k, i] - ((np.int64(x[left, i]) + x[right, i] + 2) >> 2)
+    for k in range(nd):
+        j, a, b, c = odd[k], near[k], far_left[k], far_right[k]
+        source, target = (x[m + k], out[j]) if inverse else (x[j], out[m + k])
+        sign = 1 if inverse else -1
+        if longer:
+            for i in range(width):
+                pair = np.int64(evens[j - 1, i]) + evens[a, i]
+                target[i] = source[i] + sign * ((9 * pair - (np.int64(evens[b, i]) + evens[c, i]) + 8) >> 4)
         else:
-            dst[..., k:] = seg[..., : hi - lo - k]
-            dst[..., :k] = seg[..., :1]
-    return out
+            for i in range(width):
+                target[i] = source[i] + sign * ((np.int64(evens[j - 1, i]) + evens[a, i]) >> 1)
+    if not inverse:
+        for k in range(m):
+            left, right = m + max(k - 1, 0), m + min(k, nd - 1)
+            for i in range(width):
+                out[k, i] = x[2 * k, i] + ((np.int64(out[left, i]) + out[right, i] + 2) >> 2)
 
 
-# Steering of one lifting pass (:mod:`streamcomp.coding.directions`): the high rows' and the low
-# rows' offsets, along an edge that crosses the rows (one offset for every sample, an int, or
-# :class:`Shifts`), and the split point of the axis they run along (a neighbour never crosses it:
-# the halves of an earlier pass).
-Steer = tuple[Shifts | int, Shifts | int, int | None]
+@numba.njit(nogil=True, cache=True)
+def _integer_pass(x: np.ndarray, out: np.ndarray, longer: bool, inverse: bool) -> None:
+    """:func:`_integer_rows` along the middle axis of (outer, n, inner) ``x``."""
+    outer, n, inner = x.shape
+    if n < 2:
+        out[:] = x
+    elif inner > 1 or outer == 1:
+        for o in range(outer):
+            _integer_rows(x[o], out[o], longer, inverse)
+    else:
+        rows, out_rows = x.reshape(outer, n), out.reshape(outer, n)
+        source, target = np.zeros((n, _TILE), x.dtype), np.zeros((n, _TILE), out.dtype)
+        for o0 in range(0, outer, _TILE):
+            _gather(rows, o0, source)
+            _integer_rows(source, target, longer, inverse)
+            _scatter(target, out_rows, o0)
 
 
-def _steered_sum(before: np.ndarray, after: np.ndarray, shifts: Shifts | int, split: int | None) -> np.ndarray:
-    """``before`` taken at +offset plus ``after`` taken at -offset, sample by sample."""
-    if isinstance(shifts, int):
-        return _shifted(before, shifts, split) + _shifted(after, -shifts, split)
-    before, after = np.ascontiguousarray(before), np.ascontiguousarray(after)  # flat positions are C order
-    out = before + after
-    out.reshape(-1)[shifts.at] = before.reshape(-1)[shifts.before] + after.reshape(-1)[shifts.after]
-    return out
+_STEPS = np.array([_ALPHA, _BETA, _GAMMA, _DELTA], np.float32)
+_SCALES = np.array([_LOW, _HIGH], np.float32)
 
 
-def _rows_like(a: np.ndarray, rows: int) -> np.ndarray:
-    """An empty array of ``rows`` rows shaped and laid out in memory like ``a`` (a view moved from
-    another axis keeps its layout: a transposing copy along the fastest axis costs three times
-    the lifting step itself)."""
-    return np.empty_like(a, shape=(rows, *a.shape[1:]))
+@numba.njit(nogil=True, cache=True)
+def _lift(out: np.ndarray, step: np.float32, at: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
+    """``out[at[k]] += step * (out[left[k]] + out[right[k]])`` row by row, in float32."""
+    for k in range(len(at)):
+        target, a, b = out[at[k]], out[left[k]], out[right[k]]
+        for i in range(len(target)):
+            target[i] += step * (a[i] + b[i])
 
 
-def _next(s: np.ndarray, n: int) -> np.ndarray:
-    """``s[i + 1]`` for ``i < n``, mirrored past the end."""
-    if len(s) > n:
-        return s[1 : n + 1]
-    out = _rows_like(s, n)
-    out[:-1], out[-1] = s[1:], s[-1]
-    return out
+@numba.njit(nogil=True, cache=True)
+def _cdf_rows(x: np.ndarray, out: np.ndarray, inverse: bool) -> None:
+    """One unsteered CDF 9/7 level (float32) along the rows of 2D ``x`` into ``out``: forward,
+    interleaved samples to low rows then high; ``inverse``, back (the steps negated, in reverse)."""
+    n = x.shape[0]
+    m, nd = (n + 1) // 2, n // 2
+    # where each half's sample k sits in ``out``: low rows then high forward, interleaved going back
+    low = np.arange(m) * 2 if inverse else np.arange(m)
+    high = np.arange(nd) * 2 + 1 if inverse else m + np.arange(nd)
+    below = low[np.minimum(np.arange(nd) + 1, m - 1)]
+    around_left, around_right = high[np.maximum(np.arange(m) - 1, 0)], high[np.minimum(np.arange(m), nd - 1)]
+    for k in range(m):
+        out[low[k]] = x[k] / _SCALES[0] if inverse else x[2 * k]
+    for k in range(nd):
+        out[high[k]] = x[m + k] / _SCALES[1] if inverse else x[2 * k + 1]
+    for s in range(4):
+        step = -_STEPS[3 - s] if inverse else _STEPS[s]
+        if (s % 2 == 0) != inverse:  # the high samples from the low ones
+            _lift(out, step, high, low, below)
+        else:
+            _lift(out, step, low, around_left, around_right)
+    if not inverse:
+        out[:m] *= _SCALES[0]
+        out[m:] *= _SCALES[1]
 
 
-def _neighbours(s: np.ndarray, n: int, steer: Steer | None) -> np.ndarray:
-    """``s[i] + s[i + 1]`` for ``i < n`` (the samples around high row i), steered."""
-    if steer is None:
-        return s[:n] + _next(s, n)
-    return _steered_sum(s[:n], _next(s, n), steer[0], steer[2])
+@numba.njit(nogil=True, cache=True)
+def _cdf_pass(x: np.ndarray, out: np.ndarray, inverse: bool) -> None:
+    """:func:`_cdf_rows` along the middle axis of (outer, n, inner) ``x``."""
+    outer, n, inner = x.shape
+    if n < 2:
+        out[:] = x
+    elif inner > 1 or outer == 1:
+        for o in range(outer):
+            _cdf_rows(x[o], out[o], inverse)
+    else:
+        rows, out_rows = x.reshape(outer, n), out.reshape(outer, n)
+        source, target = np.zeros((n, _TILE), x.dtype), np.zeros((n, _TILE), out.dtype)
+        for o0 in range(0, outer, _TILE):
+            _gather(rows, o0, source)
+            _cdf_rows(source, target, inverse)
+            _scatter(target, out_rows, o0)
 
 
-def _pair(d: np.ndarray, m: int, steer: Steer | None = None) -> np.ndarray:
-    """``d[i - 1] + d[i]`` for ``i < m`` (the samples around low row i), mirrored at both ends, steered."""
-    left = _rows_like(d, m)
-    left[0], left[1:] = d[0], d[: m - 1]
-    right = d
-    if len(d) != m:
-        right = _rows_like(d, m)
-        right[:-1], right[-1] = d, d[-1]
-    if steer is None:
-        left += right
-        return left
-    return _steered_sum(left, right, steer[1], steer[2])
+@numba.njit(nogil=True, cache=True)
+def _steered_rows(
+    x: np.ndarray, out: np.ndarray, offsets: np.ndarray, block: int, first: np.ndarray, last: np.ndarray,
+    inverse: bool,
+) -> None:
+    """:func:`_cdf_rows`, steered: along the rows of 2D ``x`` whose columns run along the steered
+    axis (fastest, ``len(first)`` long) and any axes above it; ``offsets``: (ceil(n / block),
+    columns), ``first``/``last``: each index's half of the steered axis (:class:`Steer`)."""
+    n, width = x.shape
+    m, nd = (n + 1) // 2, n // 2
+    low = np.arange(m) * 2 if inverse else np.arange(m)
+    high = np.arange(nd) * 2 + 1 if inverse else m + np.arange(nd)
+    for k in range(m):
+        out[low[k]] = x[k] / _SCALES[0] if inverse else x[2 * k]
+    for k in range(nd):
+        out[high[k]] = x[m + k] / _SCALES[1] if inverse else x[2 * k + 1]
+    # each block row's columns to read in the row before (ahead) and the row after (behind)
+    column = np.arange(width)
+    along = column % len(first)
+    ahead, behind = np.empty(offsets.shape, np.int64), np.empty(offsets.shape, np.int64)
+    for row in range(len(offsets)):
+        off = offsets[row].astype(np.int64)
+        ahead[row] = column + np.minimum(np.maximum(along + off, first[along]), last[along]) - along
+        behind[row] = column + np.minimum(np.maximum(along - off, first[along]), last[along]) - along
+    for s in range(4):
+        step = -_STEPS[3 - s] if inverse else _STEPS[s]
+        predict = (s % 2 == 0) != inverse  # the high samples from the low ones
+        for k in range(nd if predict else m):
+            if predict:  # high row k (sample 2k + 1) from low rows k and k + 1
+                target, before, after = out[high[k]], out[low[k]], out[low[min(k + 1, m - 1)]]
+                row = (2 * k + 1) // block
+            else:  # low row k (sample 2k) from high rows k - 1 and k
+                target, before, after = out[low[k]], out[high[max(k - 1, 0)]], out[high[min(k, nd - 1)]]
+                row = 2 * k // block
+            a, b = ahead[row], behind[row]
+            for i in range(width):
+                target[i] += step * (before[a[i]] + after[b[i]])
+    if not inverse:
+        out[:m] *= _SCALES[0]
+        out[m:] *= _SCALES[1]
 
 
-def _forward(x: np.ndarray, steer: Steer | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One level along axis 0: (low, high). A single sample is its own low band."""
-    order = "K" if steer is None else "C"  # steered steps address samples by their flat C-order positions
-    s, d = x[0::2].copy(order=order), x[1::2].copy(order=order)
-    if not len(d):
-        return s, d
-    n, m = len(d), len(s)
-    d += np.float32(_ALPHA) * _neighbours(s, n, steer)
-    s += np.float32(_BETA) * _pair(d, m, steer)
-    d += np.float32(_GAMMA) * _neighbours(s, n, steer)
-    s += np.float32(_DELTA) * _pair(d, m, steer)
-    return s * _LOW, d * _HIGH
+@numba.njit(nogil=True, cache=True)
+def _steered_pass(
+    x: np.ndarray, out: np.ndarray, offsets: np.ndarray, block: int, first: np.ndarray, last: np.ndarray,
+    across: bool, inverse: bool,
+) -> None:
+    """:func:`_steered_rows` along the middle axis of (outer, n, inner) ``x``: the steered axis is
+    the fastest of ``inner``, or where ``across`` (a pass along the last axis, inner 1) of ``outer``,
+    whose lines along it are then lifted a line at a time, transposed into (n, line) slabs."""
+    outer, n = x.shape[:2]
+    if n < 2:
+        out[:] = x
+    elif not across:
+        for o in range(outer):
+            _steered_rows(x[o], out[o], offsets[o], block, first, last, inverse)
+    else:
+        length = len(first)
+        rows, out_rows, steer_rows = x.reshape(outer, n), out.reshape(outer, n), offsets.reshape(outer, -1)
+        source, target = np.zeros((n, length), x.dtype), np.zeros((n, length), out.dtype)
+        steer = np.zeros((steer_rows.shape[1], length), offsets.dtype)
+        for o0 in range(0, outer, length):
+            _gather(rows, o0, source)
+            _gather(steer_rows, o0, steer)
+            _steered_rows(source, target, steer, block, first, last, inverse)
+            _scatter(target, out_rows, o0)
 
 
-def _inverse(low: np.ndarray, high: np.ndarray, steer: Steer | None = None) -> np.ndarray:
-    if not len(high):
-        return low.copy()
-    if steer is None:
-        s, d = low / _LOW, high / _HIGH
-    else:  # steered steps address samples by their flat C-order positions
-        s, d = np.divide(low, _LOW, order="C"), np.divide(high, _HIGH, order="C")
-    n, m = len(d), len(s)
-    s -= np.float32(_DELTA) * _pair(d, m, steer)
-    d -= np.float32(_GAMMA) * _neighbours(s, n, steer)
-    s -= np.float32(_BETA) * _pair(d, m, steer)
-    d -= np.float32(_ALPHA) * _neighbours(s, n, steer)
-    x = _rows_like(low, n + m)
-    x[0::2], x[1::2] = s, d
-    return x
+def _pass(x: np.ndarray, out: np.ndarray, ax: int, integer: str | None, steer: Steer | None, inverse: bool) -> None:
+    """One level along ``ax`` of C-ordered ``x`` into ``out``: forward, each half's rows together
+    along ``ax`` (low first); ``inverse``, back. ``integer`` and ``steer`` as :func:`wavedec` takes them."""
+    if steer is not None:
+        _steered(x, out, ax, steer, inverse)
+    elif integer:
+        _integer_pass(_along(x, ax), _along(out, ax), INTEGER[integer], inverse)
+    else:
+        _cdf_pass(_along(x, ax), _along(out, ax), inverse)
 
 
-def _predict_53(s: np.ndarray, n: int) -> np.ndarray:
-    """The 5/3 predict: ``(s[i] + s[i+1]) >> 1``."""
-    return (s[:n] + _next(s, n)) >> 1
+def _steered(x: np.ndarray, out: np.ndarray, ax: int, steer: Steer, inverse: bool) -> None:
+    """:func:`_steered_pass` along ``ax`` of C-ordered ``x`` into ``out``."""
+    across = ax == x.ndim - 1
+    first, last = _segments_of(x.shape[-2] if across else x.shape[-1], steer.split)
+    _steered_pass(_along(x, ax), _along(out, ax), steer.offsets, steer.block, first, last, across, inverse)
 
 
-def _mirrored_evens(s: np.ndarray, n: int) -> np.ndarray:
-    """``s[i - 1], ..., s[i + 2]`` stacked for ``i < n`` (rows ``i .. i + 3`` of the result), the even
-    samples of a signal of ``len(s) + n`` samples extended whole-sample symmetrically."""
-    size = len(s) + n
-    period = max(2 * (size - 1), 1)
-    at = np.abs(2 * np.arange(-1, n + 2)) % period
-    rows = np.where(at > size - 1, period - at, at) // 2
-    out = _rows_like(s, n + 3)
-    runs = [0, *(np.flatnonzero(np.diff(rows) != 1) + 1), len(rows)]  # copied as slices, not gathered
-    for a, b in itertools.pairwise(runs):
-        out[a:b] = s[rows[a] : rows[a] + b - a]
-    return out
-
-
-def _predict_97m(s: np.ndarray, n: int) -> np.ndarray:
-    """The 9/7-M predict (JPEG 2000 Part 2): ``(9 (s[i] + s[i+1]) - (s[i-1] + s[i+2]) + 8) >> 4``."""
-    e = _mirrored_evens(s, n)
-    out = e[1 : n + 1] + e[2 : n + 2]  # in place from here: these run over whole chunks
-    out *= 9
-    out -= e[:n]
-    out -= e[3 : n + 3]
-    out += 8
-    out >>= 4
-    return out
-
-
-# The integer-to-integer transforms, by name, as their predict steps (both update with 5/3's):
-# LeGall 5/3 (JPEG 2000's lossless transform) and 9/7-M (its Part 2's), whose longer predict
-# suits smooth data better.
-INTEGER = {"5/3": _predict_53, "9/7-M": _predict_97m}
-
-
-def _forward_int(x: np.ndarray, integer: str, out: np.ndarray) -> None:
-    """One reversible level along axis 0, in ``x``'s integer dtype, written to ``out`` (low rows,
-    then high): floor-rounded lifting steps, each a function of the other half only, so
-    :func:`_inverse_int` undoes them exactly."""
-    s, d = x[0::2], x[1::2]
-    m = len(s)
-    if not len(d):
-        out[...] = x
-        return
-    high = np.subtract(d, INTEGER[integer](s, len(d)), out=out[m:])
-    update = _pair(high, m)
-    update += 2
-    update >>= 2
-    np.add(s, update, out=out[:m])
-
-
-def _inverse_int(low: np.ndarray, high: np.ndarray, integer: str) -> np.ndarray:
-    x = _rows_like(low, len(low) + len(high))
-    if not len(high):
-        x[...] = low
-        return x
-    update = _pair(high, len(low))
-    update += 2
-    update >>= 2
-    s = low - update  # contiguous: the predict reads it four times
-    x[0::2] = s
-    np.add(high, INTEGER[integer](s, len(high)), out=x[1::2])
-    return x
+def _along(a: np.ndarray, ax: int) -> np.ndarray:
+    """C-ordered ``a`` viewed as (outer, n, inner) with ``ax`` in the middle."""
+    return a.reshape(math.prod(a.shape[:ax]), a.shape[ax], math.prod(a.shape[ax + 1 :]))
 
 
 def detail_keys(count: int) -> list[str]:
@@ -290,17 +347,13 @@ def wavedec(
     per_level = []
     for level in range(levels):
         half = _sizes(a.shape, 1, axes)[1]
+        a, spare = np.ascontiguousarray(a), None  # each pass writes the array the pass before read
         for ax in axes:
             v = np.moveaxis(a, ax, 0)
-            if integer:
-                a = np.empty(a.shape, a.dtype)
-                _forward_int(v, integer, np.moveaxis(a, ax, 0))
-                continue
             steer = None if steering is None else steering.forward(level, ax, v, _split(a.ndim, ax, axes, half))
-            low, high = _forward(v, steer)
-            a = np.empty(a.shape, np.float32)
-            out = np.moveaxis(a, ax, 0)
-            out[: len(low)], out[len(low) :] = low, high
+            out = np.empty(a.shape, a.dtype) if spare is None else spare
+            _pass(a, out, ax, integer, steer, False)
+            a, spare = out, (None if a is x else a)
         per_level.append([a[_region(a.shape, key, half, axes)] for key in detail_keys(len(axes))])
         a = a[_region(a.shape, "a" * len(axes), half, axes)]
     return [a] + [band for level in reversed(per_level) for band in level]
@@ -346,18 +399,17 @@ def waverec(
     sizes = _sizes(shape, levels, axes)
     keys = detail_keys(len(axes))
     a = np.asarray(bands[0]) if integer else np.asarray(bands[0], np.float32)
-    inverse = functools.partial(_inverse_int, integer=integer) if integer else _inverse
     for i, (size, half) in enumerate(zip(sizes[-2::-1], sizes[:0:-1], strict=True)):
         full = np.empty(size, a.dtype)
         full[_region(size, "a" * len(axes), half, axes)] = a
         for key, band in zip(keys, bands[1 + i * len(keys) : 1 + (i + 1) * len(keys)], strict=True):
             full[_region(size, key, half, axes)] = band
-        level = levels - 1 - i
+        level, spare = levels - 1 - i, None
         for ax in reversed(axes):
-            v = np.moveaxis(full, ax, 0)
             split = _split(len(size), ax, axes, half)
-            steer = None if steering is None else steering.inverse(level, ax, v.shape, split)
-            low, high = v[: half[ax]], v[half[ax] :]
-            full = np.moveaxis(inverse(low, high) if steer is None else _inverse(low, high, steer), 0, ax)
+            steer = None if steering is None else steering.inverse(level, ax, np.moveaxis(full, ax, 0).shape, split)
+            out = np.empty(size, a.dtype) if spare is None else spare
+            _pass(full, out, ax, integer, steer, True)
+            full, spare = out, full  # the next pass writes the array this one read
         a = full
     return a

@@ -99,18 +99,40 @@ def fold(values: np.ndarray, edge: int, k: np.ndarray | int = 0) -> np.ndarray:
     (column 2 edge + 1): ``hi = values >> k`` at column hi + edge, or past +-edge the escape's
     excess 2 (|hi| - edge - 1) + (hi < 0); then the k low bits (a row's ``lows``)."""
     values = np.asarray(values, np.int64)
-    hi = values >> k
-    magnitude = np.abs(hi)
-    symbol = np.where(magnitude > edge, 2 * edge + 1 + 2 * (magnitude - edge - 1) + (hi < 0), hi + edge)
-    return (symbol << k) | (values - (hi << k))
+    return _folded(values.reshape(-1), edge, _each(k, values.shape)).reshape(values.shape)
 
 
 def unfold(values: np.ndarray, edge: int, k: np.ndarray | int = 0) -> np.ndarray:
     """Inverse of :func:`fold`."""
-    symbol = values >> k
-    excess = symbol - (2 * edge + 1)
-    hi = np.where(excess < 0, symbol - edge, (edge + 1 + (excess >> 1)) * (1 - 2 * (excess & 1)))
-    return (hi << k) + (values - (symbol << k))
+    values = np.asarray(values, np.int64)
+    return _unfolded(values.reshape(-1), edge, _each(k, values.shape)).reshape(values.shape)
+
+
+def _each(k: np.ndarray | int, shape: tuple[int, ...]) -> np.ndarray:
+    """``k`` for every value, flat."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(k, np.int64), shape)).reshape(-1)
+
+
+@numba.njit(nogil=True, cache=True)
+def _folded(values: np.ndarray, edge: int, k: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        hi = values[i] >> k[i]
+        magnitude = abs(hi)
+        symbol = 2 * edge + 1 + 2 * (magnitude - edge - 1) + (hi < 0) if magnitude > edge else hi + edge
+        out[i] = (symbol << k[i]) | (values[i] - (hi << k[i]))
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _unfolded(values: np.ndarray, edge: int, k: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        symbol = values[i] >> k[i]
+        excess = symbol - (2 * edge + 1)
+        hi = symbol - edge if excess < 0 else (edge + 1 + (excess >> 1)) * (1 - 2 * (excess & 1))
+        out[i] = (hi << k[i]) + (values[i] - (symbol << k[i]))
+    return out
 
 
 def _bit_length(q: np.ndarray) -> np.ndarray:
