@@ -177,20 +177,30 @@ def _lift(out: np.ndarray, step: np.float32, at: np.ndarray, left: np.ndarray, r
 
 
 @numba.njit(nogil=True, cache=True)
+def _halves(x: np.ndarray, out: np.ndarray, inverse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Start a CDF 9/7 level along the rows of 2D ``x``: its low and high rows placed in ``out``
+    (forward: the interleaved samples' evens first, then its odds; ``inverse``: low and high rows
+    unscaled and interleaved), and where each half's row k sits in ``out``."""
+    n = x.shape[0]
+    m, nd = (n + 1) // 2, n // 2
+    low = np.arange(m) * 2 if inverse else np.arange(m)
+    high = np.arange(nd) * 2 + 1 if inverse else m + np.arange(nd)
+    for k in range(m):
+        out[low[k]] = x[k] / _SCALES[0] if inverse else x[2 * k]
+    for k in range(nd):
+        out[high[k]] = x[m + k] / _SCALES[1] if inverse else x[2 * k + 1]
+    return low, high
+
+
+@numba.njit(nogil=True, cache=True)
 def _cdf_rows(x: np.ndarray, out: np.ndarray, inverse: bool) -> None:
     """One unsteered CDF 9/7 level (float32) along the rows of 2D ``x`` into ``out``: forward,
     interleaved samples to low rows then high; ``inverse``, back (the steps negated, in reverse)."""
     n = x.shape[0]
     m, nd = (n + 1) // 2, n // 2
-    # where each half's sample k sits in ``out``: low rows then high forward, interleaved going back
-    low = np.arange(m) * 2 if inverse else np.arange(m)
-    high = np.arange(nd) * 2 + 1 if inverse else m + np.arange(nd)
+    low, high = _halves(x, out, inverse)
     below = low[np.minimum(np.arange(nd) + 1, m - 1)]
     around_left, around_right = high[np.maximum(np.arange(m) - 1, 0)], high[np.minimum(np.arange(m), nd - 1)]
-    for k in range(m):
-        out[low[k]] = x[k] / _SCALES[0] if inverse else x[2 * k]
-    for k in range(nd):
-        out[high[k]] = x[m + k] / _SCALES[1] if inverse else x[2 * k + 1]
     for s in range(4):
         step = -_STEPS[3 - s] if inverse else _STEPS[s]
         if (s % 2 == 0) != inverse:  # the high samples from the low ones
@@ -230,12 +240,7 @@ def _steered_rows(
     columns), ``first``/``last``: each index's half of the steered axis (:class:`Steer`)."""
     n, width = x.shape
     m, nd = (n + 1) // 2, n // 2
-    low = np.arange(m) * 2 if inverse else np.arange(m)
-    high = np.arange(nd) * 2 + 1 if inverse else m + np.arange(nd)
-    for k in range(m):
-        out[low[k]] = x[k] / _SCALES[0] if inverse else x[2 * k]
-    for k in range(nd):
-        out[high[k]] = x[m + k] / _SCALES[1] if inverse else x[2 * k + 1]
+    low, high = _halves(x, out, inverse)
     # each block row's columns to read in the row before (ahead) and the row after (behind)
     column = np.arange(width)
     along = column % len(first)
