@@ -82,8 +82,11 @@ _TILE = 64
 def _mirrored(j: np.ndarray, n: int) -> np.ndarray:
     """Indices ``j`` into a signal of ``n`` samples extended whole-sample symmetrically."""
     period = max(2 * (n - 1), 1)
-    j = np.abs(j) % period
-    return np.where(j > n - 1, period - j, j)
+    out = np.empty_like(j)
+    for i in range(len(j)):
+        a = abs(j[i]) % period
+        out[i] = period - a if a > n - 1 else a
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
