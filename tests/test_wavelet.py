@@ -485,3 +485,31 @@ def test_4d_series_round_trip(mri4d, save, tmp_path):
     decoded = zarr.open_array(dst, mode="r")[...]
     assert decoded.shape == mri4d.shape and abs(result.raw_bytes / result.stored_bytes / 8 - 1) < 0.05
     assert psnr(mri4d, decoded, peak=float(mri4d.max()) - float(mri4d.min())) > 30
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"), [((9, 17, 12), (0, 1, 2)), ((5, 16, 16), (1, 2)), ((4, 6, 8, 10), (0, 1, 2, 3))]
+)
+def test_context_keys_are_the_buckets_of_their_sources(shape, axes):
+    """A position's key: the buckets of its parent's magnitude, of the parent's 3x3(x3)
+    neighbourhood, of its decoded neighbours' summed magnitudes (capped past the last bucket) and of
+    its decoded siblings, in bits 0-3, 4-7, 8-11 and 12-15 (numpy's formula, element by element)."""
+    rng = np.random.default_rng(5)
+    lattice = lattices([shape], axes)[0]
+    parent_shape = tuple((n + 1) // 2 if ax in axes else n for ax, n in enumerate(shape))
+    parent = rng.integers(-400, 400, parent_shape) * (rng.random(parent_shape) < 0.5)
+    siblings = context_model.LevelSums([shape])
+    siblings.add(rng.integers(-300, 300, shape))
+    ctx = context_model.BandContexts(lattice, parent, siblings)
+    mag = np.abs(parent).astype(np.int64)
+    expected = (
+        buckets(lattice.parent(mag))
+        | buckets(lattice.parent(context_model._box(mag, axes))) << 4
+        | buckets(lattice.fit(siblings.total)) << 12
+    )
+    decoded = rng.integers(-200, 200, shape).astype(np.int32)
+    for phase in range(context_model.PHASES):
+        idx = ctx.positions(phase)
+        around = decoded.reshape(-1)[neighbour_index(shape, axes, phase, idx)]
+        near = buckets(np.abs(around).sum(axis=(0, 1), dtype=np.int64)) << 8 if len(around) else 0
+        assert np.array_equal(ctx.keys(phase, around), expected.reshape(-1)[idx] | near)
