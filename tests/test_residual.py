@@ -5,7 +5,9 @@ import pytest
 
 from streamcomp.coding.bands import subband_shapes, subbands
 from streamcomp.coding.residual import (
+    ROUNDING,
     ResidualCoder,
+    _dead_zone_counts,
     _descriptors,
     decode_residual,
     encode_residual,
@@ -156,3 +158,15 @@ def test_ct_edges_steer_the_in_plane_passes_and_cost_fewer_bytes(ct_large):
     broken[10] ^= 0xFF  # inside the grids' counts
     with pytest.raises(ChunkFormatError):
         decode_residual(bytes(broken), x.shape)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 1001])
+@pytest.mark.parametrize("log2_step", [-6.0, 0.0, 3.0])
+def test_dead_zone_counts_are_numpys_bincount(size, log2_step):
+    """The rate estimates' symbol histogram, compiled: numpy's, for float32 and integer magnitudes
+    (integers promote to float64 in both), whatever the count's remainder by four."""
+    rng = np.random.default_rng(int(size))
+    inverse, rounding = np.float32(2.0**-log2_step), np.float32(ROUNDING)
+    for m in (np.abs(rng.laplace(0, 3, size)).astype(np.float32), rng.integers(0, 500, size).astype(np.int32)):
+        expected = np.bincount((m * inverse + rounding).astype(np.int64))
+        assert np.array_equal(_dead_zone_counts(m, inverse, rounding), expected)
