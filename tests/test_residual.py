@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from streamcomp.coding.bands import subband_shapes, subbands
+from streamcomp.coding.rate_estimate import ROUNDING, _dead_zone_counts
 from streamcomp.coding.residual import (
-    ROUNDING,
     ResidualCoder,
-    _dead_zone_counts,
     _descriptors,
     decode_residual,
     encode_residual,

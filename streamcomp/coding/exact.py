@@ -54,7 +54,7 @@ from streamcomp.coding.bands import (
     transform_axes,
 )
 from streamcomp.coding.context_model import ContextModel
-from streamcomp.coding.residual import first_order_bytes
+from streamcomp.coding.rate_estimate import first_order_bytes
 from streamcomp.errors import ChunkFormatError
 
 MAX_RANGE = 2**20  # widest value range (max - min + 1) coded here; coefficients stay below 2**30

@@ -38,7 +38,6 @@ import struct
 from functools import lru_cache
 
 import constriction
-import numba
 import numpy as np
 
 from streamcomp.coding import learned_bands, rans
@@ -57,9 +56,9 @@ from streamcomp.coding.bands import (
 )
 from streamcomp.coding.context_model import ContextModel
 from streamcomp.coding.directions import Directions
+from streamcomp.coding.rate_estimate import ROUNDING, first_order_bytes
 from streamcomp.errors import ChunkFormatError
 
-ROUNDING = 0.38  # dead-zone rounding offset: below 0.5 trades a little error for fewer nonzeros
 _HEAD = struct.Struct("<fBB")
 _PLANAR = 0x80  # flag in the levels byte
 _LAYOUT = 0x40  # flags in the levels byte: context-coded bands and the symmetric-extension
@@ -132,39 +131,6 @@ def _code_band(
     coded = np.flatnonzero(rows)
     segments.append((values[coded], rows[coded]))
     return bytes([_CONTEXT, *codes.tolist()])
-
-
-def first_order_bytes(magnitudes: list[np.ndarray], log2_step: float) -> float:
-    """Bytes of the bands' dead-zone symbols at step ``2**log2_step`` (``magnitudes``: each band's
-    absolute coefficients, flat) under each band's first-order entropy, plus a sign bit per
-    nonzero: what the planner's rate curves estimate and the learned rate control starts from."""
-    inverse = np.float32(2.0 ** -float(log2_step))
-    bits = 0.0
-    for m in magnitudes:
-        if not m.size:
-            continue
-        counts = _dead_zone_counts(m, inverse, np.float32(ROUNDING))
-        zeros = int(counts[0])
-        counts = counts[counts > 0].astype(np.float64)
-        bits += m.size * np.log2(m.size) - float((counts * np.log2(counts)).sum()) + (m.size - zeros)
-    return bits / 8
-
-
-@numba.njit(nogil=True, cache=True)
-def _dead_zone_counts(magnitudes: np.ndarray, inverse: np.float32, rounding: np.float32) -> np.ndarray:
-    """``np.bincount`` of the dead-zone symbols ``floor(m * inverse + rounding)`` of non-negative
-    ``magnitudes``, in one pass (numpy took four, over every band at every step of a rate curve),
-    counted into four interleaved histograms: most symbols are zeros, and one histogram would
-    wait on its own last increment of the same bin."""
-    top = int(magnitudes.max() * inverse + rounding)  # the symbol rises with the magnitude
-    counts = np.zeros((4, top + 1), np.int64)
-    n = len(magnitudes)
-    for i in range(0, n - 3, 4):
-        for j in range(4):
-            counts[j, int(magnitudes[i + j] * inverse + rounding)] += 1
-    for i in range(n - n % 4, n):
-        counts[0, int(magnitudes[i] * inverse + rounding)] += 1
-    return counts.sum(axis=0)
 
 
 def _dequantize(symbols: list[np.ndarray], step: float) -> list[np.ndarray]:

@@ -35,7 +35,8 @@ from numcodecs import Blosc
 from streamcomp.coding.bands import clear_winner, log_magnitudes
 from streamcomp.coding.context_model import ContextModel
 from streamcomp.coding.exact import MAX_RANGE, ExactPlan, decode_exact
-from streamcomp.coding.residual import ResidualCoder, decode_residual, first_order_bytes
+from streamcomp.coding.rate_estimate import first_order_bytes
+from streamcomp.coding.residual import ResidualCoder, decode_residual
 from streamcomp.errors import ChunkFormatError
 from streamcomp.values import normalize
 
